@@ -1,0 +1,23 @@
+# `make serve` and `make test` set up .venv themselves on first use (and again when
+# pyproject.toml changes), so a fresh clone needs nothing else.
+VENV := .venv
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: serve test bench clean
+
+$(STAMP): pyproject.toml scripts/setup_venv.sh
+	bash scripts/setup_venv.sh test
+	touch $@
+
+serve: $(STAMP)
+	$(VENV)/bin/sana-stream serve $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m benchmarks.engine $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache tests/artifacts

@@ -1,0 +1,54 @@
+"""The seam between the stream engine and a model runtime (torch, onnxruntime, tensorrt).
+
+A backend runs the three networks of Sana-Sprint on ready tensors. Everything around them (TrigFlow
+math, noise, slots, guidance) lives in ``stream/`` and is the same for every backend.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from engines.prompt_kv import KVBatch, PromptKV
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    """What the stream engine must know about the networks' shapes and scales."""
+
+    latent_channels: int
+    spatial_compression: int  # image pixels per latent pixel (32 for DC-AE f32c32)
+    scaling_factor: float  # the VAE's latent scale (0.41407 for DC-AE)
+    guidance_embeds_scale: float  # the transformer multiplies the guidance by this (0.1)
+    cross_attention_heads: int  # heads of each block's cross-attention (K/V layout)
+    device: torch.device
+    dtype: torch.dtype
+
+
+class ModelBackend(ABC):
+    """Runs the autoencoder and the transformer. Shapes: images (B, 3, H, W) in [-1, 1]; latents
+    (B, C, H/f, W/f) in the VAE's own (unscaled) space; transformer tensors in the model's space."""
+
+    geometry: ModelGeometry
+
+    @abstractmethod
+    def encode(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, C, H/f, W/f), unscaled VAE latents."""
+
+    @abstractmethod
+    def decode(self, latents: Tensor) -> Tensor:
+        """(B, C, H/f, W/f) unscaled VAE latents -> (B, 3, H, W) images in about [-1, 1]."""
+
+    @abstractmethod
+    def velocity(self, x_in: Tensor, timestep: Tensor, guidance: Tensor, kv: KVBatch) -> Tensor:
+        """One transformer call: x_in (B, C, h, w), flow time (B,), scaled guidance (B,) -> velocity."""
+
+    @abstractmethod
+    def prompt_kv(self, embeds: Tensor) -> PromptKV:
+        """Text-encoder hidden states (L, caption_channels) -> each block's cross-attention K and V."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases what the backend holds."""

@@ -1,0 +1,118 @@
+"""PyTorch eager backend: diffusers' SanaTransformer2DModel and AutoencoderDC, with cached prompt K/V."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderDC, SanaTransformer2DModel
+from diffusers.models.attention_processor import Attention
+from torch import Tensor
+
+from engines.base import ModelBackend, ModelGeometry
+from engines.prompt_kv import KVBatch, PromptKV
+
+logger = logging.getLogger(__name__)
+
+
+class CachedCrossAttnProcessor:
+    """Cross-attention that reads precomputed K/V instead of projecting the prompt on every call.
+
+    diffusers' Sana blocks do not pass attention kwargs to their processors, so the K/V of the current
+    batch are set on this object before each transformer call (``bind``) and cleared after it.
+    """
+
+    def __init__(self) -> None:
+        self.key: Tensor | None = None
+        self.value: Tensor | None = None
+        self.bias: Tensor | None = None
+
+    def bind(self, key: Tensor | None, value: Tensor | None, bias: Tensor | None) -> None:
+        self.key, self.value, self.bias = key, value, bias
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
+        if self.key is None or self.value is None:
+            raise RuntimeError("CachedCrossAttnProcessor called without bound prompt K/V")
+        B, N, _ = hidden_states.shape
+        query = attn.to_q(hidden_states)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        query = query.view(B, N, attn.heads, -1).transpose(1, 2)  # (B, heads, N, head_dim)
+        out = F.scaled_dot_product_attention(query, self.key, self.value, attn_mask=self.bias)
+        out = out.transpose(1, 2).reshape(B, N, -1).to(query.dtype)  # (B, N, heads * head_dim)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+class TorchBackend(ModelBackend):
+    """Eager PyTorch. Installs a ``CachedCrossAttnProcessor`` on every block's ``attn2``."""
+
+    def __init__(self, transformer: SanaTransformer2DModel, vae: AutoencoderDC) -> None:
+        self.transformer = transformer.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False)
+        param = next(self.transformer.parameters())
+        self.geometry = ModelGeometry(
+            latent_channels=int(vae.config.latent_channels),
+            spatial_compression=int(vae.spatial_compression_ratio),
+            scaling_factor=float(vae.config.scaling_factor),
+            guidance_embeds_scale=float(transformer.config.guidance_embeds_scale),
+            cross_attention_heads=int(transformer.config.num_cross_attention_heads),
+            device=param.device,
+            dtype=param.dtype,
+        )
+        if not transformer.config.guidance_embeds:
+            raise ValueError("transformer must be a Sana-Sprint model (config.guidance_embeds=True)")
+        self._blocks = list(self.transformer.transformer_blocks)
+        self._processors = [CachedCrossAttnProcessor() for _ in self._blocks]
+        for block, proc in zip(self._blocks, self._processors):
+            block.attn2.set_processor(proc)
+        self._caption_channels = int(transformer.config.caption_channels)
+
+    @torch.inference_mode()
+    def encode(self, images: Tensor) -> Tensor:
+        return self.vae.encode(images.to(self.vae.dtype)).latent
+
+    @torch.inference_mode()
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.vae.decode(latents.to(self.vae.dtype)).sample
+
+    @torch.inference_mode()
+    def prompt_kv(self, embeds: Tensor) -> PromptKV:
+        t = self.transformer
+        hidden = t.caption_norm(t.caption_projection(embeds[None].to(self.geometry.dtype)))  # (1, L, D)
+        keys, values = [], []
+        for block in self._blocks:
+            attn = block.attn2
+            key = attn.to_k(hidden)
+            if attn.norm_k is not None:
+                key = attn.norm_k(key)
+            keys.append(key[0])
+            values.append(attn.to_v(hidden)[0])
+        return PromptKV(keys=tuple(keys), values=tuple(values))
+
+    @torch.inference_mode()
+    def velocity(self, x_in: Tensor, timestep: Tensor, guidance: Tensor, kv: KVBatch) -> Tensor:
+        B = x_in.shape[0]
+        if kv.batch_size != B:
+            raise ValueError(f"kv batch size {kv.batch_size} does not match x_in batch size {B}")
+        for proc, key, value in zip(self._processors, kv.keys, kv.values):
+            proc.bind(key, value, kv.bias)
+        # the prompt lives in the bound K/V; one zero token keeps the caption projection's cost negligible
+        placeholder = x_in.new_zeros((B, 1, self._caption_channels), dtype=self.geometry.dtype)
+        try:
+            return self.transformer(
+                x_in.to(self.geometry.dtype),
+                encoder_hidden_states=placeholder,
+                timestep=timestep,
+                guidance=guidance.to(self.geometry.dtype),
+                return_dict=False,
+            )[0]
+        finally:
+            for proc in self._processors:
+                proc.bind(None, None, None)

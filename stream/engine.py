@@ -1,0 +1,317 @@
+"""StreamEngine: Sana-Sprint img2img for live video, one model batch per call over all steps and streams."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engines.base import ModelBackend
+from engines.prompt_kv import KVBatch, PromptKV, batch_prompt_kv
+from stream import trigflow
+from stream.config import CfgType, StreamConfig
+from stream.exceptions import UnknownStreamError
+from stream.frames import fit_frame, to_tensor, to_uint8, validate_frame
+from stream.prompt import PromptEncoder
+from stream.similarity_filter import SimilarityFilter
+from stream.state import Conditioning, StepPlan, StreamSettings, StreamState
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STREAM = "default"
+
+
+class FrameKind(str, enum.Enum):
+    GENERATED = "generated"  # a finished generation
+    WARMUP = "warmup"  # the pipe is not full yet: the (resized, cropped) input frame itself
+    SKIPPED = "skipped"  # the similarity filter skipped it: the last finished frame again
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    image: np.ndarray  # (height, width, 3) uint8 RGB
+    kind: FrameKind
+    tag: Any  # the tag of the input frame this image came from (a timestamp, say)
+
+
+@dataclass
+class _Work:
+    state: StreamState
+    fitted: np.ndarray
+    image: Tensor
+    tag: Any
+
+
+class StreamEngine:
+    """Restyles frames of one or more streams. Each stream has its own prompt K/V, noise, frames in flight
+    and similarity filter; ``process`` runs every stream that has a frame in one model batch.
+
+    While a stream's pipe fills (the first ``len(t_list) - 1`` frames) it returns the input frame, resized
+    and cropped, marked ``FrameKind.WARMUP``: never a half-denoised image.
+    """
+
+    def __init__(self, backend: ModelBackend, prompt_encoder: PromptEncoder, config: StreamConfig,
+                 sigma_d: float = 0.5) -> None:
+        geo = backend.geometry
+        for name in ("width", "height"):
+            if getattr(config, name) % geo.spatial_compression:
+                raise ValueError(f"{name} must be a multiple of the VAE's {geo.spatial_compression}x compression")
+        self.backend = backend
+        self.config = config
+        self.sigma_d = float(sigma_d)
+        self._encoder = prompt_encoder
+        self._latent_shape = (geo.latent_channels, config.height // geo.spatial_compression,
+                              config.width // geo.spatial_compression)
+        self._defaults = StreamSettings.from_config(config)
+        self._streams: dict[str, StreamState] = {}
+        self._registry_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+        self._kv_cache: tuple[tuple[tuple[PromptKV, int], ...], KVBatch] | None = None
+        self.pipeline: Any = None  # the diffusers pipeline the weights came from, when loaded by from_pretrained
+        self.add_stream(DEFAULT_STREAM)
+        logger.info("stream engine ready: %dx%d, %d step(s), cfg %s, %s %s", config.width, config.height,
+                    config.num_steps, config.cfg_type.value, geo.device, geo.dtype)
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike[str], config: StreamConfig | None = None, *,
+                        local_files_only: bool | None = None) -> StreamEngine:
+        """Loads a diffusers-format Sana-Sprint directory or hub id (see ``stream.loading``)."""
+        from engines.torch_backend import TorchBackend
+        from stream.loading import choose_placement, load_pipeline
+
+        config = config or StreamConfig()
+        pipe = load_pipeline(model, choose_placement(config.device, config.dtype), local_files_only)
+        engine = cls(TorchBackend(pipe.transformer, pipe.vae), PromptEncoder(pipe, config.max_sequence_length),
+                     config, sigma_d=float(pipe.scheduler.config.sigma_data))
+        engine.pipeline = pipe
+        return engine
+
+    # ---- streams and live settings -------------------------------------------------------------------
+
+    def add_stream(self, stream_id: str, **settings: Any) -> StreamSettings:
+        """Registers a stream with the engine's default settings, overridden by ``settings``."""
+        if not isinstance(stream_id, str) or not stream_id:
+            raise ValueError(f"stream_id must be a non-empty string, got {stream_id!r}")
+        new = self._defaults.replace(self.config.cfg_type, **settings)
+        state = StreamState(stream_id, self._condition(new, None), self._make_filter(new.seed))
+        with self._registry_lock:
+            if stream_id in self._streams:
+                raise ValueError(f"stream_id {stream_id!r} is already registered")
+            self._streams[stream_id] = state
+        return new
+
+    def remove_stream(self, stream_id: str) -> None:
+        with self._registry_lock:
+            if self._streams.pop(stream_id, None) is None:
+                raise UnknownStreamError(stream_id)
+
+    def stream_ids(self) -> list[str]:
+        with self._registry_lock:
+            return list(self._streams)
+
+    def settings(self, stream_id: str = DEFAULT_STREAM) -> StreamSettings:
+        return self._stream(stream_id).conditioning.settings
+
+    def update(self, stream: str | None = None, **changes: Any) -> dict[str, StreamSettings]:
+        """Changes live settings of one stream, or of every stream (and the defaults) when ``stream`` is None.
+
+        Safe from any thread: everything is validated first and derived tensors are built before the swap,
+        so a frame sees either the old settings or the new ones, never half of each.
+        """
+        with self._registry_lock:
+            states = list(self._streams.values()) if stream is None else [self._stream_locked(stream)]
+        if stream is None:
+            self._defaults.replace(self.config.cfg_type, **changes)  # validate even when no stream exists
+        applied = {}
+        for state in states:
+            with state.lock:
+                old = state.conditioning
+                new = old.settings.replace(self.config.cfg_type, **changes)
+                state.conditioning = self._condition(new, old)
+            applied[state.stream_id] = new
+        if stream is None:
+            self._defaults = self._defaults.replace(self.config.cfg_type, **changes)
+        return applied
+
+    def set_prompt(self, prompt: str, negative_prompt: str | None = None, stream: str | None = None) -> None:
+        changes: dict[str, Any] = {"prompt": prompt}
+        if negative_prompt is not None:
+            changes["negative_prompt"] = negative_prompt
+        self.update(stream, **changes)
+
+    def set_seed(self, seed: int, stream: str | None = None) -> None:
+        self.update(stream, seed=seed)
+
+    def set_t_list(self, t_list: tuple[float, ...], stream: str | None = None) -> None:
+        """New angles. With the same number of steps, frames in flight continue at the new angles; with
+        another number the stream's pipe restarts (its next outputs are warm-up frames)."""
+        self.update(stream, t_list=tuple(t_list))
+
+    def set_strength(self, strength: float, stream: str | None = None) -> None:
+        """Sets ``t_list[0]`` to ``strength`` (radians) and scales the later angles by the same factor."""
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength > 0:
+            raise ValueError(f"strength must be a positive angle in radians, got {strength!r}")
+        for sid in [stream] if stream else self.stream_ids():
+            t_list = self.settings(sid).t_list
+            self.update(sid, t_list=tuple(t * strength / t_list[0] for t in t_list))
+
+    def set_guidance_scale(self, guidance_scale: float, stream: str | None = None) -> None:
+        self.update(stream, guidance_scale=guidance_scale)
+
+    def set_cfg_scale(self, cfg_scale: float, stream: str | None = None) -> None:
+        self.update(stream, cfg_scale=cfg_scale)
+
+    # ---- frames --------------------------------------------------------------------------------------
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Restyles one frame of the default stream: uint8 (H, W, 3) RGB in, uint8 (height, width, 3) out."""
+        return self.process({DEFAULT_STREAM: frame})[DEFAULT_STREAM].image
+
+    def process(self, frames: Mapping[str, np.ndarray],
+                tags: Mapping[str, Any] | None = None) -> dict[str, FrameResult]:
+        """One engine call: at most one new frame per stream, all of them in one model batch."""
+        for sid, frame in frames.items():
+            validate_frame(frame, f"frames[{sid!r}]")
+        states = {sid: self._stream(sid) for sid in frames}
+        tags = tags or {}
+        with self._run_lock:
+            results: dict[str, FrameResult] = {}
+            work: list[_Work] = []
+            for sid, frame in frames.items():
+                state, tag = states[sid], tags.get(sid)
+                fitted = fit_frame(frame, self.config.width, self.config.height)
+                image = to_tensor(fitted, self.backend.geometry.device)
+                if state.filter is not None and state.filter.should_skip(image):
+                    last = state.last_output if state.last_output is not None else fitted
+                    results[sid] = FrameResult(last, FrameKind.SKIPPED, tag)
+                else:
+                    work.append(_Work(state, fitted, image, tag))
+            if work:
+                results.update(self._denoise(work))
+            return results
+
+    # ---- internals -----------------------------------------------------------------------------------
+
+    def _denoise(self, work: list[_Work]) -> dict[str, FrameResult]:
+        sigma_d, geo = self.sigma_d, self.backend.geometry
+        # 1. encode the new frames: (S, 3, H, W) -> (S, C, h, w) in TrigFlow space
+        latents = self.backend.encode(torch.cat([w.image for w in work])).float()
+        x0_img = latents * geo.scaling_factor * sigma_d
+        # 2. every stream's slots (and negative passes) in one batch
+        plans = [w.state.plan(x0_img[i], w.tag, sigma_d) for i, w in enumerate(work)]
+        x, angles, guidance, kv = self._assemble(plans)
+        s = trigflow.flow_time(angles)  # (B, 1, 1, 1)
+        x_in = trigflow.model_input(x, s, sigma_d)
+        v = self.backend.velocity(x_in, s.flatten(), guidance, kv).float()
+        x0_all = trigflow.clean_estimate(x, trigflow.trigflow_output(x_in, v, s, sigma_d), angles)
+        # 3. guidance per stream, then move the slots along
+        finished: list[tuple[int, Tensor, Any]] = []
+        offset = 0
+        for i, (w, plan) in enumerate(zip(work, plans)):
+            size = self._batch_items(plan)
+            x0_hat, refs = self._guide(plan, x0_all[offset:offset + size])
+            offset += size
+            done = w.state.advance(plan, x0_hat, refs)
+            if done is not None:
+                finished.append((i, done[0], done[1]))
+        # 4. decode the finished frames in one batch
+        results = {w.state.stream_id: FrameResult(w.fitted, FrameKind.WARMUP, w.tag) for w in work}
+        if finished:
+            latents = torch.stack([f[1] for f in finished]) / sigma_d / geo.scaling_factor
+            images = to_uint8(self.backend.decode(latents))
+            for (i, _, tag), image in zip(finished, images):
+                state = work[i].state
+                state.last_output = image
+                results[state.stream_id] = FrameResult(image, FrameKind.GENERATED, tag)
+        return results
+
+    def _negative_items(self, plan: StepPlan) -> int:
+        cfg = self.config.cfg_type
+        return plan.x.shape[0] if cfg is CfgType.FULL else 1 if cfg is CfgType.ONETIME else 0
+
+    def _batch_items(self, plan: StepPlan) -> int:
+        return plan.x.shape[0] + self._negative_items(plan)
+
+    def _assemble(self, plans: list[StepPlan]) -> tuple[Tensor, Tensor, Tensor, KVBatch]:
+        """Batch layout, per stream: its k conditional slots, then its negative items (full: k, onetime: 1)."""
+        xs, angles, guidance, rows = [], [], [], []
+        for plan in plans:
+            k, neg, cond = plan.x.shape[0], self._negative_items(plan), plan.cond
+            xs += [plan.x, plan.x[:neg]]
+            angles += [cond.angles[:k], cond.angles[:neg]]
+            guidance += [cond.guidance[:k], cond.guidance[:neg]]
+            rows += [(cond.kv, k)] + ([(cond.negative_kv, neg)] if neg else [])
+        return torch.cat(xs), torch.cat(angles), torch.cat(guidance), self._kv_batch(tuple(rows))
+
+    def _kv_batch(self, rows: tuple[tuple[Any, int], ...]) -> KVBatch:
+        cached = self._kv_cache
+        if cached is not None and len(cached[0]) == len(rows) and all(
+                a is c and n == m for (a, n), (c, m) in zip(rows, cached[0])):
+            return cached[1]
+        expanded = [kv for kv, count in rows for _ in range(count)]
+        batch = batch_prompt_kv(expanded, self.backend.geometry.cross_attention_heads)
+        self._kv_cache = (rows, batch)
+        return batch
+
+    def _guide(self, plan: StepPlan, x0: Tensor) -> tuple[Tensor, list[Tensor | None]]:
+        """RCFG (DESIGN 3) on one stream's model outputs; returns x0_hat per slot and the slots' references."""
+        cfg, cond = self.config.cfg_type, plan.cond
+        k = plan.x.shape[0]
+        x0_cond, x0_neg = x0[:k], x0[k:]
+        if cfg is CfgType.NONE:
+            return x0_cond, plan.refs
+        t, x, scale = cond.angles[:k], plan.x, cond.settings.cfg_scale
+        refs = list(plan.refs)
+        if cfg is CfgType.FULL:
+            z_neg = trigflow.noise_estimate(x, x0_neg, t)
+        else:
+            if cfg is CfgType.ONETIME:
+                refs[0] = x0_neg[0]  # the real negative's clean prediction at slot 1
+            r = torch.stack([ref for ref in refs if ref is not None])  # (k, C, h, w)
+            z_neg = cond.settings.delta * trigflow.noise_estimate(x, r, t)
+        return trigflow.guided_clean(x, t, x0_cond, z_neg, scale), refs
+
+    def _condition(self, settings: StreamSettings, previous: Conditioning | None) -> Conditioning:
+        """Builds the tensors for ``settings``, reusing the parts of ``previous`` that did not change."""
+        geo, n = self.backend.geometry, len(settings.t_list)
+        same = previous.settings if previous is not None else None
+        kv = previous.kv if same and same.prompt == settings.prompt else self._prompt_kv(settings.prompt)
+        negative_kv = None
+        if self.config.cfg_type in (CfgType.FULL, CfgType.ONETIME):
+            reuse = same and same.negative_prompt == settings.negative_prompt and previous.negative_kv is not None
+            negative_kv = previous.negative_kv if reuse else self._prompt_kv(settings.negative_prompt)
+        if same and same.seed == settings.seed and len(same.t_list) == n:
+            noise = previous.noise
+        else:  # the reproducibility contract: drawn on the CPU, slot i uses row i
+            generator = torch.Generator().manual_seed(settings.seed)
+            noise = torch.randn((n, *self._latent_shape), generator=generator).to(geo.device)
+        angles = torch.tensor(settings.t_list, dtype=torch.float32, device=geo.device).view(n, 1, 1, 1)
+        # as SanaSprintPipeline: cast to the model dtype, then scale
+        guidance = torch.full((n,), settings.guidance_scale, device=geo.device).to(geo.dtype)
+        guidance = guidance * geo.guidance_embeds_scale
+        return Conditioning(settings, kv, negative_kv, noise, angles, guidance)
+
+    def _prompt_kv(self, prompt: str) -> PromptKV:
+        return self.backend.prompt_kv(self._encoder.encode(prompt))
+
+    def _make_filter(self, seed: int) -> SimilarityFilter | None:
+        if not self.config.similarity_filter:
+            return None
+        return SimilarityFilter(self.config.similarity_threshold, self.config.max_skip_frames, seed)
+
+    def _stream(self, stream_id: str) -> StreamState:
+        with self._registry_lock:
+            return self._stream_locked(stream_id)
+
+    def _stream_locked(self, stream_id: str) -> StreamState:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            raise UnknownStreamError(stream_id) from None

@@ -1,0 +1,30 @@
+"""Errors of the stream engine. Each carries the data that explains it."""
+
+from __future__ import annotations
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The weights named by ``model`` could not be found; ``missing`` lists what is absent."""
+
+    def __init__(self, model: str, missing: list[str], hint: str) -> None:
+        self.model = model
+        self.missing = missing
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"model {self.model!r} is missing {', '.join(self.missing)}: {self.hint}"
+
+    def __repr__(self) -> str:
+        return f"ModelNotFoundError(model={self.model!r}, missing={self.missing!r})"
+
+
+class UnknownStreamError(KeyError):
+    """No stream with this id is registered on the engine."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(stream_id)
+
+    def __str__(self) -> str:
+        return f"unknown stream {self.stream_id!r}"

@@ -1,0 +1,46 @@
+"""Conversion between camera frames (uint8 RGB arrays) and the model's image tensors."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def validate_frame(frame: object, name: str = "frame") -> np.ndarray:
+    """A frame is a numpy uint8 array of shape (H, W, 3), RGB, with H, W >= 1."""
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise ValueError(f"{name} must have dtype uint8, got {frame.dtype}")
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"{name} must have shape (H, W, 3), got {frame.shape}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {frame.shape}")
+    return frame
+
+
+def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resizes so the frame covers (height, width), then crops the centre: no stretching, no borders."""
+    h, w = frame.shape[:2]
+    if (h, w) == (height, width):
+        return frame
+    scale = max(width / w, height / h)
+    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return np.ascontiguousarray(resized[top:top + height, left:left + width])
+
+
+def to_tensor(frame: np.ndarray, device: torch.device) -> Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1]."""
+    t = torch.from_numpy(frame).to(device).permute(2, 0, 1)[None].float()
+    return t / 127.5 - 1.0
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounding as diffusers' image processor does."""
+    x = (images.float() * 0.5 + 0.5).clamp(0, 1)
+    return (x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()

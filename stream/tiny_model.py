@@ -1,0 +1,133 @@
+"""Writes small, randomly initialised but real Sana-Sprint pipelines in diffusers format.
+
+They are made of the same classes as the real model (SanaTransformer2DModel with guidance embedding and
+qk-norm, AutoencoderDC with the real 6-stage 32x geometry, Gemma2Model, a fast tokenizer, SCMScheduler),
+so tests, benchmarks and the server's demo mode load them through ``StreamEngine.from_pretrained`` exactly
+like real weights. Their images are not a style of anything: they show what the code does, not quality.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderDC, SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import Gemma2Config, Gemma2Model, PreTrainedTokenizerFast
+
+from stream.prompt import default_complex_human_instruction
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0..4
+# Words a user of a style filter types, so that the tokenizer learns whole words for them.
+_STYLE_WORDS = """
+a an the of in on with and at by from under over portrait landscape city street forest ocean sky night
+day sunset sunrise mountain river cat dog person face woman man child robot dragon castle garden room
+watercolor painting oil sketch pencil charcoal ink anime manga cartoon comic pixel art photo photograph
+realistic cinematic lighting neon cyberpunk steampunk fantasy surreal abstract impressionist cubist
+pop vaporwave retro vintage noir dramatic soft warm cold golden hour studio bokeh detailed sharp
+red orange yellow green blue purple pink black white gray brown silver gold colorful pastel vivid
+style of van gogh monet picasso ukiyo-e stained glass mosaic clay claymation lego marble bronze statue
+wearing hat glasses smiling looking camera background foreground beautiful ugly dark bright glowing
+"""
+
+
+class TinyPreset(str, enum.Enum):
+    TINY = "tiny"  # the fastest thing that still runs every code path; tests and demo mode
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Sizes of a tiny Sana-Sprint. The VAE always has the real 6 stages (32x down-sampling)."""
+
+    latent_channels: int = 32
+    transformer_layers: int = 2
+    heads: int = 2
+    head_dim: int = 8
+    cross_heads: int = 2
+    cross_head_dim: int = 8
+    text_hidden: int = 16
+    text_layers: int = 1
+    vae_widths: tuple[int, ...] = (8, 8, 16, 16, 32, 32)  # last >= latent_channels (shortcuts)
+    vae_attention_head_dim: int = 4
+    vocab_size: int = 800
+    sample_size: int = 16  # latent size of the "native" resolution; 512 px / 32
+
+
+PRESETS: dict[TinyPreset, TinyModelSpec] = {TinyPreset.TINY: TinyModelSpec()}
+
+
+def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on the pipeline's instruction text and common style words.
+
+    Byte-level means every prompt tokenises (no unknown words), so different prompts give different ids.
+    """
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = default_complex_human_instruction() + _STYLE_WORDS.split()
+    tok.train_from_iterator(corpus, trainer)
+    bos = tok.token_to_id("<bos>")
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        mask_token="<mask>", padding_side="right",
+    )
+
+
+def build_tiny_pipeline(spec: TinyModelSpec, seed: int = 0) -> SanaSprintPipeline:
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(spec.vocab_size)
+    text_encoder = Gemma2Model(Gemma2Config(
+        vocab_size=len(tokenizer), hidden_size=spec.text_hidden, intermediate_size=4 * spec.text_hidden,
+        num_hidden_layers=spec.text_layers, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=spec.text_hidden // 2, max_position_embeddings=1024, pad_token_id=0, bos_token_id=2,
+        eos_token_id=1, attn_implementation="eager",
+    ))
+    inner = spec.heads * spec.head_dim
+    transformer = SanaTransformer2DModel(
+        in_channels=spec.latent_channels, out_channels=spec.latent_channels, num_attention_heads=spec.heads,
+        attention_head_dim=spec.head_dim, num_layers=spec.transformer_layers,
+        num_cross_attention_heads=spec.cross_heads, cross_attention_head_dim=spec.cross_head_dim,
+        cross_attention_dim=inner, caption_channels=spec.text_hidden, sample_size=spec.sample_size,
+        patch_size=1, qk_norm="rms_norm_across_heads", guidance_embeds=True,
+    )
+    stages = len(spec.vae_widths)
+    vae = AutoencoderDC(
+        in_channels=3, latent_channels=spec.latent_channels, attention_head_dim=spec.vae_attention_head_dim,
+        encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * (stages - 3),
+        decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * (stages - 3),
+        encoder_block_out_channels=spec.vae_widths, decoder_block_out_channels=spec.vae_widths,
+        encoder_layers_per_block=(1,) * stages, decoder_layers_per_block=(1,) * stages,
+        encoder_qkv_multiscales=((),) * 3 + ((5,),) * (stages - 3),
+        decoder_qkv_multiscales=((),) * 3 + ((5,),) * (stages - 3),
+        downsample_block_type="conv", upsample_block_type="interpolate",
+        decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407,
+    )
+    scheduler = SCMScheduler(prediction_type="trigflow", sigma_data=0.5)
+    return SanaSprintPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                              transformer=transformer, scheduler=scheduler)
+
+
+def make_tiny_model(directory: str | os.PathLike[str], preset: TinyPreset | str = TinyPreset.TINY,
+                    seed: int = 0) -> Path:
+    """Writes a tiny Sana-Sprint in diffusers format to ``directory`` and returns its path."""
+    try:
+        spec = PRESETS[TinyPreset(preset)]
+    except ValueError:
+        raise ValueError(f"preset must be one of {', '.join(p.value for p in TinyPreset)}, got {preset!r}") from None
+    path = Path(directory)
+    build_tiny_pipeline(spec, seed).save_pretrained(path)
+    logger.info("wrote a tiny random Sana-Sprint (%s) to %s", TinyPreset(preset).value, path)
+    return path
