@@ -66,7 +66,7 @@ class StreamEngine:
         self.backend = backend
         self.config = config
         self.sigma_d = float(sigma_d)
-        self._encoder = prompt_encoder
+        self.prompt_encoder = prompt_encoder
         self._latent_shape = (geo.latent_channels, config.height // geo.spatial_compression,
                               config.width // geo.spatial_compression)
         self._defaults = StreamSettings.from_config(config)
@@ -299,7 +299,7 @@ class StreamEngine:
         return Conditioning(settings, kv, negative_kv, noise, angles, guidance)
 
     def _prompt_kv(self, prompt: str) -> PromptKV:
-        return self.backend.prompt_kv(self._encoder.encode(prompt))
+        return self.backend.prompt_kv(self.prompt_encoder.encode(prompt))
 
     def _make_filter(self, seed: int) -> SimilarityFilter | None:
         if not self.config.similarity_filter:

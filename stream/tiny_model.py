@@ -39,11 +39,17 @@ wearing hat glasses smiling looking camera background foreground beautiful ugly 
 
 class TinyPreset(str, enum.Enum):
     TINY = "tiny"  # the fastest thing that still runs every code path; tests and demo mode
+    PROPORTIONAL = "proportional"  # the real Sprint 0.6B's share of work per part, ~1/240 of its FLOPs; benchmarks
 
 
 @dataclass(frozen=True)
 class TinyModelSpec:
-    """Sizes of a tiny Sana-Sprint. The VAE always has the real 6 stages (32x down-sampling)."""
+    """Sizes of a tiny Sana-Sprint. The VAE always has the real 6 stages (32x down-sampling).
+
+    The transformer's cross-attention has ``cross_heads * cross_head_dim == heads * head_dim`` (as in the
+    real model). The VAE's widths must satisfy DC-AE's shortcuts: each width divides 4x the one before, and
+    the last one is a multiple of ``latent_channels``.
+    """
 
     latent_channels: int = 32
     transformer_layers: int = 2
@@ -51,15 +57,65 @@ class TinyModelSpec:
     head_dim: int = 8
     cross_heads: int = 2
     cross_head_dim: int = 8
-    text_hidden: int = 16
+    mlp_ratio: float = 2.5  # the transformer's GLUMBConv expansion (the real model's 2.5)
+    text_hidden: int = 16  # Gemma-2's hidden size, also the transformer's caption_channels
     text_layers: int = 1
+    text_heads: int = 2
+    text_kv_heads: int = 1
+    text_head_dim: int | None = None  # None: text_hidden // text_heads
+    text_intermediate: int | None = None  # None: 4 * text_hidden
     vae_widths: tuple[int, ...] = (8, 8, 16, 16, 32, 32)  # last >= latent_channels (shortcuts)
+    vae_encoder_layers: tuple[int, ...] = (1, 1, 1, 1, 1, 1)  # blocks per stage; the real DC-AE: (2, 2, 2, 3, 3, 3)
+    vae_decoder_layers: tuple[int, ...] = (1, 1, 1, 1, 1, 1)  # the real DC-AE: (3, 3, 3, 3, 3, 3)
     vae_attention_head_dim: int = 4
     vocab_size: int = 800
     sample_size: int = 16  # latent size of the "native" resolution; 512 px / 32
 
 
-PRESETS: dict[TinyPreset, TinyModelSpec] = {TinyPreset.TINY: TinyModelSpec()}
+# The real Sana-Sprint 0.6B at 512x512 px, batch 1 (GFLOPs, 1 FMA = 2 FLOPs; DESIGN 4):
+#   DC-AE encode 1295, decode 2092, transformer 316 per step (47 of them the cacheable caption projection and
+#   cross-attention K/V over 300 text tokens), Gemma-2-2B ~2000 per prompt encode (~500 tokens).
+# PROPORTIONAL keeps each part's share of that work, scaled down by one common factor of about 1/240, so one
+# 1-step 512 px frame costs ~15 GFLOPs (~0.5 s on 2 Xeon cores) instead of ~3.7 TFLOPs:
+#   - DC-AE: the real block types, stages and blocks per stage, every width / 16 (so ~1/256 of the convs'
+#     work; 16 = the largest divisor that keeps DC-AE's shortcut constraints), attention head dim 32 / 16.
+#   - transformer: 2 layers of width 288 instead of 28 of 1152 (28 * 1152^2 / (2 * 288^2) = 224), the real head
+#     dims (self 32, cross 72) and mlp_ratio 2.5; caption_channels = Gemma's hidden size.
+#   - Gemma-2: 3 layers, hidden 384, MLP 4x (as Gemma-2-2B: 2304 -> 9216), grouped-query attention 4 q / 2 kv heads.
+#     vocab_size 1024 makes the tokenizer learn whole words, so the instruction prefix is 205 tokens and Gemma
+#     runs on 503 tokens per prompt, like the real ~200 + 300.
+# Measured with torch.utils.flop_counter.FlopCounterMode at 512x512, batch 1 (benchmarks/flops.py;
+# tests/test_proportional_model.py checks these shares):
+#   part                real GFLOPs   proportional GFLOPs   real / proportional
+#   DC-AE encode           1294.9            5.354                 241.9
+#   DC-AE decode           2092.2            8.468                 247.1
+#   transformer (300 tok)   315.6            1.506                 209.6   (cacheable: 47.0 real / 0.2xx here)
+#   Gemma-2 (503 tokens)   ~2080             7.841                 264.9
+#   common scale factor (geometric mean): 1/240; every part lies within 13% of the real share after scaling.
+PROPORTIONAL_SPEC = TinyModelSpec(
+    transformer_layers=2,
+    heads=9,
+    head_dim=32,
+    cross_heads=4,
+    cross_head_dim=72,
+    mlp_ratio=2.5,
+    text_hidden=384,
+    text_layers=3,
+    text_heads=4,
+    text_kv_heads=2,
+    text_head_dim=96,
+    text_intermediate=1536,
+    vae_widths=(8, 16, 32, 32, 64, 64),
+    vae_encoder_layers=(2, 2, 2, 3, 3, 3),
+    vae_decoder_layers=(3, 3, 3, 3, 3, 3),
+    vae_attention_head_dim=2,
+    vocab_size=1024,
+)
+
+PRESETS: dict[TinyPreset, TinyModelSpec] = {
+    TinyPreset.TINY: TinyModelSpec(),
+    TinyPreset.PROPORTIONAL: PROPORTIONAL_SPEC,
+}
 
 
 def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
@@ -86,35 +142,48 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_pipeline(spec: TinyModelSpec, seed: int = 0) -> SanaSprintPipeline:
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer(spec.vocab_size)
-    text_encoder = Gemma2Model(Gemma2Config(
-        vocab_size=len(tokenizer), hidden_size=spec.text_hidden, intermediate_size=4 * spec.text_hidden,
-        num_hidden_layers=spec.text_layers, num_attention_heads=2, num_key_value_heads=1,
-        head_dim=spec.text_hidden // 2, max_position_embeddings=1024, pad_token_id=0, bos_token_id=2,
-        eos_token_id=1, attn_implementation="eager",
+def build_text_encoder(spec: TinyModelSpec, vocab_size: int) -> Gemma2Model:
+    return Gemma2Model(Gemma2Config(
+        vocab_size=vocab_size, hidden_size=spec.text_hidden,
+        intermediate_size=spec.text_intermediate or 4 * spec.text_hidden,
+        num_hidden_layers=spec.text_layers, num_attention_heads=spec.text_heads,
+        num_key_value_heads=spec.text_kv_heads, head_dim=spec.text_head_dim or spec.text_hidden // spec.text_heads,
+        max_position_embeddings=1024, pad_token_id=0, bos_token_id=2, eos_token_id=1, attn_implementation="eager",
     ))
+
+
+def build_transformer(spec: TinyModelSpec) -> SanaTransformer2DModel:
     inner = spec.heads * spec.head_dim
-    transformer = SanaTransformer2DModel(
+    return SanaTransformer2DModel(
         in_channels=spec.latent_channels, out_channels=spec.latent_channels, num_attention_heads=spec.heads,
         attention_head_dim=spec.head_dim, num_layers=spec.transformer_layers,
         num_cross_attention_heads=spec.cross_heads, cross_attention_head_dim=spec.cross_head_dim,
-        cross_attention_dim=inner, caption_channels=spec.text_hidden, sample_size=spec.sample_size,
-        patch_size=1, qk_norm="rms_norm_across_heads", guidance_embeds=True,
+        cross_attention_dim=inner, caption_channels=spec.text_hidden, mlp_ratio=spec.mlp_ratio,
+        sample_size=spec.sample_size, patch_size=1, qk_norm="rms_norm_across_heads", guidance_embeds=True,
     )
+
+
+def build_vae(spec: TinyModelSpec) -> AutoencoderDC:
     stages = len(spec.vae_widths)
-    vae = AutoencoderDC(
+    return AutoencoderDC(
         in_channels=3, latent_channels=spec.latent_channels, attention_head_dim=spec.vae_attention_head_dim,
         encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * (stages - 3),
         decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * (stages - 3),
         encoder_block_out_channels=spec.vae_widths, decoder_block_out_channels=spec.vae_widths,
-        encoder_layers_per_block=(1,) * stages, decoder_layers_per_block=(1,) * stages,
+        encoder_layers_per_block=spec.vae_encoder_layers, decoder_layers_per_block=spec.vae_decoder_layers,
         encoder_qkv_multiscales=((),) * 3 + ((5,),) * (stages - 3),
         decoder_qkv_multiscales=((),) * 3 + ((5,),) * (stages - 3),
         downsample_block_type="conv", upsample_block_type="interpolate",
         decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407,
     )
+
+
+def build_tiny_pipeline(spec: TinyModelSpec, seed: int = 0) -> SanaSprintPipeline:
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(spec.vocab_size)
+    text_encoder = build_text_encoder(spec, len(tokenizer))
+    transformer = build_transformer(spec)
+    vae = build_vae(spec)
     scheduler = SCMScheduler(prediction_type="trigflow", sigma_data=0.5)
     return SanaSprintPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                               transformer=transformer, scheduler=scheduler)

@@ -23,3 +23,24 @@ def camera_frame(index: int, height: int = 96, width: int = 128) -> np.ndarray:
     top, left = (index * 5) % (height - 24), (index * 7) % (width - 24)
     frame[top:top + 24, left:left + 24] = (240, 40, 40)
     return frame
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_model_dir: Path):
+    from diffusers import SanaSprintPipeline
+
+    from tests.reference import ReferenceSprint
+
+    return ReferenceSprint(SanaSprintPipeline.from_pretrained(tiny_model_dir))
+
+
+@pytest.fixture
+def make_engine(tiny_model_dir: Path):
+    from stream import StreamConfig, StreamEngine
+
+    def make(**config):
+        config.setdefault("width", 64)
+        config.setdefault("height", 64)
+        return StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(**config))
+
+    return make
