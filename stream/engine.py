@@ -42,11 +42,26 @@ class FrameResult:
 
 
 @dataclass
-class _Work:
+class PreparedFrame:
+    """A frame after preprocessing (``StreamEngine.prepare``): fitted to the output size, as a tensor,
+    with the similarity filter's verdict."""
+
+    stream_id: str
     state: StreamState
-    fitted: np.ndarray
-    image: Tensor
+    fitted: np.ndarray  # (height, width, 3) uint8
+    image: Tensor  # (1, 3, height, width) in [-1, 1] on the model's device
     tag: Any
+    skipped: bool
+
+
+@dataclass
+class PendingResult:
+    """A result before postprocessing (``StreamEngine.finish``); ``pixels`` (3, H, W) only when generated."""
+
+    prepared: PreparedFrame
+    kind: FrameKind
+    tag: Any
+    pixels: Tensor | None = None
 
 
 class StreamEngine:
@@ -176,30 +191,46 @@ class StreamEngine:
 
     def process(self, frames: Mapping[str, np.ndarray],
                 tags: Mapping[str, Any] | None = None) -> dict[str, FrameResult]:
-        """One engine call: at most one new frame per stream, all of them in one model batch."""
-        for sid, frame in frames.items():
-            validate_frame(frame, f"frames[{sid!r}]")
-        states = {sid: self._stream(sid) for sid in frames}
+        """One engine call: at most one new frame per stream, all of them in one model batch.
+        It is ``prepare``, ``run`` and ``finish`` in a row; a threaded pipeline calls them on three threads."""
         tags = tags or {}
-        with self._run_lock:
-            results: dict[str, FrameResult] = {}
-            work: list[_Work] = []
-            for sid, frame in frames.items():
-                state, tag = states[sid], tags.get(sid)
-                fitted = fit_frame(frame, self.config.width, self.config.height)
-                image = to_tensor(fitted, self.backend.geometry.device)
-                if state.filter is not None and state.filter.should_skip(image):
-                    last = state.last_output if state.last_output is not None else fitted
-                    results[sid] = FrameResult(last, FrameKind.SKIPPED, tag)
-                else:
-                    work.append(_Work(state, fitted, image, tag))
-            if work:
-                results.update(self._denoise(work))
-            return results
+        prepared = [self.prepare(sid, frame, tags.get(sid)) for sid, frame in frames.items()]
+        return {p.prepared.stream_id: self.finish(p) for p in self.run(prepared)}
+
+    def prepare(self, stream_id: str, frame: np.ndarray, tag: Any = None) -> PreparedFrame:
+        """Validates, resizes and crops a frame and asks the stream's similarity filter about it."""
+        validate_frame(frame, f"frames[{stream_id!r}]")
+        state = self._stream(stream_id)
+        fitted = fit_frame(frame, self.config.width, self.config.height)
+        image = to_tensor(fitted, self.backend.geometry.device)
+        skipped = state.filter is not None and state.filter.should_skip(image)
+        return PreparedFrame(stream_id, state, fitted, image, tag, skipped)
+
+    def run(self, prepared: list[PreparedFrame]) -> list[PendingResult]:
+        """The model work for at most one prepared frame per stream: encode, one batch, decode."""
+        if len({p.stream_id for p in prepared}) != len(prepared):
+            raise ValueError("prepared must hold at most one frame per stream")
+        work = [p for p in prepared if not p.skipped]
+        results = {id(p): PendingResult(p, FrameKind.SKIPPED, p.tag) for p in prepared if p.skipped}
+        if work:
+            with self._run_lock:
+                results.update({id(r.prepared): r for r in self._denoise(work)})
+        return [results[id(p)] for p in prepared]
+
+    def finish(self, pending: PendingResult) -> FrameResult:
+        """Postprocessing: pixels to uint8, and the stream's last output for skipped frames."""
+        state = pending.prepared.state
+        if pending.kind is FrameKind.GENERATED:
+            assert pending.pixels is not None
+            state.last_output = to_uint8(pending.pixels[None])[0]
+            return FrameResult(state.last_output, pending.kind, pending.tag)
+        if pending.kind is FrameKind.SKIPPED and state.last_output is not None:
+            return FrameResult(state.last_output, pending.kind, pending.tag)
+        return FrameResult(pending.prepared.fitted, pending.kind, pending.tag)
 
     # ---- internals -----------------------------------------------------------------------------------
 
-    def _denoise(self, work: list[_Work]) -> dict[str, FrameResult]:
+    def _denoise(self, work: list[PreparedFrame]) -> list[PendingResult]:
         sigma_d, geo = self.sigma_d, self.backend.geometry
         # 1. encode the new frames: (S, 3, H, W) -> (S, C, h, w) in TrigFlow space
         latents = self.backend.encode(torch.cat([w.image for w in work])).float()
@@ -212,24 +243,23 @@ class StreamEngine:
         v = self.backend.velocity(x_in, s.flatten(), guidance, kv).float()
         x0_all = trigflow.clean_estimate(x, trigflow.trigflow_output(x_in, v, s, sigma_d), angles)
         # 3. guidance per stream, then move the slots along
-        finished: list[tuple[int, Tensor, Any]] = []
+        results = [PendingResult(w, FrameKind.WARMUP, w.tag) for w in work]
+        finished: list[tuple[PendingResult, Tensor]] = []
         offset = 0
-        for i, (w, plan) in enumerate(zip(work, plans)):
+        for result, plan in zip(results, plans):
             size = self._batch_items(plan)
             x0_hat, refs = self._guide(plan, x0_all[offset:offset + size])
             offset += size
-            done = w.state.advance(plan, x0_hat, refs)
+            done = result.prepared.state.advance(plan, x0_hat, refs)
             if done is not None:
-                finished.append((i, done[0], done[1]))
+                result.kind, result.tag = FrameKind.GENERATED, done[1]
+                finished.append((result, done[0]))
         # 4. decode the finished frames in one batch
-        results = {w.state.stream_id: FrameResult(w.fitted, FrameKind.WARMUP, w.tag) for w in work}
         if finished:
-            latents = torch.stack([f[1] for f in finished]) / sigma_d / geo.scaling_factor
-            images = to_uint8(self.backend.decode(latents))
-            for (i, _, tag), image in zip(finished, images):
-                state = work[i].state
-                state.last_output = image
-                results[state.stream_id] = FrameResult(image, FrameKind.GENERATED, tag)
+            latents = torch.stack([x0 for _, x0 in finished]) / sigma_d / geo.scaling_factor
+            images = self.backend.decode(latents)  # (F, 3, H, W)
+            for (result, _), image in zip(finished, images):
+                result.pixels = image
         return results
 
     def _negative_items(self, plan: StepPlan) -> int:

@@ -1,0 +1,260 @@
+"""FramePipeline: feeds a StreamEngine from live video sources on three owned threads.
+
+    submit() --raw slots--> preprocess thread --prepared slots--> engine worker --pending slots-->
+    postprocess thread --> latest(stream) / frames(stream)
+
+Every queue is a bounded newest-wins slot per stream (DESIGN 2), so a model slower than the camera lowers
+the frame rate and never raises the latency. The worker batches every stream with a frame ready into one
+engine call. Skipped frames (similarity filter) go straight from preprocessing to postprocessing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+import numpy as np
+
+from stream.exceptions import UnknownStreamError
+from stream.engine import FrameKind, FrameResult, PendingResult, PreparedFrame, StreamEngine
+from stream.frames import validate_frame
+from stream.latest_slot import LatestSlots
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    input_queue_size: int = 1  # raw frames waiting for preprocessing, per stream
+    ready_queue_size: int = 1  # preprocessed frames waiting for the engine, per stream
+    output_queue_size: int = 2  # engine results waiting for postprocessing, per stream
+    convert: Callable[[np.ndarray], Any] | None = None  # to the caller's format, on the postprocess thread
+    join_timeout: float = 10.0  # seconds close() waits for each thread
+
+
+@dataclass(frozen=True)
+class OutputFrame:
+    image: np.ndarray  # (height, width, 3) uint8 RGB
+    timestamp: Any  # the timestamp submitted with the input frame this image came from
+    kind: FrameKind
+    sequence: int  # submission number (within the stream) of the input whose engine call published this
+    source_sequence: int  # submission number of the input frame this image came from (n - 1 earlier)
+    converted: Any = None  # PipelineConfig.convert(image), when set
+
+
+@dataclass
+class StreamStats:
+    submitted: int = 0
+    dropped: int = 0  # input frames replaced by newer ones before the engine saw them
+    dropped_output: int = 0  # results replaced by newer ones before postprocessing
+    generated: int = 0
+    skipped: int = 0
+    warmup: int = 0
+    errors: int = 0  # engine calls that failed while this stream was in the batch
+
+
+@dataclass
+class _Stream:
+    stats: StreamStats = field(default_factory=StreamStats)
+    sequence: itertools.count = field(default_factory=itertools.count)
+    latest: OutputFrame | None = None
+    subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set)
+    closed: bool = False
+
+
+class FramePipeline:
+    """Owns three threads around one engine. ``submit`` never blocks; ``close`` joins every thread and
+    publishes each frame the engine already computed before returning."""
+
+    def __init__(self, engine: StreamEngine, config: PipelineConfig | None = None) -> None:
+        self.engine = engine
+        self.config = config or PipelineConfig()
+        self._raw: LatestSlots[tuple[int, np.ndarray, Any]] = LatestSlots(self.config.input_queue_size)
+        self._ready: LatestSlots[PreparedFrame] = LatestSlots(self.config.ready_queue_size)
+        self._pending: LatestSlots[PendingResult] = LatestSlots(self.config.output_queue_size)
+        self._streams: dict[str, _Stream] = {}
+        self._lock = threading.Lock()
+        self._published = threading.Condition(self._lock)
+        self.batches = 0
+        self.batch_errors = 0
+        self._threads = [
+            threading.Thread(target=self._preprocess_loop, name="sana-preprocess", daemon=True),
+            threading.Thread(target=self._engine_loop, name="sana-engine", daemon=True),
+            threading.Thread(target=self._postprocess_loop, name="sana-postprocess", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # ---- streams -------------------------------------------------------------------------------------
+
+    def open_stream(self, stream_id: str, **settings: Any) -> None:
+        """Registers a stream on the engine (own prompt, seed, strength, ...) and in the pipeline."""
+        if stream_id not in self.engine.stream_ids():
+            self.engine.add_stream(stream_id, **settings)
+        elif settings:
+            self.engine.update(stream_id, **settings)
+        with self._lock:
+            self._streams[stream_id] = _Stream()
+
+    def close_stream(self, stream_id: str) -> None:
+        """Frees a stream; the other streams are not disturbed."""
+        with self._lock:
+            stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        for slots in (self._raw, self._ready, self._pending):
+            slots.discard(stream_id)
+        self.engine.remove_stream(stream_id)
+        stream.closed = True
+        self._wake(stream)
+
+    def stats(self, stream_id: str) -> StreamStats:
+        with self._lock:
+            stream = self._get(stream_id)
+            return StreamStats(**vars(stream.stats))
+
+    # ---- frames --------------------------------------------------------------------------------------
+
+    def submit(self, stream_id: str, frame: np.ndarray, timestamp: Any = None) -> None:
+        """Queues a frame for ``stream_id``; an older queued frame of that stream is dropped. Never blocks."""
+        validate_frame(frame, "frame")
+        with self._lock:
+            if self._raw.closed:
+                raise RuntimeError("the pipeline is closed")
+            stream = self._get(stream_id)
+            stream.stats.submitted += 1
+            sequence = next(stream.sequence)
+        if self._raw.put(stream_id, (sequence, frame, timestamp)):
+            self._count(stream_id, "dropped")
+
+    def latest(self, stream_id: str) -> OutputFrame | None:
+        with self._lock:
+            return self._get(stream_id).latest
+
+    def wait_for_output(self, stream_id: str, after: int = -1, timeout: float | None = None) -> OutputFrame | None:
+        """Blocks until the stream publishes a frame of a sequence number above ``after``; None on timeout."""
+        def newer() -> bool:
+            stream = self._streams.get(stream_id)
+            return stream is None or (stream.latest is not None and stream.latest.sequence > after)
+
+        with self._published:
+            self._published.wait_for(newer, timeout)
+            stream = self._streams.get(stream_id)
+            latest = stream.latest if stream else None
+            return latest if latest is not None and latest.sequence > after else None
+
+    async def frames(self, stream_id: str) -> AsyncIterator[OutputFrame]:
+        """Yields each newer output of the stream (newest wins when the consumer is slow) until it closes."""
+        event, loop = asyncio.Event(), asyncio.get_running_loop()
+        with self._lock:
+            stream = self._get(stream_id)
+            stream.subscribers.add((loop, event))
+        last = -1
+        try:
+            while not stream.closed:
+                await event.wait()
+                event.clear()
+                latest = stream.latest
+                if latest is not None and latest.sequence > last:
+                    last = latest.sequence
+                    yield latest
+        finally:
+            with self._lock:
+                stream.subscribers.discard((loop, event))
+
+    def close(self) -> None:
+        """Stops input, lets the engine finish its batch, publishes every computed frame, joins the threads."""
+        # in flow order, so that what the engine finishes still reaches the postprocess thread
+        for slots, thread in zip((self._raw, self._ready, self._pending), self._threads):
+            slots.close()
+            thread.join(self.config.join_timeout)
+            if thread.is_alive():
+                raise RuntimeError(f"thread {thread.name} did not stop within {self.config.join_timeout} s")
+        with self._lock:
+            streams = list(self._streams.values())
+        for stream in streams:
+            stream.closed = True
+            self._wake(stream)
+
+    def __enter__(self) -> FramePipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- threads -------------------------------------------------------------------------------------
+
+    def _preprocess_loop(self) -> None:
+        while self._raw.wait_for_items() or not self._raw.closed:
+            for stream_id, (sequence, frame, timestamp) in self._raw.take_each().items():
+                try:
+                    prepared = self.engine.prepare(stream_id, frame, (sequence, timestamp))
+                except KeyError:  # the stream closed while its frame waited
+                    continue
+                if prepared.skipped:
+                    if self._pending.put(stream_id, PendingResult(prepared, FrameKind.SKIPPED, prepared.tag)):
+                        self._count(stream_id, "dropped_output")
+                elif self._ready.put(stream_id, prepared):
+                    self._count(stream_id, "dropped")
+
+    def _engine_loop(self) -> None:
+        while self._ready.wait_for_items() and not self._ready.closed:
+            batch = list(self._ready.take_each().values())
+            try:
+                results = self.engine.run(batch)
+            except Exception:  # one failed batch must not end every stream: log it, count it, go on
+                logger.exception("engine call failed for streams %s", [p.stream_id for p in batch])
+                self.batch_errors += 1
+                for prepared in batch:
+                    self._count(prepared.stream_id, "errors")
+                continue
+            self.batches += 1
+            for result in results:
+                if self._pending.put(result.prepared.stream_id, result):
+                    self._count(result.prepared.stream_id, "dropped_output")
+
+    def _postprocess_loop(self) -> None:
+        while self._pending.wait_for_items() or not self._pending.closed:
+            for stream_id, pending in self._pending.take_each().items():
+                result = self.engine.finish(pending)
+                converted = self.config.convert(result.image) if self.config.convert else None
+                self._publish(stream_id, pending.prepared.tag[0], result, converted)
+
+    def _publish(self, stream_id: str, sequence: int, result: FrameResult, converted: Any) -> None:
+        source_sequence, timestamp = result.tag
+        with self._published:
+            stream = self._streams.get(stream_id)
+            if stream is None or (stream.latest is not None and stream.latest.sequence >= sequence):
+                return  # closed, or a skipped frame's result already overtook this one
+            stream.latest = OutputFrame(result.image, timestamp, result.kind, sequence, source_sequence, converted)
+            counter = {FrameKind.GENERATED: "generated", FrameKind.SKIPPED: "skipped", FrameKind.WARMUP: "warmup"}
+            setattr(stream.stats, counter[result.kind], getattr(stream.stats, counter[result.kind]) + 1)
+            self._published.notify_all()
+        self._wake(stream)
+
+    # ---- helpers -------------------------------------------------------------------------------------
+
+    def _wake(self, stream: _Stream) -> None:
+        with self._lock:
+            subscribers = list(stream.subscribers)
+        for loop, event in subscribers:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+        with self._published:
+            self._published.notify_all()
+
+    def _count(self, stream_id: str, name: str) -> None:
+        with self._lock:
+            stream = self._streams.get(stream_id)
+            if stream is not None:
+                setattr(stream.stats, name, getattr(stream.stats, name) + 1)
+
+    def _get(self, stream_id: str) -> _Stream:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            raise UnknownStreamError(stream_id) from None

@@ -1,0 +1,184 @@
+"""The threaded frame pipeline: newest frame wins, many streams, clean shutdown, failures and gaps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from stream import FrameKind, StreamEngine
+from stream.pipeline import FramePipeline, PipelineConfig
+from tests.backends import InstrumentedBackend
+from tests.conftest import camera_frame
+
+PROMPTS = ["a watercolor painting", "neon cyberpunk city", "an oil painting of a dog", "pencil sketch"]
+
+
+def instrumented(make_engine, **backend_kwargs):
+    loaded = make_engine(t_list=(1.2, 0.6))
+    backend = InstrumentedBackend(loaded.backend, **backend_kwargs)
+    return StreamEngine(backend, loaded.prompt_encoder, loaded.config), backend
+
+
+def pipeline_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("sana-")]
+
+
+def test_slow_engine_keeps_latency_flat_and_drops_frames(make_engine):
+    engine, _ = instrumented(make_engine, delay=0.06)  # well below the camera's 30 fps
+    latencies: list[float] = []
+    with FramePipeline(engine) as pipe:
+        pipe.open_stream("cam")
+        tracemalloc.start()
+        last, start = -1, time.monotonic()
+        for i in range(150):  # 5 s of a 30 fps camera
+            pipe.submit("cam", camera_frame(i), time.monotonic())
+            if i == 45:
+                baseline = tracemalloc.take_snapshot()
+            out = pipe.latest("cam")
+            if out is not None and out.sequence > last and out.kind is FrameKind.GENERATED:
+                latencies.append(time.monotonic() - out.timestamp)
+                last = out.sequence
+            time.sleep(max(0.0, start + (i + 1) / 30 - time.monotonic()))
+        growth = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(baseline, "filename"))
+        tracemalloc.stop()
+        stats = pipe.stats("cam")
+    assert stats.submitted == 150 and stats.dropped > 30
+    assert stats.generated + stats.dropped + stats.warmup <= 150
+    third = len(latencies) // 3
+    early, late = np.mean(latencies[:third]), np.mean(latencies[-third:])
+    assert max(latencies) < 1.0  # two engine calls plus queueing, never a growing backlog
+    assert late < early * 1.5 + 0.05
+    assert growth < 2 * 2**20
+
+
+def _outputs_alone(make_engine, prompt: str, seed: int, frames: list[np.ndarray]) -> list[np.ndarray]:
+    engine = make_engine(t_list=(1.2, 0.6), prompt=prompt, seed=seed)
+    return [engine(f) for f in frames]
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_streams_batched_together_match_each_stream_alone(make_engine, count):
+    frames = {f"s{i}": [camera_frame(k + 7 * i) for k in range(4)] for i in range(count)}
+    engine = make_engine(t_list=(1.2, 0.6))
+    with FramePipeline(engine) as pipe:
+        for i, sid in enumerate(frames):
+            pipe.open_stream(sid, prompt=PROMPTS[i], seed=i)
+        got = {sid: [] for sid in frames}
+        for k in range(4):
+            for sid in frames:  # all streams ready at once: the worker batches them together
+                pipe.submit(sid, frames[sid][k], k)
+            for sid in frames:
+                got[sid].append(pipe.wait_for_output(sid, after=k - 1, timeout=10).image)
+        assert pipe.batches < 4 * count  # some engine calls really held several streams
+    for i, sid in enumerate(frames):
+        alone = _outputs_alone(make_engine, PROMPTS[i], i, frames[sid])
+        for mine, theirs in zip(got[sid], alone):
+            assert np.abs(mine.astype(int) - theirs).mean() <= 0.5
+
+
+def test_adding_and_removing_streams_does_not_disturb_others(make_engine):
+    frames = [camera_frame(k) for k in range(6)]
+    alone = _outputs_alone(make_engine, PROMPTS[0], 3, frames)
+    with FramePipeline(make_engine(t_list=(1.2, 0.6))) as pipe:
+        pipe.open_stream("a", prompt=PROMPTS[0], seed=3)
+        got = []
+        for k, frame in enumerate(frames):
+            if k == 2:
+                pipe.open_stream("b", prompt=PROMPTS[1], seed=9)
+            if k == 4:
+                pipe.close_stream("b")
+            pipe.submit("a", frame, k)
+            if "b" in pipe.engine.stream_ids():
+                pipe.submit("b", camera_frame(40 + k), k)
+            got.append(pipe.wait_for_output("a", after=k - 1, timeout=10).image)
+    for mine, theirs in zip(got, alone):
+        assert np.abs(mine.astype(int) - theirs).mean() <= 0.5
+
+
+def test_close_with_frames_in_flight_publishes_computed_frames_and_stops_threads(make_engine):
+    engine, backend = instrumented(make_engine, delay=0.05)
+    pipe = FramePipeline(engine)
+    for sid in ("a", "b"):
+        pipe.open_stream(sid)
+    for i in range(12):
+        for sid in ("a", "b"):
+            pipe.submit(sid, camera_frame(i), i)
+        time.sleep(0.02)
+    pipe.close()
+    assert pipeline_threads() == []
+    published = sum(pipe.stats(sid).generated for sid in ("a", "b"))
+    assert backend.decoded > 0 and published == backend.decoded  # nothing computed was lost
+    with pytest.raises(RuntimeError, match="closed"):
+        pipe.submit("a", camera_frame(0), 0)
+
+
+def test_engine_error_on_one_batch_is_counted_and_streaming_continues(make_engine, caplog):
+    engine, _ = instrumented(make_engine, fail_calls=frozenset({3}))
+    with FramePipeline(engine) as pipe:
+        pipe.open_stream("a")
+        for k in range(6):
+            pipe.submit("a", camera_frame(k), k)
+            out = pipe.wait_for_output("a", after=k - 1, timeout=10)
+            assert (out is None) == (k == 2)  # the third call failed; the stream went on
+        assert pipe.stats("a").errors == 1 and pipe.batch_errors == 1
+    assert "injected failure on transformer call 3" in caplog.text
+
+
+def test_input_gap_keeps_the_last_frame_and_resumes(make_engine):
+    with FramePipeline(make_engine(t_list=(1.0,))) as pipe:
+        pipe.open_stream("a")
+        for k in range(3):
+            pipe.submit("a", camera_frame(k), k)
+            pipe.wait_for_output("a", after=k - 1, timeout=10)
+        held = pipe.latest("a")
+        assert pipe.wait_for_output("a", after=held.sequence, timeout=0.5) is None  # the camera hiccups
+        assert pipe.latest("a") is held and pipe.stats("a").errors == 0
+        pipe.submit("a", camera_frame(10), 10)
+        resumed = pipe.wait_for_output("a", after=held.sequence, timeout=10)
+        assert resumed.kind is FrameKind.GENERATED and resumed.timestamp == 10
+
+
+def test_async_iterator_and_convert(make_engine):
+    config = PipelineConfig(convert=lambda image: image.mean())
+
+    async def consume(pipe: FramePipeline) -> list:
+        seen = []
+        async for out in pipe.frames("a"):
+            seen.append(out)
+            if len(seen) == 3:
+                break
+        return seen
+
+    with FramePipeline(make_engine(t_list=(1.0,)), config) as pipe:
+        pipe.open_stream("a")
+
+        async def main() -> list:
+            task = asyncio.create_task(consume(pipe))
+            for k in range(30):
+                pipe.submit("a", camera_frame(k), k)
+                await asyncio.sleep(0.05)
+                if task.done():
+                    break
+            return await asyncio.wait_for(task, 10)
+
+        seen = asyncio.run(main())
+    assert [o.sequence for o in seen] == sorted({o.sequence for o in seen})
+    assert all(o.converted == pytest.approx(o.image.mean()) for o in seen)
+
+
+def test_bad_input_to_the_pipeline(make_engine):
+    with FramePipeline(make_engine(t_list=(1.0,))) as pipe:
+        pipe.open_stream("a")
+        with pytest.raises(ValueError, match="dtype uint8"):
+            pipe.submit("a", np.zeros((8, 8, 3), np.float32), 0)
+        with pytest.raises(KeyError, match="nope"):
+            pipe.submit("nope", camera_frame(0), 0)
+        pipe.submit("a", camera_frame(0), 0)
+        assert pipe.wait_for_output("a", timeout=10) is not None
+    with pytest.raises(ValueError, match="capacity"):
+        FramePipeline(make_engine(t_list=(1.0,)), PipelineConfig(input_queue_size=0))
