@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -26,6 +27,14 @@ class ModelGeometry:
     cross_attention_heads: int  # heads of each block's cross-attention (K/V layout)
     device: torch.device
     dtype: torch.dtype
+
+
+class ImageCodec(Protocol):
+    """An autoencoder in DC-AE's conventions: images (B, 3, H, W) in [-1, 1], latents unscaled."""
+
+    def encode(self, images: Tensor) -> Tensor: ...
+
+    def decode(self, latents: Tensor) -> Tensor: ...
 
 
 class ModelBackend(ABC):

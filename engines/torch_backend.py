@@ -10,7 +10,7 @@ from diffusers import AutoencoderDC, SanaTransformer2DModel
 from diffusers.models.attention_processor import Attention
 from torch import Tensor
 
-from engines.base import ModelBackend, ModelGeometry
+from engines.base import ImageCodec, ModelBackend, ModelGeometry
 from engines.prompt_kv import KVBatch, PromptKV
 
 logger = logging.getLogger(__name__)
@@ -50,12 +50,30 @@ class CachedCrossAttnProcessor:
         return attn.to_out[1](attn.to_out[0](out))
 
 
-class TorchBackend(ModelBackend):
-    """Eager PyTorch. Installs a ``CachedCrossAttnProcessor`` on every block's ``attn2``."""
+class DcaeCodec:
+    """diffusers' AutoencoderDC (DC-AE or DC-AE-Lite) as an ``ImageCodec``."""
 
-    def __init__(self, transformer: SanaTransformer2DModel, vae: AutoencoderDC) -> None:
-        self.transformer = transformer.eval().requires_grad_(False)
+    def __init__(self, vae: AutoencoderDC) -> None:
         self.vae = vae.eval().requires_grad_(False)
+
+    def encode(self, images: Tensor) -> Tensor:
+        return self.vae.encode(images.to(self.vae.dtype)).latent
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.vae.decode(latents.to(self.vae.dtype)).sample
+
+
+class TorchBackend(ModelBackend):
+    """Eager PyTorch. Installs a ``CachedCrossAttnProcessor`` on every block's ``attn2``.
+
+    ``vae`` (the model's DC-AE) fixes the latent geometry; ``encoder``/``decoder`` replace it for encoding
+    or decoding (the tiny autoencoder, DC-AE-Lite) and must share its latent space."""
+
+    def __init__(self, transformer: SanaTransformer2DModel, vae: AutoencoderDC, *,
+                 encoder: ImageCodec | None = None, decoder: ImageCodec | None = None) -> None:
+        self.transformer = transformer.eval().requires_grad_(False)
+        self._encoder: ImageCodec = encoder or DcaeCodec(vae)
+        self._decoder: ImageCodec = decoder or DcaeCodec(vae)
         param = next(self.transformer.parameters())
         self.geometry = ModelGeometry(
             latent_channels=int(vae.config.latent_channels),
@@ -76,11 +94,11 @@ class TorchBackend(ModelBackend):
 
     @torch.inference_mode()
     def encode(self, images: Tensor) -> Tensor:
-        return self.vae.encode(images.to(self.vae.dtype)).latent
+        return self._encoder.encode(images)
 
     @torch.inference_mode()
     def decode(self, latents: Tensor) -> Tensor:
-        return self.vae.decode(latents.to(self.vae.dtype)).sample
+        return self._decoder.decode(latents)
 
     @torch.inference_mode()
     def prompt_kv(self, embeds: Tensor) -> PromptKV:

@@ -13,6 +13,14 @@ MAX_ANGLE = math.pi / 2  # t = pi/2 is pure noise; every angle must lie strictly
 MAX_RCFG_ANGLE = math.atan(80 / 0.5)
 
 
+class VaeKind(str, enum.Enum):
+    """Which autoencoder encodes frames / decodes outputs (DESIGN 4: the autoencoder is ~92% of a frame)."""
+
+    DCAE = "dcae"  # the model's own DC-AE f32c32: best quality, slowest
+    TINY = "tiny"  # TAESANA-style tiny autoencoder: ~14x fewer FLOPs to decode, softer detail
+    DCAE_LITE = "dcae-lite"  # DC-AE-Lite decoder (decoder only; same latent space)
+
+
 class CfgType(str, enum.Enum):
     """How classifier-free guidance is applied (DESIGN 3, RCFG)."""
 
@@ -68,6 +76,10 @@ class StreamConfig:
     prompt: str = ""
     negative_prompt: str = ""
     max_sequence_length: int = 300  # the pipeline's default; Sprint was trained with it
+    encoder: VaeKind = VaeKind.DCAE  # dcae or tiny
+    decoder: VaeKind = VaeKind.DCAE  # dcae, tiny or dcae-lite
+    tiny_vae: str | None = None  # directory or hub id of taesana_*.pth; None: the model's tiny_autoencoder/
+    dcae_lite: str | None = None  # DC-AE-Lite directory or hub id; None: the model's vae_lite/, else the hub's
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -80,6 +92,14 @@ class StreamConfig:
         except ValueError:
             allowed = ", ".join(c.value for c in CfgType)
             raise ValueError(f"cfg_type must be one of {allowed}, got {self.cfg_type!r}") from None
+        for name in ("encoder", "decoder"):
+            try:
+                object.__setattr__(self, name, VaeKind(getattr(self, name)))
+            except ValueError:
+                allowed = ", ".join(v.value for v in VaeKind)
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}") from None
+        if self.encoder is VaeKind.DCAE_LITE:
+            raise ValueError("encoder must be dcae or tiny: DC-AE-Lite shares DC-AE's encoder, use encoder='dcae'")
         for name in ("guidance_scale", "cfg_scale", "delta", "similarity_threshold"):
             _require_finite(name, getattr(self, name))
         if not 0.0 <= self.similarity_threshold < 1.0:

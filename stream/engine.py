@@ -99,12 +99,16 @@ class StreamEngine:
                         local_files_only: bool | None = None) -> StreamEngine:
         """Loads a diffusers-format Sana-Sprint directory or hub id (see ``stream.loading``)."""
         from engines.torch_backend import TorchBackend
-        from stream.loading import choose_placement, load_pipeline
+        from stream.loading import choose_placement, load_codecs, load_pipeline, resolve_model_dir
 
         config = config or StreamConfig()
-        pipe = load_pipeline(model, choose_placement(config.device, config.dtype), local_files_only)
-        engine = cls(TorchBackend(pipe.transformer, pipe.vae), PromptEncoder(pipe, config.max_sequence_length),
-                     config, sigma_d=float(pipe.scheduler.config.sigma_data))
+        placement = choose_placement(config.device, config.dtype)
+        path = resolve_model_dir(model, local_files_only)
+        pipe = load_pipeline(path, placement)
+        encoder, decoder = load_codecs(path, config, placement, int(pipe.vae.config.latent_channels), local_files_only)
+        backend = TorchBackend(pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder)
+        engine = cls(backend, PromptEncoder(pipe, config.max_sequence_length), config,
+                     sigma_d=float(pipe.scheduler.config.sigma_data))
         engine.pipeline = pipe
         return engine
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -9,15 +10,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import SanaSprintPipeline
+from diffusers import AutoencoderDC, SanaSprintPipeline
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from engines.base import ImageCodec
+from engines.torch_backend import DcaeCodec
+from stream.config import StreamConfig, VaeKind
 from stream.exceptions import ModelNotFoundError
+from stream.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConfig, load_tiny_autoencoder
 
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+TINY_VAE_DIR = "tiny_autoencoder"  # taesana_*.pth (+ tiny_autoencoder.json when not the published plan)
+TINY_VAE_PLAN = "tiny_autoencoder.json"
+LITE_VAE_DIR = "vae_lite"
+DCAE_LITE_HUB_ID = "mit-han-lab/dc-ae-lite-f32c32-sana-1.1-diffusers"
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -43,24 +52,30 @@ def choose_placement(device: str | None, dtype: str | None) -> Placement:
     return Placement(dev, dt)
 
 
-def _check_directory(model: str, path: Path) -> Path:
-    missing = [name for name in ("model_index.json", *COMPONENTS) if not (path / name).exists()]
+def _check_directory(model: str, path: Path, required: list[str]) -> Path:
+    missing = [name for name in required if not (path / name).exists()]
     if missing:
-        raise ModelNotFoundError(model, missing, f"{path} is not a complete diffusers-format Sana-Sprint directory")
+        raise ModelNotFoundError(model, missing, f"{path} is not a complete diffusers-format directory")
     return path
 
 
 def resolve_model_dir(model: str | os.PathLike[str], local_files_only: bool | None = None) -> Path:
-    """A directory is used as it is. A hub id is looked up in the local cache first; when it is not there
-    and ``local_files_only`` is false (default: true only when ``HF_HUB_OFFLINE`` is set) it is downloaded."""
+    """A Sana-Sprint directory, or a hub id resolved through ``resolve_snapshot``."""
     name = os.fspath(model)
+    required = ["model_index.json", *COMPONENTS]
     path = Path(name).expanduser()
     if path.is_dir():
-        return _check_directory(name, path)
+        return _check_directory(name, path, required)
+    return resolve_snapshot(name, local_files_only, required)
+
+
+def resolve_snapshot(name: str, local_files_only: bool | None, required: list[str]) -> Path:
+    """A hub id is looked up in the local cache first; when it is not there and ``local_files_only`` is
+    false (default: true only when ``HF_HUB_OFFLINE`` is set) it is downloaded."""
     if not _HUB_ID.match(name):
         raise ModelNotFoundError(name, ["the directory itself"], "it is neither a directory nor a hub id (owner/name)")
     try:
-        return _check_directory(name, Path(snapshot_download(name, local_files_only=True)))
+        return _check_directory(name, Path(snapshot_download(name, local_files_only=True)), required)
     except LocalEntryNotFoundError:
         pass
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") if local_files_only is None else local_files_only
@@ -68,19 +83,56 @@ def resolve_model_dir(model: str | os.PathLike[str], local_files_only: bool | No
         raise ModelNotFoundError(name, ["all files"], "it is not in the local Hugging Face cache and downloads are off")
     logger.info("downloading %s from the Hugging Face hub (first use)", name)
     try:
-        return _check_directory(name, Path(snapshot_download(name)))
+        return _check_directory(name, Path(snapshot_download(name)), required)
     except (OSError, ValueError) as exc:  # network errors are OSErrors; a missing repo a ValueError subclass
         raise ModelNotFoundError(name, ["all files"], f"it is not cached and downloading failed: {exc}") from exc
 
 
-def load_pipeline(model: str | os.PathLike[str], placement: Placement,
-                  local_files_only: bool | None = None) -> SanaSprintPipeline:
-    """Loads every Sana-Sprint component through diffusers/transformers onto the chosen device and dtype."""
-    path = resolve_model_dir(model, local_files_only)
+def load_pipeline(path: Path, placement: Placement) -> SanaSprintPipeline:
+    """Loads every Sana-Sprint component of a resolved directory through diffusers/transformers."""
     if placement.device.type == "cpu":
         # randomly initialised and small weights hit denormals on CPU: 12 s -> 2.5 s per 0.6B forward
         torch.set_flush_denormal(True)
     pipe = SanaSprintPipeline.from_pretrained(path, dtype=placement.dtype, local_files_only=True)
     pipe.to(placement.device)
-    logger.info("loaded %s on %s as %s", model, placement.device, placement.dtype)
+    logger.info("loaded %s on %s as %s", path, placement.device, placement.dtype)
     return pipe
+
+
+def _tiny_autoencoder(model_dir: Path, config: StreamConfig, placement: Placement,
+                      local_files_only: bool | None) -> TinyAutoencoder:
+    source: str | Path = config.tiny_vae or model_dir / TINY_VAE_DIR
+    if config.tiny_vae is None and not Path(source).is_dir():
+        raise ModelNotFoundError(str(model_dir), [TINY_VAE_DIR],
+                                 "the tiny autoencoder was asked for: pass tiny_vae=DIR holding taesana_*.pth")
+    plan_file = Path(source) / TINY_VAE_PLAN
+    plan = TinyAutoencoderConfig(**json.loads(plan_file.read_text())) if plan_file.is_file() else None
+    return load_tiny_autoencoder(source, device=placement.device, dtype=placement.dtype, config=plan,
+                                 encoder=config.encoder is VaeKind.TINY, decoder=config.decoder is VaeKind.TINY,
+                                 local_files_only=local_files_only)
+
+
+def _dcae_lite(model_dir: Path, config: StreamConfig, placement: Placement,
+               local_files_only: bool | None) -> DcaeCodec:
+    bundled = model_dir / LITE_VAE_DIR
+    source = config.dcae_lite or (str(bundled) if bundled.is_dir() else DCAE_LITE_HUB_ID)
+    path = Path(source) if Path(source).is_dir() else resolve_snapshot(source, local_files_only, ["config.json"])
+    vae = AutoencoderDC.from_pretrained(path, dtype=placement.dtype, local_files_only=True).to(placement.device)
+    logger.info("decoding with DC-AE-Lite from %s", source)
+    return DcaeCodec(vae)
+
+
+def load_codecs(model_dir: Path, config: StreamConfig, placement: Placement, latent_channels: int,
+                local_files_only: bool | None = None) -> tuple[ImageCodec | None, ImageCodec | None]:
+    """The encoder and decoder ``config`` asks for instead of the model's DC-AE (None: use DC-AE)."""
+    tiny = None
+    if VaeKind.TINY in (config.encoder, config.decoder):
+        tiny = _tiny_autoencoder(model_dir, config, placement, local_files_only)
+        if tiny.latent_channels != latent_channels or tiny.spatial_compression_ratio != 32:
+            raise ValueError(f"tiny_vae makes {tiny.latent_channels}-channel latents at "
+                             f"{tiny.spatial_compression_ratio}x, the model needs {latent_channels} at 32x")
+    encoder = tiny if config.encoder is VaeKind.TINY else None
+    decoder: ImageCodec | None = tiny if config.decoder is VaeKind.TINY else None
+    if config.decoder is VaeKind.DCAE_LITE:
+        decoder = _dcae_lite(model_dir, config, placement, local_files_only)
+    return encoder, decoder
