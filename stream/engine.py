@@ -96,9 +96,13 @@ class StreamEngine:
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike[str], config: StreamConfig | None = None, *,
-                        local_files_only: bool | None = None) -> StreamEngine:
-        """Loads a diffusers-format Sana-Sprint directory or hub id (see ``stream.loading``)."""
-        from engines.torch_backend import TorchBackend
+                        local_files_only: bool | None = None, compile_options: Any = None) -> StreamEngine:
+        """Loads a diffusers-format Sana-Sprint directory or hub id (see ``stream.loading``) and runs it on
+        ``config.backend``. Compiled backends (onnxruntime, tensorrt) are built for this config's size, steps
+        and cfg type, with ``compile_options`` (an ``engines.compile.CompileOptions``: streams, precision,
+        cache directory, parity check) or its defaults."""
+        from engines import BackendName, create_backend
+        from engines.specs import BuildSpec
         from stream.loading import choose_placement, load_codecs, load_pipeline, resolve_model_dir
 
         config = config or StreamConfig()
@@ -106,7 +110,17 @@ class StreamEngine:
         path = resolve_model_dir(model, local_files_only)
         pipe = load_pipeline(path, placement)
         encoder, decoder = load_codecs(path, config, placement, int(pipe.vae.config.latent_channels), local_files_only)
-        backend = TorchBackend(pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder)
+        build = None
+        if config.backend is not BackendName.TORCH:
+            from engines.compile import CompileOptions
+
+            options = compile_options or CompileOptions()
+            build = BuildSpec(width=config.width, height=config.height, steps=config.num_steps,
+                              streams=options.streams, cfg_type=config.cfg_type.value,
+                              kv_length=config.max_sequence_length)
+            compile_options = options
+        backend = create_backend(config.backend, pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder,
+                                 build=build, options=compile_options)
         engine = cls(backend, PromptEncoder(pipe, config.max_sequence_length), config,
                      sigma_d=float(pipe.scheduler.config.sigma_data))
         engine.pipeline = pipe
@@ -175,11 +189,7 @@ class StreamEngine:
 
     def set_strength(self, strength: float, stream: str | None = None) -> None:
         """Sets ``t_list[0]`` to ``strength`` (radians) and scales the later angles by the same factor."""
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength > 0:
-            raise ValueError(f"strength must be a positive angle in radians, got {strength!r}")
-        for sid in [stream] if stream else self.stream_ids():
-            t_list = self.settings(sid).t_list
-            self.update(sid, t_list=tuple(t * strength / t_list[0] for t in t_list))
+        self.update(stream, strength=strength)
 
     def set_guidance_scale(self, guidance_scale: float, stream: str | None = None) -> None:
         self.update(stream, guidance_scale=guidance_scale)

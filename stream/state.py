@@ -42,9 +42,15 @@ class StreamSettings:
 
     def replace(self, cfg_type: CfgType, **changes: Any) -> StreamSettings:
         """A validated copy with ``changes``; unknown names and bad values raise ValueError naming them."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)} - {"strength"}
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        if "strength" in changes:  # t_list[0] becomes the strength; later angles scale by the same factor
+            strength = changes.pop("strength")
+            if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength > 0:
+                raise ValueError(f"strength must be a positive angle in radians, got {strength!r}")
+            base = changes.get("t_list", self.t_list)
+            changes["t_list"] = tuple(t * strength / base[0] for t in base)
         for name in ("prompt", "negative_prompt"):
             if name in changes:
                 text = changes[name]

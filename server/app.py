@@ -1,0 +1,146 @@
+"""The FastAPI application: WebRTC offers, WHIP ingest, live prompts, health and metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from server.body_limit import BodyLimitMiddleware
+from server.errors import ApiError, install_error_handlers
+from server.metrics import exposition
+from server.peers import PeerKind, PeerManager
+from server.schemas import Answer, Health, Offer, PromptState, PromptUpdate, StreamSettingsOut
+from server.settings import SDP_MAX_BYTES, ServerSettings
+from server.tracks import to_video_frame
+from stream.engine import StreamEngine
+from stream.pipeline import FramePipeline, PipelineConfig
+from stream.state import StreamSettings
+
+logger = logging.getLogger(__name__)
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    demo: bool  # the built-in tiny random model: its output is not a real style
+    backend: str
+
+
+def _settings_out(s: StreamSettings) -> StreamSettingsOut:
+    return StreamSettingsOut(prompt=s.prompt, negative_prompt=s.negative_prompt, seed=s.seed, t_list=list(s.t_list),
+                             strength=s.t_list[0], guidance_scale=s.guidance_scale, cfg_scale=s.cfg_scale,
+                             delta=s.delta)
+
+
+def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo) -> FastAPI:
+    """Builds the app around an engine; the pipeline and peers live as long as the app's lifespan."""
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        pipeline = FramePipeline(engine, PipelineConfig(convert=to_video_frame))
+        state["pipeline"] = pipeline
+        state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout)
+        try:
+            yield
+        finally:
+            await state["peers"].close_all()
+            pipeline.close()
+
+    app = FastAPI(title="sana-stream", lifespan=lifespan,
+                  description="Real-time Sana-Sprint img2img over WebRTC. Errors are JSON: {error, detail}.")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=SDP_MAX_BYTES + 1024)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Location"])
+    install_error_handlers(app)
+
+    def authorize(request: Request) -> None:
+        if settings.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
+            raise ApiError(401, "unauthorized", "this endpoint needs 'Authorization: Bearer <token>'",
+                           {"WWW-Authenticate": "Bearer"})
+
+    def peers() -> PeerManager:
+        return state["peers"]
+
+    @app.post("/offer", response_model=Answer, dependencies=[Depends(authorize)])
+    async def offer(body: Offer) -> Answer:
+        """A browser or script sends its camera; the answer returns the restyled video on the same connection."""
+        peer, sdp = await peers().accept(body.sdp, body.type, PeerKind.CAMERA)
+        return Answer(sdp=sdp, type="answer", stream=peer.id)
+
+    @app.post("/whip", status_code=201, dependencies=[Depends(authorize)],
+              responses={201: {"content": {"application/sdp": {}}}})
+    async def whip(request: Request) -> Response:
+        """WHIP ingest (RFC 9725), e.g. OBS 30+: an SDP offer in, 201 + Location + SDP answer out."""
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
+            raise ApiError(415, "unsupported_media_type", "WHIP offers must be sent as application/sdp")
+        sdp = (await request.body()).decode("utf-8", errors="replace")
+        peer, answer = await peers().accept(sdp, "offer", PeerKind.WHIP)
+        return Response(answer, status_code=201, media_type="application/sdp",
+                        headers={"Location": f"/whip/{peer.id}", "X-Stream-Id": peer.id})
+
+    @app.delete("/whip/{peer_id}", dependencies=[Depends(authorize)])
+    async def whip_delete(peer_id: str) -> dict[str, str]:
+        if not await peers().close(peer_id):
+            raise ApiError(404, "unknown_session", f"no WHIP session {peer_id!r}")
+        return {"status": "closed"}
+
+    @app.post("/prompt", response_model=PromptState, dependencies=[Depends(authorize)])
+    async def set_prompt(body: PromptUpdate) -> PromptState:
+        """Changes live settings on the next frames; answers with the settings now in force."""
+        changes = body.model_dump(exclude_none=True, exclude={"stream"})
+        applied = await run_in_threadpool(engine.update, body.stream, **changes)
+        return PromptState(streams={sid: _settings_out(s) for sid, s in applied.items()})
+
+    @app.get("/prompt", response_model=PromptState)
+    async def get_prompt(stream: str | None = None) -> PromptState:
+        ids = [stream] if stream is not None else engine.stream_ids()
+        return PromptState(streams={sid: _settings_out(engine.settings(sid)) for sid in ids})
+
+    @app.get("/health", response_model=Health)
+    async def health() -> Health:
+        geo = engine.backend.geometry
+        meters = {pid: p.meter.fps() for pid, p in peers().peers.items()}
+        return Health(status="ok", model=model.name, demo_model=model.demo, backend=model.backend,
+                      device=str(geo.device), dtype=str(geo.dtype).removeprefix("torch."),
+                      streams=len(peers().peers), peers=len(peers().peers), fps=meters)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        pipeline: FramePipeline = state["pipeline"]
+        live = dict(peers().peers)
+        counters: dict[str, dict[str, int]] = {"frames_dropped": {}, "frames_skipped": {}, "engine_errors": {},
+                                               "frames_generated": {}}
+        for pid in live:
+            try:
+                stats = pipeline.stats(pid)
+            except KeyError:  # closed between the two reads
+                continue
+            counters["frames_dropped"][pid] = stats.dropped + stats.dropped_output
+            counters["frames_skipped"][pid] = stats.skipped
+            counters["engine_errors"][pid] = stats.errors
+            counters["frames_generated"][pid] = stats.generated
+        gauges = {"peers": float(len(live)), "engine_batch_errors": float(pipeline.batch_errors)}
+        text = exposition({pid: p.meter for pid, p in live.items()}, counters, gauges)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    if WEB_DIR.is_dir() and (WEB_DIR / "index.html").exists():
+        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    app.state.peers = peers
+    app.state.runtime = state
+    return app

@@ -1,0 +1,61 @@
+"""Request and response bodies of the HTTP API. Unknown fields and non-finite numbers are rejected."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stream.prompt import MAX_PROMPT_CHARS
+
+Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Offer(BaseModel):
+    model_config = Strict
+    sdp: str = Field(max_length=64 * 1024)
+    type: str = Field(max_length=16)
+
+
+class Answer(BaseModel):
+    sdp: str
+    type: str
+    stream: str = Field(description="the id of the stream this peer feeds; use it with /prompt and /view")
+
+
+class PromptUpdate(BaseModel):
+    """Changes live settings; only the fields given change. Without ``stream`` every stream changes."""
+
+    model_config = Strict
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    stream: str | None = Field(default=None, max_length=64)
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    strength: float | None = Field(default=None, gt=0, lt=1.5708, description="t_list[0] in radians")
+    guidance_scale: float | None = Field(default=None, ge=0, le=20)
+    cfg_scale: float | None = Field(default=None, ge=0, le=20)
+
+
+class StreamSettingsOut(BaseModel):
+    prompt: str
+    negative_prompt: str
+    seed: int
+    t_list: list[float]
+    strength: float
+    guidance_scale: float
+    cfg_scale: float
+    delta: float
+
+
+class PromptState(BaseModel):
+    streams: dict[str, StreamSettingsOut]
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    demo_model: bool
+    backend: str
+    device: str
+    dtype: str
+    streams: int
+    peers: int
+    fps: dict[str, float]

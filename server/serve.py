@@ -1,0 +1,71 @@
+"""``sana-stream serve``: choose the model, build the engine and the app, run uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from server.app import ModelInfo, create_app
+from server.cli import cache_dir, even_t_list
+from server.ice import include_loopback_candidates
+from server.settings import DEFAULT_MODEL, ServerSettings
+from stream import ModelNotFoundError, StreamConfig, StreamEngine
+from stream.loading import resolve_model_dir
+from stream.tiny_model import make_tiny_model
+
+logger = logging.getLogger(__name__)
+
+DEMO_BANNER = """
+************************************************************************************
+*  DEMO MODE: no Sana-Sprint weights were given or found in the Hugging Face cache. *
+*  Serving a tiny RANDOMLY INITIALISED model: its output is NOT a real style.       *
+*  Use real weights with: make serve ARGS="--model %s"
+************************************************************************************"""
+
+
+def choose_model(requested: str | None) -> tuple[str, bool]:
+    """The model to load and whether it is the tiny demo: a requested model as it is, else cached real
+    weights, else the demo model (written once under the cache directory)."""
+    if requested:
+        return requested, False
+    try:
+        return str(resolve_model_dir(DEFAULT_MODEL, local_files_only=True)), False
+    except ModelNotFoundError:
+        pass
+    demo = cache_dir() / "demo-model"
+    if not (demo / "model_index.json").exists():
+        make_tiny_model(demo)
+    logger.warning(DEMO_BANNER, DEFAULT_MODEL)
+    return str(demo), True
+
+
+def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
+    t_list = tuple(args.t_list) if args.t_list else even_t_list(args.strength, args.steps)
+    stream = StreamConfig(width=args.width, height=args.height, t_list=t_list, prompt=args.prompt,
+                          cfg_type=args.cfg_type, encoder=args.encoder, decoder=args.decoder,
+                          tiny_vae=args.tiny_vae, similarity_filter=args.similarity_filter, seed=args.seed)
+    return ServerSettings(model=model, host=args.host, port=args.port, backend=args.backend, stream=stream,
+                          token=args.token, max_peers=args.max_peers, idle_timeout=args.idle_timeout,
+                          cors_origins=tuple(args.cors_origin),
+                          ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+                          allow_public_without_token=args.allow_public_without_token)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    model, demo = choose_model(args.model)
+    settings = build_settings(args, model)  # validates everything before the (slow) model load
+    if args.backend != "torch":
+        raise ValueError(f"--backend must be torch for now, got {args.backend!r}")
+    engine = StreamEngine.from_pretrained(model, settings.stream)
+    if settings.is_loopback:
+        include_loopback_candidates()
+    app = create_app(settings, engine, ModelInfo(name=Path(model).name if demo else model, demo=demo,
+                                                 backend=args.backend))
+    scheme = "https" if settings.ssl_certfile else "http"
+    logger.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
+    uvicorn.run(app, host=settings.host, port=settings.port, ssl_certfile=settings.ssl_certfile,
+                ssl_keyfile=settings.ssl_keyfile, log_level="info")
+    return 0

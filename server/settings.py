@@ -1,0 +1,55 @@
+"""Server settings: one frozen dataclass, filled from command-line options or SANA_STREAM_* variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass, field
+
+from stream.config import StreamConfig
+
+SDP_MAX_BYTES = 64 * 1024  # real offers are 4-6 KB; FastAPI itself has no body cap
+DEFAULT_MODEL = "Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model: str | None = None  # None: cached Sana-Sprint weights if present, else the tiny demo model
+    host: str = "127.0.0.1"
+    port: int = 8080
+    backend: str = "torch"
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    token: str | None = None  # when set, every mutating endpoint needs "Authorization: Bearer <token>"
+    max_peers: int = 4
+    idle_timeout: float = 10.0  # seconds without input frames before a peer is closed
+    cors_origins: tuple[str, ...] = ()
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    allow_public_without_token: bool = False
+    ice_host: str | None = None  # add this address to aiortc's host candidates (e.g. 127.0.0.1 for loopback)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must lie in 0..65535, got {self.port}")
+        if self.max_peers < 1:
+            raise ValueError(f"max_peers must be at least 1, got {self.max_peers}")
+        if not math.isfinite(self.idle_timeout) or self.idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be a positive number of seconds, got {self.idle_timeout}")
+        if self.token is not None and len(self.token) < 8:
+            raise ValueError("token must be at least 8 characters")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile must be given together")
+        if "*" in self.cors_origins and self.token is not None:
+            raise ValueError("cors_origins must not contain '*' when a token is set; list the origins")
+        if not self.is_loopback and self.token is None and not self.allow_public_without_token:
+            raise ValueError(f"refusing to bind {self.host!r} without --token: anyone on the network could use "
+                             "the GPU and change prompts (pass --allow-public-without-token to do it anyway)")
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False

@@ -1,0 +1,101 @@
+"""aiortc glue: read a camera track into the pipeline, and send a stream's outputs as a video track."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import av
+from aiortc import MediaStreamTrack, RTCDataChannel
+from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError, convert_timebase
+
+from server.metrics import StreamMeter
+from stream.pipeline import FramePipeline
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InputStamp:
+    """What the server knows of an input frame: when it arrived and its pts in 90 kHz units."""
+
+    received: float  # time.monotonic()
+    pts: int | None
+
+
+async def read_camera(track: MediaStreamTrack, pipeline: FramePipeline, stream_id: str,
+                      on_frame: Callable[[], None]) -> None:
+    """Consumes every frame of ``track`` (aiortc's own queues are unbounded) and submits it; the pipeline
+    keeps only the newest. Returns when the track ends."""
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        assert isinstance(frame, av.VideoFrame)
+        pts = convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE) if frame.pts is not None else None
+        pipeline.submit(stream_id, frame.to_ndarray(format="rgb24"), InputStamp(time.monotonic(), pts))
+        on_frame()
+
+
+async def drain(track: MediaStreamTrack) -> None:
+    """Reads and discards a track we do not use (audio), so its frames do not pile up."""
+    while True:
+        try:
+            await track.recv()
+        except MediaStreamError:
+            return
+
+
+class StreamOutputTrack(MediaStreamTrack):
+    """Sends each new output of one pipeline stream once, with pts from a 90 kHz clock started at the first
+    frame. When a data channel is attached, each frame is announced on it first as JSON
+    ``{"pts", "source_pts", "kind"}`` so a client can tell which input frame it shows (latency, tests)."""
+
+    kind = "video"
+
+    def __init__(self, pipeline: FramePipeline, stream_id: str, meter: StreamMeter) -> None:
+        super().__init__()
+        self._pipeline = pipeline
+        self._stream_id = stream_id
+        self._meter = meter
+        self._frames = pipeline.frames(stream_id)
+        self._start: float | None = None
+        self._last_pts = -1
+        self.channel: RTCDataChannel | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        try:
+            out = await self._frames.__anext__()
+        except (StopAsyncIteration, KeyError):  # the stream was closed
+            self.stop()
+            raise MediaStreamError from None
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        pts = max(self._last_pts + 1, int((now - self._start) * VIDEO_CLOCK_RATE))
+        self._last_pts = pts
+        frame: av.VideoFrame = out.converted if out.converted is not None else to_video_frame(out.image)
+        frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
+        stamp: InputStamp | Any = out.timestamp
+        if isinstance(stamp, InputStamp):
+            self._meter.record(now, now - stamp.received, out.kind.value)
+            self._announce(pts, stamp.pts, out.kind.value)
+        return frame
+
+    def _announce(self, pts: int, source_pts: int | None, kind: str) -> None:
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(json.dumps({"pts": pts, "source_pts": source_pts, "kind": kind}))
+
+    def stop(self) -> None:
+        super().stop()
+        asyncio.ensure_future(self._frames.aclose())
+
+
+def to_video_frame(image: Any) -> av.VideoFrame:
+    """uint8 (H, W, 3) RGB -> a VideoFrame; runs on the pipeline's postprocess thread via PipelineConfig.convert."""
+    return av.VideoFrame.from_ndarray(image, format="rgb24")

@@ -1,0 +1,102 @@
+"""The server with real aiortc peers over loopback: frames flow, match the engine, follow /prompt."""
+
+from __future__ import annotations
+
+import asyncio
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from server.app import ModelInfo, create_app
+from server.ice import include_loopback_candidates
+from server.settings import ServerSettings
+from stream import StreamConfig, StreamEngine
+from tests.webrtc_client import FRAME_PTS, connect, running
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def local_engine(tiny_model_dir):
+    include_loopback_candidates()
+    return lambda **kw: StreamEngine.from_pretrained(
+        tiny_model_dir, StreamConfig(width=SIZE, height=SIZE, t_list=(1.0,), **kw))
+
+
+def make_app(local_engine, **settings):
+    config = StreamConfig(width=SIZE, height=SIZE, t_list=(1.0,), prompt="a watercolor painting")
+    engine = local_engine(prompt="a watercolor painting")
+    return create_app(ServerSettings(stream=config, **settings), engine, ModelInfo("tiny", True, "torch"))
+
+
+def diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean level difference of 16x16 block averages: VP8 keeps the coarse picture, not the fine noise."""
+    small = [cv2.resize(x, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32) for x in (a, b)]
+    return float(np.abs(small[0] - small[1]).mean())
+
+
+def assert_shows(client, frames, reference, *, least: int = 4) -> None:
+    """Every announced generated frame is the engine's output for the input frame it names: closer to it
+    than to the outputs for the neighbouring inputs (whose coarse colours differ)."""
+    traced = [(f, k) for f in frames for k, kind in [client.source(f)] if kind == "generated"]
+    assert len(traced) >= least
+    for f, k in traced[-least:]:
+        assert f.image.shape == (SIZE, SIZE, 3)
+        expected = diff(f.image, reference(client.camera.pattern(k)))
+        others = [diff(f.image, reference(client.camera.pattern(k + d))) for d in (-2, -1, 1, 2)]
+        assert expected < 3.5 and expected < 0.8 * min(others), (expected, others)
+
+
+def test_frames_flow_and_are_the_engines_output(local_engine):
+    async def main():
+        async with running(make_app(local_engine)) as base:
+            client = await connect(base, (SIZE, SIZE))
+            frames = await client.wait_frames(12)
+            await client.close()
+        return client, frames
+
+    client, frames = asyncio.run(main())
+    assert_shows(client, frames, local_engine(prompt="a watercolor painting"), least=6)
+
+
+def test_prompt_change_reaches_the_output_within_a_few_frames(local_engine):
+    async def main():
+        async with running(make_app(local_engine)) as base:
+            client = await connect(base, (SIZE, SIZE))
+            await client.wait_frames(5)
+            async with httpx.AsyncClient(base_url=base) as http:
+                r = await http.post("/prompt", json={"prompt": "neon cyberpunk city", "seed": 5})
+            await client.wait_frames(4)  # a few frames for the change to arrive
+            after = await client.wait_frames(8)
+            await client.close()
+        return client, after, r
+
+    client, after, response = asyncio.run(main())
+    assert response.status_code == 200
+    state = response.json()["streams"][client.stream]
+    assert state["prompt"] == "neon cyberpunk city" and state["seed"] == 5
+    assert_shows(client, after, local_engine(prompt="neon cyberpunk city", seed=5))
+
+
+def test_four_peers_with_their_own_prompts_stay_isolated(local_engine):
+    prompts = ["a watercolor painting", "neon cyberpunk city", "an oil painting of a dog", "pencil sketch"]
+
+    async def main():
+        async with running(make_app(local_engine, max_peers=4)) as base:
+            clients = [await connect(base, (SIZE, SIZE), offset=100 * i) for i in range(4)]
+            async with httpx.AsyncClient(base_url=base) as http:
+                for client, prompt in zip(clients, prompts):
+                    r = await http.post("/prompt", json={"prompt": prompt, "stream": client.stream})
+                    assert r.status_code == 200 and set(r.json()["streams"]) == {client.stream}
+            for client in clients:
+                await client.wait_frames(4, timeout=30)
+            received = [await client.wait_frames(6, timeout=30) for client in clients]
+            for client in clients:
+                await client.close()
+        return clients, received
+
+    clients, received = asyncio.run(main())
+    for client, frames, prompt in zip(clients, received, prompts):
+        assert_shows(client, frames, local_engine(prompt=prompt), least=3)
