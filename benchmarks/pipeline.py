@@ -1,0 +1,214 @@
+"""Frame pipeline benchmark (issue 3): a 30 fps synthetic camera per stream into FramePipeline, 1/2/4 streams,
+DC-AE vs the tiny autoencoder, the engine alone in the same run, and both autoencoders at their real sizes.
+
+    python -m benchmarks.pipeline [--quick] [--preset proportional|tiny] [--seconds S] [--output DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderDC
+
+from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
+from stream import StreamConfig, StreamEngine
+from stream.models.tiny_autoencoder import TinyAutoencoder, TinyDecoder, TinyEncoder
+from stream.pipeline import FramePipeline
+from stream.tiny_model import make_tiny_model
+
+logger = logging.getLogger("benchmarks.pipeline")
+CAMERA_FPS = 30.0
+STREAM_COUNTS = (1, 2, 4)
+
+
+@dataclass
+class Run:
+    streams: int
+    vae: str
+    fps: float  # aggregate generated frames per second over all streams
+    latencies: list[float]  # seconds, input timestamp to published output
+
+
+def camera(k: int, size: int) -> np.ndarray:
+    y, x = np.mgrid[0:size, 0:size]
+    frame = np.stack([(x + 3 * k) % 256, (y + 5 * k) % 256, np.full_like(x, (7 * k) % 256)], -1)
+    return frame.astype(np.uint8)
+
+
+def run_pipeline(engine: StreamEngine, streams: int, seconds: float, vae: str) -> Run:
+    """Feeds every stream at 30 fps for ``seconds`` and records each newly published generated frame."""
+    ids = [f"s{i}" for i in range(streams)]
+    latencies: list[float] = []
+    generated = 0
+    with FramePipeline(engine) as pipe:
+        for i, sid in enumerate(ids):
+            pipe.open_stream(sid, seed=i)
+        last = dict.fromkeys(ids, -1)
+        start = time.monotonic()
+        k = 0
+        while time.monotonic() - start < seconds:
+            for sid in ids:
+                pipe.submit(sid, camera(k, engine.config.width), time.monotonic())
+                out = pipe.latest(sid)
+                if out is not None and out.sequence > last[sid]:
+                    last[sid] = out.sequence
+                    if out.kind.value == "generated":
+                        generated += 1
+                        latencies.append(time.monotonic() - out.timestamp)
+            k += 1
+            time.sleep(max(0.0, start + k / CAMERA_FPS - time.monotonic()))
+        elapsed = time.monotonic() - start
+        for sid in ids:
+            pipe.close_stream(sid)
+    return Run(streams, vae, generated / elapsed, latencies)
+
+
+def run_engine_alone(engine: StreamEngine, seconds: float) -> float:
+    """Frames per second of ``engine(frame)`` called back to back on one stream."""
+    engine(camera(0, engine.config.width))  # warm up
+    frames, start = 0, time.monotonic()
+    while time.monotonic() - start < seconds:
+        engine(camera(frames, engine.config.width))
+        frames += 1
+    return frames / (time.monotonic() - start)
+
+
+def alternate(engine: StreamEngine, seconds: float, vae: str, rounds: int = 3) -> tuple[float, Run]:
+    """The engine alone and the 1-stream pipeline in alternating slices, so machine noise hits both."""
+    alone: list[float] = []
+    runs: list[Run] = []
+    for _ in range(rounds):
+        alone.append(run_engine_alone(engine, seconds / rounds))
+        runs.append(run_pipeline(engine, 1, seconds / rounds, vae))
+    merged = Run(1, vae, float(np.mean([r.fps for r in runs])), [x for r in runs for x in r.latencies])
+    return float(np.mean(alone)), merged
+
+
+def autoencoders_head_to_head(size: int, repetitions: int) -> Comparison:
+    """The published DC-AE f32c32 configuration vs the real tiny-autoencoder plan (random weights)."""
+    torch.manual_seed(0)
+    dcae = AutoencoderDC(
+        latent_channels=32, attention_head_dim=32,
+        encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+        decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+        encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+        decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+        encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3, 3, 3, 3, 3, 3),
+        encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)), decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+        downsample_block_type="conv", upsample_block_type="interpolate", decoder_norm_types="rms_norm",
+        decoder_act_fns="silu", scaling_factor=0.41407).eval()
+    tiny = TinyAutoencoder(TinyEncoder(), TinyDecoder()).eval()
+    image = torch.rand(1, 3, size, size) * 2 - 1
+
+    def dcae_frame() -> None:
+        dcae.decode(dcae.encode(image).latent)
+
+    def tiny_frame() -> None:
+        tiny.decode(tiny.encode(image))
+
+    times: dict[str, list[float]] = {"dcae": [], "tiny": []}
+    with torch.inference_mode():
+        for fn in (dcae_frame, tiny_frame):
+            fn()  # warm up
+        for _ in range(repetitions):  # alternate, so machine noise hits both sides
+            for name, fn in (("dcae", dcae_frame), ("tiny", tiny_frame)):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    dcae_ms, tiny_ms = (1000 * float(np.median(times[k])) for k in ("dcae", "tiny"))
+    return Comparison("autoencoders", f"DC-AE f32c32 vs tiny autoencoder, real sizes, {size}px encode+decode",
+                      "tiny", tiny_ms, "DC-AE", dcae_ms, "ms", dcae_ms / tiny_ms, "B/A", Target(">=", 8.0),
+                      note=f"random weights, medians of {repetitions} alternating repetitions; FLOP ratio ~22x")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def compare(runs: list[Run], alone: dict[str, float]) -> list[Comparison]:
+    by = {(r.vae, r.streams): r for r in runs}
+    out = []
+    for vae in alone:
+        one, four = by[(vae, 1)], by[(vae, max(STREAM_COUNTS))]
+        out.append(Comparison(f"pipeline_vs_engine_{vae}", f"pipeline vs engine alone, 1 stream, {vae}",
+                              "pipeline", one.fps, "engine", alone[vae], "fps", one.fps / alone[vae], "A/B",
+                              Target(">=", 0.9), note=f"p50/p95 latency {percentile(one.latencies, 50) * 1000:.0f}/"
+                              f"{percentile(one.latencies, 95) * 1000:.0f} ms"))
+        out.append(Comparison(f"batching_{vae}", f"{four.streams} streams vs 1 stream, aggregate fps, {vae}",
+                              f"{four.streams} streams", four.fps, "1 stream", one.fps, "fps", four.fps / one.fps,
+                              "A/B", Target(">=", 1.0)))
+    return out
+
+
+def plot(runs: list[Run], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for vae in sorted({r.vae for r in runs}):
+        rs = sorted((r for r in runs if r.vae == vae), key=lambda r: r.streams)
+        ax1.plot([r.streams for r in rs], [r.fps for r in rs], marker="o", label=vae)
+        ax2.plot([r.streams for r in rs], [percentile(r.latencies, 95) * 1000 for r in rs], marker="o", label=vae)
+    ax1.set(xlabel="streams", ylabel="aggregate fps", title="throughput")
+    ax2.set(xlabel="streams", ylabel="p95 latency (ms)", title="latency")
+    for ax in (ax1, ax2):
+        ax.set_xticks(list(STREAM_COUNTS))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="proportional", choices=["proportional", "tiny"])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--seconds", type=float, default=12.0, help="per pipeline configuration")
+    parser.add_argument("--quick", action="store_true", help="a few seconds per configuration, small sizes")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    seconds = 1.5 if args.quick else args.seconds
+    size = 128 if args.quick else args.size
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_tiny_model(Path(tmp) / "model", preset=args.preset)
+        runs, alone = [], {}
+        for vae in ("dcae", "tiny"):
+            config = StreamConfig(width=size, height=size, t_list=(1.0,), encoder=vae, decoder=vae)
+            engine = StreamEngine.from_pretrained(model, config)
+            alone[vae], single = alternate(engine, seconds, vae)
+            runs.append(single)
+            for streams in STREAM_COUNTS[1:]:
+                runs.append(run_pipeline(engine, streams, seconds, vae))
+            for run in runs[-len(STREAM_COUNTS):]:
+                logger.info("%s, %d stream(s): %.2f fps", vae, run.streams, run.fps)
+    comparisons = compare(runs, alone)
+    comparisons.append(autoencoders_head_to_head(64 if args.quick else 256, 2 if args.quick else 10))
+    table = [{"vae": r.vae, "streams": r.streams, "fps": r.fps, "p50_ms": percentile(r.latencies, 50) * 1000,
+              "p95_ms": percentile(r.latencies, 95) * 1000, "frames": len(r.latencies)} for r in runs]
+    meta = {"machine": machine_info(), "settings": {"preset": args.preset, "width": size, "height": size,
+                                                    "frames": f"{seconds:g} s per configuration",
+                                                    "camera_fps": CAMERA_FPS, "engine_alone_fps": alone},
+            "runs": table}
+    write_results(args.output, "pipeline", comparisons, meta)
+    plot(runs, args.output / "pipeline.png")
+    print(text_table(comparisons))
+    for row in table:
+        print(f"{row['vae']:5s} {row['streams']} stream(s): {row['fps']:6.2f} fps, "
+              f"p50 {row['p50_ms']:6.0f} ms, p95 {row['p95_ms']:6.0f} ms")
+    return {"comparisons": comparisons, "runs": table}
+
+
+if __name__ == "__main__":
+    main()
