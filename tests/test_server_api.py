@@ -10,6 +10,7 @@ import httpx
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from server.client import OfferRejected
 from server.settings import ServerSettings
 from tests.test_server_stream import SIZE, local_engine, make_app  # noqa: F401 - fixture
 from tests.webrtc_client import SyntheticCamera, connect, eventually, running
@@ -60,10 +61,9 @@ def test_peer_limit_answers_503(local_engine):
     async def main():
         async with running(make_app(local_engine, max_peers=1)) as base:
             first = await connect(base, (SIZE, SIZE))
-            with pytest.raises(httpx.HTTPStatusError) as info:
+            with pytest.raises(OfferRejected) as info:
                 await connect(base, (SIZE, SIZE))
-            assert info.value.response.status_code == 503
-            assert info.value.response.json()["error"] == "server_full"
+            assert info.value.status == 503 and info.value.body["error"] == "server_full"
             await first.close()
 
     asyncio.run(main())

@@ -1,21 +1,20 @@
-"""A real aiortc client for the server tests: sends a synthetic camera, receives the restyled video and the
+"""A real aiortc client for the server tests (server.client plus a synthetic camera): sends a synthetic camera, receives the restyled video and the
 server's per-frame announcements, and keeps what it sent so outputs can be matched to inputs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 import av
-import httpx
 import numpy as np
 import uvicorn
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
-from aiortc.mediastreams import MediaStreamError
+from aiortc import VideoStreamTrack
+
+from server.client import OfferRejected, Received, StreamClient  # noqa: F401 - re-exported for tests
+from server.client import connect as stream_connect
 
 from tests.conftest import camera_frame
 
@@ -49,80 +48,34 @@ class SyntheticCamera(VideoStreamTrack):
         return frame
 
 
-@dataclass
-class Received:
-    image: np.ndarray
-    at: float
-    pts: int  # the server starts its output clock at 0, so this is the server's own pts
-
-
-@dataclass
 class Client:
-    pc: RTCPeerConnection
-    camera: SyntheticCamera
-    stream: str = ""
-    frames: list[Received] = field(default_factory=list)
-    announcements: dict[int, dict] = field(default_factory=dict)  # server pts -> {source_pts, kind}
-    _reader: asyncio.Task | None = None
+    """A ``StreamClient`` plus the synthetic camera it sends, so outputs can be traced to inputs."""
 
-    async def read(self, track) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            self.frames.append(Received(frame.to_ndarray(format="rgb24"), time.monotonic(), frame.pts))
+    def __init__(self, inner: StreamClient, camera: SyntheticCamera) -> None:
+        self.inner, self.camera, self.pc, self.stream = inner, camera, inner.pc, inner.stream
+
+    @property
+    def frames(self) -> list[Received]:
+        return self.inner.frames
 
     def source(self, frame: Received) -> tuple[int | None, str]:
         """The input frame index an output shows and its kind, from the server's announcement (if any)."""
-        # time-base conversions on both sides may move a pts by a tick
-        near = [note for pts, note in self.announcements.items() if abs(pts - frame.pts) <= 2]
-        note = near[0] if near else {}
+        note = self.inner.note(frame)
         source_pts = note.get("source_pts")
         return (None if source_pts is None else round(source_pts / FRAME_PTS)), note.get("kind", "unannounced")
 
-    def announce(self, note: dict) -> None:
-        self.announcements[note["pts"]] = note
-
     async def wait_frames(self, count: int, timeout: float = 20.0) -> list[Received]:
-        start = len(self.frames)
-        deadline = time.monotonic() + timeout
-        while len(self.frames) < start + count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"received {len(self.frames) - start} of {count} frames")
-            await asyncio.sleep(0.02)
-        return self.frames[start:]
+        return await self.inner.wait_frames(count, timeout)
 
     async def close(self) -> None:
-        if self._reader:
-            self._reader.cancel()
-        await self.pc.close()
+        await self.inner.close()
 
 
 async def connect(base: str, size: tuple[int, int] = (128, 128), offset: int = 0,
-                  headers: dict[str, str] | None = None, **offer_extra) -> Client:
-    """POST /offer with a camera and a data channel; starts reading the returned video."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    client = Client(pc, SyntheticCamera(size, offset))
-    channel = pc.createDataChannel("sana-stream")
-    channel.on("message", lambda message: client.announce(json.loads(message)))
-    pc.addTrack(client.camera)
-
-    @pc.on("track")
-    def on_track(track) -> None:
-        client._reader = asyncio.ensure_future(client.read(track))
-
-    await pc.setLocalDescription(await pc.createOffer())
-    async with httpx.AsyncClient(base_url=base) as http:
-        r = await http.post("/offer", json={"sdp": pc.localDescription.sdp, "type": "offer", **offer_extra},
-                            headers=headers or {})
-    if r.status_code != 200:
-        await pc.close()
-        raise httpx.HTTPStatusError(f"{r.status_code} {r.text}", request=r.request, response=r)
-    body = r.json()
-    client.stream = body["stream"]
-    await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
-    return client
+                  headers: dict[str, str] | None = None) -> Client:
+    """POST /offer with a synthetic camera; raises ``OfferRejected`` when the server refuses."""
+    camera = SyntheticCamera(size, offset)
+    return Client(await stream_connect(base, camera, headers), camera)
 
 
 @contextlib.asynccontextmanager

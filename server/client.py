@@ -1,0 +1,135 @@
+"""A WebRTC client of a sana-stream server: sends a video track with POST /offer, receives the restyled video
+and the server's per-frame announcements (which input frame each output shows). Used by the camera bridge,
+the server benchmark and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+ANNOUNCE_CHANNEL = "sana-stream"  # a data channel of this label receives {"pts", "source_pts", "kind"} per frame
+
+
+class OfferRejected(Exception):
+    """The server answered the offer with an error; ``status`` and ``body`` say why."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status, self.body = status, body
+        super().__init__(f"the server refused the offer: HTTP {status}: {body}")
+
+
+@dataclass
+class Received:
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    at: float  # time.monotonic() at receipt
+    pts: int  # the server starts its output clock at 0, so this is the server's own pts
+
+
+@dataclass
+class StreamClient:
+    pc: RTCPeerConnection
+    stream: str = ""
+    frames: list[Received] = field(default_factory=list)  # what ``keep`` frames were kept
+    announcements: dict[int, dict[str, Any]] = field(default_factory=dict)  # server pts -> note
+    keep: int = 10_000  # received frames kept in ``frames`` (oldest dropped first)
+    received: int = 0
+    new_frame: asyncio.Event = field(default_factory=asyncio.Event)
+    _reader: asyncio.Task[None] | None = None
+
+    async def read(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.frames.append(Received(frame.to_ndarray(format="rgb24"), time.monotonic(), frame.pts))
+            del self.frames[:-self.keep]
+            self.received += 1
+            self.new_frame.set()
+
+    def note(self, frame: Received) -> dict[str, Any]:
+        """The server's announcement for ``frame`` ({} if none arrived); pts may differ by a tick after the
+        time-base conversions on both sides."""
+        exact = self.announcements.get(frame.pts)
+        if exact is not None:
+            return exact
+        return next((n for pts, n in self.announcements.items() if abs(pts - frame.pts) <= 2), {})
+
+    async def wait_frames(self, count: int, timeout: float = 20.0) -> list[Received]:
+        """Waits for ``count`` more frames and returns them."""
+        target = self.received + count
+        deadline = time.monotonic() + timeout
+        while self.received < target:
+            self.new_frame.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"received {count - (target - self.received)} of {count} frames")
+            try:
+                await asyncio.wait_for(self.new_frame.wait(), remaining)
+            except TimeoutError:
+                continue
+        return self.frames[len(self.frames) - count:]
+
+    async def close(self) -> None:
+        if self._reader:
+            self._reader.cancel()
+        await self.pc.close()
+
+
+async def connect(base: str, track: MediaStreamTrack, headers: dict[str, str] | None = None,
+                  http: httpx.AsyncClient | None = None) -> StreamClient:
+    """POST /offer with ``track`` and an announcement channel; starts reading the returned video."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client = StreamClient(pc)
+    channel = pc.createDataChannel(ANNOUNCE_CHANNEL)
+
+    @channel.on("message")
+    def on_message(message: str) -> None:
+        note = json.loads(message)
+        client.announcements[note["pts"]] = note
+        if len(client.announcements) > 2 * client.keep:
+            for pts in sorted(client.announcements)[:client.keep]:
+                del client.announcements[pts]
+
+    pc.addTrack(track)
+
+    @pc.on("track")
+    def on_track(remote: MediaStreamTrack) -> None:
+        client._reader = asyncio.ensure_future(client.read(remote))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    async with httpx.AsyncClient(base_url=base) if http is None else _borrowed(http) as session:
+        r = await session.post("/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"},
+                               headers=headers or {})
+    if r.status_code != 200:
+        await pc.close()
+        try:
+            body: Any = r.json()
+        except ValueError:
+            body = r.text
+        raise OfferRejected(r.status_code, body)
+    answer = r.json()
+    client.stream = answer["stream"]
+    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+    return client
+
+
+class _borrowed:
+    """An async context manager that hands out a caller's client without closing it."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        return self.http
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
