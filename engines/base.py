@@ -7,13 +7,17 @@ math, noise, slots, guidance) lives in ``stream/`` and is the same for every bac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
 
 from engines.prompt_kv import KVBatch, PromptKV
+
+if TYPE_CHECKING:
+    from engines.io_buffers import IOBuffers
 
 
 @dataclass(frozen=True)
@@ -59,5 +63,28 @@ class ModelBackend(ABC):
     def prompt_kv(self, embeds: Tensor) -> PromptKV:
         """Text-encoder hidden states (L, caption_channels) -> each block's cross-attention K and V."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Releases what the backend holds."""
+
+
+class CompiledEngine(ABC):
+    """One compiled part (ONNX Runtime session, TensorRT engine) with static shapes and buffers allocated once.
+
+    ``buffers`` holds a tensor per input and output at fixed addresses; ``execute`` runs the part on them.
+    """
+
+    buffers: IOBuffers
+
+    @abstractmethod
+    def execute(self) -> None:
+        """Runs once on the current contents of the input buffers, filling the output buffers."""
+
+    def infer(self, feeds: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Writes ``feeds`` (every input, the same number of rows each), runs, and returns copies of those rows
+        of every output."""
+        rows = self.buffers.write_all(feeds)
+        self.execute()
+        return {t.name: self.buffers.read(t.name, rows) for t in self.buffers.outputs}
+
+    def close(self) -> None:
+        """Releases the runtime's objects."""

@@ -92,6 +92,14 @@ class TorchBackend(ModelBackend):
             block.attn2.set_processor(proc)
         self._caption_channels = int(transformer.config.caption_channels)
 
+    @property
+    def encoder_codec(self) -> ImageCodec:
+        return self._encoder
+
+    @property
+    def decoder_codec(self) -> ImageCodec:
+        return self._decoder
+
     @torch.inference_mode()
     def encode(self, images: Tensor) -> Tensor:
         return self._encoder.encode(images)

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from engines import BackendName, backend_names
+
 SIGMA_DATA = 0.5  # TrigFlow data std (SCMScheduler.config.sigma_data); read from the scheduler when loading
 MAX_ANGLE = math.pi / 2  # t = pi/2 is pure noise; every angle must lie strictly below it
 # RCFG divides by cos t; sCM's own largest angle, arctan(80 / 0.5), keeps 1 / cos t below 160.
@@ -80,6 +82,7 @@ class StreamConfig:
     decoder: VaeKind = VaeKind.DCAE  # dcae, tiny or dcae-lite
     tiny_vae: str | None = None  # directory or hub id of taesana_*.pth; None: the model's tiny_autoencoder/
     dcae_lite: str | None = None  # DC-AE-Lite directory or hub id; None: the model's vae_lite/, else the hub's
+    backend: BackendName = BackendName.TORCH  # torch (eager), onnxruntime or tensorrt (compiled, static shapes)
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -98,6 +101,10 @@ class StreamConfig:
             except ValueError:
                 allowed = ", ".join(v.value for v in VaeKind)
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}") from None
+        try:
+            object.__setattr__(self, "backend", BackendName(self.backend))
+        except ValueError:
+            raise ValueError(f"backend must be one of {', '.join(backend_names())}, got {self.backend!r}") from None
         if self.encoder is VaeKind.DCAE_LITE:
             raise ValueError("encoder must be dcae or tiny: DC-AE-Lite shares DC-AE's encoder, use encoder='dcae'")
         for name in ("guidance_scale", "cfg_scale", "delta", "similarity_threshold"):

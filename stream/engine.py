@@ -117,7 +117,7 @@ class StreamEngine:
             options = compile_options or CompileOptions()
             build = BuildSpec(width=config.width, height=config.height, steps=config.num_steps,
                               streams=options.streams, cfg_type=config.cfg_type.value,
-                              kv_length=config.max_sequence_length)
+                              kv_length=options.kv_length or config.max_sequence_length)
             compile_options = options
         backend = create_backend(config.backend, pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder,
                                  build=build, options=compile_options)

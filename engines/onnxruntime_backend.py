@@ -1,0 +1,82 @@
+"""ONNX Runtime engine: one InferenceSession per part, run with IO binding on preallocated buffers.
+
+CPU uses the CPU execution provider; a CUDA device needs onnxruntime-gpu's CUDA provider, and its
+absence is an error, never a quiet move to the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.base import CompiledEngine
+from engines.exceptions import BackendUnavailableError, EngineLoadError
+from engines.io_buffers import IOBuffers, specs_from_onnx
+
+logger = logging.getLogger(__name__)
+
+NUMPY_TYPES = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
+
+
+def providers_for(device: torch.device) -> list[str | tuple[str, dict[str, object]]]:
+    """The execution providers for ``device``: CPU, or CUDA on that GPU (an error where onnxruntime lacks it)."""
+    import onnxruntime as ort
+
+    if device.type == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise BackendUnavailableError("onnxruntime", "the CUDAExecutionProvider",
+                                          f"this onnxruntime offers {available}; install onnxruntime-gpu, or run "
+                                          "on the CPU with device='cpu'")
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0})]
+    raise ValueError(f"onnxruntime runs on cpu or cuda devices, got {device}")
+
+
+class OrtEngine(CompiledEngine):
+    """An ONNX graph with static shapes, bound once to ``IOBuffers`` and run with ``run_with_iobinding``."""
+
+    def __init__(self, path: Path, device: torch.device, *, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.path, self.device = Path(path), device
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads  # 0: onnxruntime's default (the physical cores)
+        options.log_severity_level = 3
+        if device.type == "cpu":  # as torch.set_flush_denormal on CPU (DESIGN 5: random weights hit denormals)
+            options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers_for(device))
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types for a bad file
+            raise EngineLoadError(self.path, "onnxruntime", str(exc)) from exc
+        inputs, outputs = specs_from_onnx(self.path)
+        unsupported = [t.describe() for t in (*inputs, *outputs) if t.dtype not in NUMPY_TYPES]
+        if unsupported:
+            raise EngineLoadError(self.path, "onnxruntime", f"no IO binding for {unsupported} (bf16 is TensorRT only)")
+        self.buffers = IOBuffers(inputs, outputs, device)
+        self.binding = self.session.io_binding()
+        device_type, device_id = device.type, device.index or 0
+        for t in inputs:
+            self.binding.bind_input(t.name, device_type, device_id, NUMPY_TYPES[t.dtype], list(t.shape),
+                                    self.buffers.tensors[t.name].data_ptr())
+        for t in outputs:
+            self.binding.bind_output(t.name, device_type, device_id, NUMPY_TYPES[t.dtype], list(t.shape),
+                                     self.buffers.tensors[t.name].data_ptr())
+        logger.info("onnxruntime %s: %s on %s", ort.__version__, self.path.parent.name,
+                    self.session.get_providers()[0])
+
+    def execute(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()  # our writes land before ORT reads
+        self.session.run_with_iobinding(self.binding)
+
+    def close(self) -> None:
+        self.binding.clear_binding_inputs()
+        self.binding.clear_binding_outputs()

@@ -1,0 +1,179 @@
+"""Static shapes of the compiled parts: what the stream config asks for, turned into named, typed tensors.
+
+Compiled engines (ONNX Runtime, TensorRT) run fixed shapes. Three numbers vary while a stream engine
+runs, and each is fixed here, with the backend padding to it (``engines.compiled_backend``):
+
+- the transformer batch: ``steps x streams`` (x2 for cfg ``full``, +1 per stream for ``onetime``); smaller
+  batches (a stream's warm-up, the similarity filter skipping a stream) are padded, larger ones run in chunks;
+- the prompt length: K/V inputs hold ``kv_length`` tokens (the stream config's ``max_sequence_length``,
+  so every prompt fits); a prompt's real tokens come first and the rest are masked by a -10000 bias, which
+  is exact (``exp(-10000)`` is 0 in every float format);
+- the frame batch of the autoencoder: one frame per stream.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import torch
+
+
+class Precision(str, enum.Enum):
+    """Dtype of the exported graph. TensorRT builds strongly typed networks, so this is the engine's precision."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.value]
+
+    @classmethod
+    def of(cls, dtype: torch.dtype) -> Precision:
+        for p in cls:
+            if p.dtype == dtype:
+                return p
+        raise ValueError(f"no precision for dtype {dtype}; allowed: float32, float16, bfloat16")
+
+
+class Component(str, enum.Enum):
+    """The parts the stream engine runs, each exported and built on its own."""
+
+    TRANSFORMER = "transformer"  # velocity(x_in, timestep, guidance, K/V)
+    ENCODER = "encoder"  # images -> unscaled latents
+    DECODER = "decoder"  # unscaled latents -> images
+
+
+DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
+               torch.int32: "int32", torch.int64: "int64", torch.bool: "bool"}
+TORCH_DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output of a compiled part: a static shape and a dtype name (``float32`` ...)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __post_init__(self) -> None:
+        if self.dtype not in TORCH_DTYPES:
+            raise ValueError(f"dtype of {self.name!r} must be one of {', '.join(TORCH_DTYPES)}, got {self.dtype!r}")
+        if any(not isinstance(d, int) or d <= 0 for d in self.shape):
+            raise ValueError(f"{self.name!r} must have a static positive shape, got {self.shape!r}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return TORCH_DTYPES[self.dtype]
+
+    def describe(self) -> str:
+        return f"{self.name}:{'x'.join(map(str, self.shape))}:{self.dtype}"
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """The inputs and outputs of one compiled part. Every tensor's first dimension is the batch."""
+
+    component: Component
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def batch(self) -> int:
+        return self.inputs[0].shape[0]
+
+    def describe(self) -> str:
+        """A canonical one-line description of every tensor (part of the engine cache key)."""
+        return ";".join(t.describe() for t in (*self.inputs, *self.outputs))
+
+    def input(self, name: str) -> TensorSpec:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise KeyError(f"{self.component.value} has no input {name!r}")
+
+
+@dataclass(frozen=True)
+class ModelShapes:
+    """What the networks themselves fix: latent channels and compression, and the per-block K/V layout."""
+
+    latent_channels: int
+    spatial_compression: int
+    num_blocks: int
+    cross_heads: int
+    cross_head_dim: int
+
+
+CFG_BATCH = {"none": "n", "self": "n", "full": "2n", "onetime": "n+1"}
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """The shapes a compiled backend is built for. ``streams`` is how many streams one model call serves."""
+
+    width: int = 512
+    height: int = 512
+    steps: int = 1
+    streams: int = 1
+    cfg_type: str = "none"
+    kv_length: int = 300  # prompt tokens the K/V inputs hold: the stream config's max_sequence_length
+    precision: Precision = Precision.FP32
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 32:
+                raise ValueError(f"{name} must be a positive multiple of 32, got {value!r}")
+        for name, low, high in (("steps", 1, 4), ("streams", 1, 64), ("kv_length", 1, 4096)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+        if self.cfg_type not in CFG_BATCH:
+            raise ValueError(f"cfg_type must be one of {', '.join(CFG_BATCH)}, got {self.cfg_type!r}")
+        try:
+            object.__setattr__(self, "precision", Precision(self.precision))
+        except ValueError:
+            raise ValueError(f"precision must be one of {', '.join(p.value for p in Precision)}, "
+                             f"got {self.precision!r}") from None
+
+    @property
+    def velocity_batch(self) -> int:
+        """Transformer batch when every stream's pipe is full: steps x streams, plus the negative passes."""
+        n = self.steps
+        per_stream = {"none": n, "self": n, "full": 2 * n, "onetime": n + 1}[self.cfg_type]
+        return per_stream * self.streams
+
+    @property
+    def frame_batch(self) -> int:
+        """Autoencoder batch: one new (or finished) frame per stream."""
+        return self.streams
+
+    def parts(self, model: ModelShapes) -> dict[Component, PartSpec]:
+        """Every part's named, typed, static inputs and outputs."""
+        f = model.spatial_compression
+        if self.width % f or self.height % f:
+            raise ValueError(f"width and height must be multiples of the VAE's {f}x compression, "
+                             f"got {self.width}x{self.height}")
+        dt, c = DTYPE_NAMES[self.precision.dtype], model.latent_channels
+        h, w = self.height // f, self.width // f
+        b, s = self.velocity_batch, self.frame_batch
+        kv_shape = (b, model.cross_heads, self.kv_length, model.cross_head_dim)
+        transformer_inputs = (
+            TensorSpec("hidden_states", (b, c, h, w), dt),
+            TensorSpec("timestep", (b,), "float32"),  # the flow time; the timestep embedding runs in fp32
+            TensorSpec("guidance", (b,), dt),
+            TensorSpec("kv_bias", (b, 1, 1, self.kv_length), dt),  # 0 for real prompt tokens, -10000 for padding
+            *(TensorSpec(f"key_{i}", kv_shape, dt) for i in range(model.num_blocks)),
+            *(TensorSpec(f"value_{i}", kv_shape, dt) for i in range(model.num_blocks)),
+        )
+        return {
+            Component.TRANSFORMER: PartSpec(Component.TRANSFORMER, transformer_inputs,
+                                            (TensorSpec("velocity", (b, c, h, w), dt),)),
+            Component.ENCODER: PartSpec(Component.ENCODER, (TensorSpec("images", (s, 3, self.height, self.width), dt),),
+                                        (TensorSpec("latents", (s, c, h, w), dt),)),
+            Component.DECODER: PartSpec(Component.DECODER, (TensorSpec("latents", (s, c, h, w), dt),),
+                                        (TensorSpec("images", (s, 3, self.height, self.width), dt),)),
+        }

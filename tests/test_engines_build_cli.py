@@ -1,0 +1,85 @@
+"""``sana-stream build``: prebuilds into the cache; ``--check`` passes on the tiny model and fails (exit 1)
+when an exported graph disagrees with torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from engines.build_cli import add_build_parser, default_t_list
+from engines.cache import KEY_FILE, file_hashes
+
+
+@pytest.fixture(scope="module")
+def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "engine-cache"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sana-stream")
+    add_build_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def build_args(model: Path, cache: Path, *extra: str) -> argparse.Namespace:
+    # the shapes of the other engine tests (64 px, 2 steps, 2 streams), so the shared cache is reused
+    return parse(["build", "--model", str(model), "--backend", "onnxruntime", "--width", "64", "--height", "64",
+                  "--steps", "2", "--streams", "2", "--cache-dir", str(cache), *extra])
+
+
+def test_build_with_check_passes_and_fills_the_cache(tiny_model_dir: Path, engine_cache: Path, caplog):
+    args = build_args(tiny_model_dir, engine_cache, "--check")
+    with caplog.at_level(logging.INFO):
+        assert args.func(args) == 0
+    checks = [r.getMessage() for r in caplog.records if r.getMessage().startswith("check ")]
+    assert len(checks) == 3 and all(m.endswith(": pass") for m in checks)
+    assert {p.name.split("-")[0] for p in engine_cache.iterdir() if p.is_dir()} >= {"transformer", "encoder", "decoder"}
+
+
+def test_check_fails_when_a_graph_disagrees_with_torch(tiny_model_dir: Path, engine_cache: Path, tmp_path: Path,
+                                                       caplog):
+    """An exporter that got the numbers wrong: one weight of the cached transformer graph is scaled, and the
+    entry re-recorded so that the cache itself accepts it. Only the parity check can catch that."""
+    first = build_args(tiny_model_dir, engine_cache)
+    assert first.func(first) == 0
+    cache = tmp_path / "cache"
+    shutil.copytree(engine_cache, cache)
+    entry = next(p for p in cache.iterdir() if p.name.startswith("transformer-onnx-fp32"))
+    model = onnx.load(str(entry / "model.onnx"))
+    largest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    largest.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(largest) * 1.5, largest.name))
+    (entry / "model.onnx.data").unlink()
+    onnx.save_model(model, str(entry / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=1024)
+    record = json.loads((entry / KEY_FILE).read_text())
+    record["files"] = file_hashes(entry)
+    (entry / KEY_FILE).write_text(json.dumps(record))
+
+    args = build_args(tiny_model_dir, cache, "--check")
+    with caplog.at_level(logging.ERROR):
+        assert args.func(args) == 1
+    assert any("check failed: transformer" in r.getMessage() and "above the tolerance 0.001" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_bad_settings_exit_2(tiny_model_dir: Path, tmp_path: Path, caplog):
+    args = parse(["build", "--model", str(tiny_model_dir), "--backend", "onnxruntime", "--width", "70",
+                  "--cache-dir", str(tmp_path)])
+    with caplog.at_level(logging.ERROR):
+        assert args.func(args) == 2
+    assert any("width must be a positive multiple of 32" in r.getMessage() for r in caplog.records)
+
+
+def test_steps_become_evenly_spaced_angles():
+    assert default_t_list(1) == (1.0,)
+    assert default_t_list(4) == (1.0, 0.75, 0.5, 0.25)
+    args = parse(["build", "--model", "m", "--t-list", "1.2", "0.6"])
+    assert args.t_list == [1.2, 0.6] and args.steps is None and args.backend == "tensorrt"
