@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from engines.build_cli import add_build_parser
+from stream.exceptions import ModelNotFoundError
 from stream.tiny_model import TinyPreset, make_tiny_model
 
 logger = logging.getLogger("sana_stream")
@@ -52,7 +54,10 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                         "else a tiny demo model)")
     p.add_argument("--host", default=_env("host", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(_env("port", "8080") or 8080))
-    p.add_argument("--backend", default=_env("backend", "torch"))
+    p.add_argument("--backend", default=_env("backend", "torch"), choices=["torch", "onnxruntime", "tensorrt"],
+                   help="compiled backends are built on first use (cached; see `sana-stream build`)")
+    p.add_argument("--precision", default=_env("precision"), choices=["fp32", "fp16", "bf16"],
+                   help="compiled graph precision (default: fp32 for onnxruntime, bf16 for tensorrt)")
     p.add_argument("--width", type=int, default=int(_env("width", "512") or 512))
     p.add_argument("--height", type=int, default=int(_env("height", "512") or 512))
     p.add_argument("--steps", type=int, default=int(_env("steps", "1") or 1), help="denoising steps (1-4)")
@@ -69,6 +74,8 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--seed", type=int, default=int(_env("seed", "0") or 0))
     p.add_argument("--token", default=_env("token"), help="require 'Authorization: Bearer TOKEN' to mutate")
     p.add_argument("--max-peers", type=int, default=int(_env("max_peers", "4") or 4))
+    p.add_argument("--max-viewers", type=int, default=int(_env("max_viewers", "-1") or -1),
+                   help="receive-only /view connections (OBS Browser Sources); default 4 x --max-peers")
     p.add_argument("--idle-timeout", type=float, default=float(_env("idle_timeout", "10") or 10))
     p.add_argument("--cors-origin", action="append", default=[o for o in (_env("cors_origin") or "").split(",") if o])
     p.add_argument("--ssl-certfile", default=_env("ssl_certfile"))
@@ -90,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.set_defaults(func=_make_tiny_model)
 
     add_serve_parser(sub)
+    add_build_parser(sub)
     return parser
 
 
@@ -98,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except ValueError as exc:  # a bad option value: one clear line, not a traceback
+    except (ValueError, ModelNotFoundError) as exc:  # a bad option or missing weights: one clear line
         logger.error("%s", exc)
         return 2
 

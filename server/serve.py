@@ -46,9 +46,12 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
     t_list = tuple(args.t_list) if args.t_list else even_t_list(args.strength, args.steps)
     stream = StreamConfig(width=args.width, height=args.height, t_list=t_list, prompt=args.prompt,
                           cfg_type=args.cfg_type, encoder=args.encoder, decoder=args.decoder,
-                          tiny_vae=args.tiny_vae, similarity_filter=args.similarity_filter, seed=args.seed)
+                          tiny_vae=args.tiny_vae, similarity_filter=args.similarity_filter, seed=args.seed,
+                          backend=args.backend)
+    max_viewers = None if args.max_viewers < 0 else args.max_viewers
     return ServerSettings(model=model, host=args.host, port=args.port, backend=args.backend, stream=stream,
-                          token=args.token, max_peers=args.max_peers, idle_timeout=args.idle_timeout,
+                          token=args.token, max_peers=args.max_peers, max_viewers=max_viewers,
+                          idle_timeout=args.idle_timeout,
                           cors_origins=tuple(args.cors_origin),
                           ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
                           allow_public_without_token=args.allow_public_without_token)
@@ -57,9 +60,13 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
 def run_server(args: argparse.Namespace) -> int:
     model, demo = choose_model(args.model)
     settings = build_settings(args, model)  # validates everything before the (slow) model load
-    if args.backend != "torch":
-        raise ValueError(f"--backend must be torch for now, got {args.backend!r}")
-    engine = StreamEngine.from_pretrained(model, settings.stream)
+    options = None
+    if settings.stream.backend.value != "torch":
+        from engines.compile import CompileOptions
+
+        # one model call serves every peer at once: build for --max-peers streams
+        options = CompileOptions(streams=settings.max_peers, precision=args.precision)
+    engine = StreamEngine.from_pretrained(model, settings.stream, compile_options=options)
     if settings.is_loopback:
         include_loopback_candidates()
     app = create_app(settings, engine, ModelInfo(name=Path(model).name if demo else model, demo=demo,

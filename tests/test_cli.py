@@ -1,0 +1,96 @@
+"""The ``sana-stream`` command as a user runs it: a real process, a real port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from server.cli import build_parser, even_t_list, main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **(env or {})})
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_healthy(process: subprocess.Popen, base: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited with {process.returncode}:\n{process.stdout.read()}")
+        try:
+            return httpx.get(f"{base}/health", timeout=2).json()
+        except httpx.TransportError:
+            time.sleep(0.3)
+    raise AssertionError("serve did not become healthy")
+
+
+def stop(process: subprocess.Popen) -> str:
+    process.terminate()
+    try:
+        out, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return out
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_serve_runs_a_model_on_each_backend(tiny_model_dir, tmp_path, backend):
+    process, base = serve(["--model", str(tiny_model_dir), "--width", "64", "--height", "64", "--backend", backend,
+                           "--max-peers", "1"], env={"SANA_STREAM_CACHE": str(tmp_path / "cache")})
+    try:
+        health = wait_healthy(process, base)
+        assert health["backend"] == backend and health["demo_model"] is False
+        r = httpx.post(f"{base}/prompt", json={"prompt": "an oil painting"})
+        assert r.status_code == 200 and r.json()["streams"]["default"]["prompt"] == "an oil painting"
+    finally:
+        stop(process)
+
+
+def test_serve_without_model_uses_the_demo_model_loudly(tmp_path):
+    process, base = serve(["--width", "64", "--height", "64"],
+                          env={"SANA_STREAM_CACHE": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub"),
+                               "HF_HUB_OFFLINE": "1"})
+    try:
+        assert wait_healthy(process, base)["demo_model"] is True
+    finally:
+        output = stop(process)
+    assert "DEMO MODE" in output and "NOT a real style" in output
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SANA_STREAM_PORT", "9191")
+    monkeypatch.setenv("SANA_STREAM_TOKEN", "from-the-environment")
+    args = build_parser().parse_args(["serve"])
+    assert args.port == 9191 and args.token == "from-the-environment"
+
+
+def test_bad_serve_options_exit_with_a_clear_message(caplog):
+    assert main(["serve", "--host", "0.0.0.0", "--width", "64", "--height", "64"]) == 2
+    assert "without --token" in caplog.text
+    assert main(["serve", "--width", "100", "--model", "/nonexistent"]) == 2
+    assert main(["serve", "--model", "/nonexistent/model"]) == 2
+    assert "neither a directory nor a hub id" in caplog.text
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--backend", "cuda-magic"])
+
+
+def test_even_t_list():
+    assert even_t_list(1.0, 2) == (1.0, 0.5)
+    assert even_t_list(1.2, 3) == pytest.approx((1.2, 0.8, 0.4))
