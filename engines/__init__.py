@@ -6,7 +6,7 @@ Nothing heavy is imported here: onnxruntime and tensorrt load only when their ba
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderDC, SanaTransformer2DModel
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from engines.base import ImageCodec, ModelBackend
     from engines.compile import CompileOptions
     from engines.specs import BuildSpec
+    from stream.models.controlnet import SprintControlNetModel
 
 
 class BackendName(str, enum.Enum):
@@ -28,7 +29,8 @@ def backend_names() -> list[str]:
 
 def create_backend(name: BackendName | str, transformer: SanaTransformer2DModel, vae: AutoencoderDC, *,
                    encoder: ImageCodec | None = None, decoder: ImageCodec | None = None,
-                   build: BuildSpec | None = None, options: CompileOptions | None = None) -> ModelBackend:
+                   build: BuildSpec | None = None, options: CompileOptions | None = None,
+                   controlnets: Sequence[SprintControlNetModel] = ()) -> ModelBackend:
     """The backend called ``name`` over loaded torch modules. Compiled backends export and build their parts
     for ``build``'s shapes into ``options.cache_dir`` (or load them from there)."""
     try:
@@ -37,7 +39,10 @@ def create_backend(name: BackendName | str, transformer: SanaTransformer2DModel,
         raise ValueError(f"backend must be one of {', '.join(backend_names())}, got {name!r}") from None
     from engines.torch_backend import TorchBackend
 
-    torch_backend = TorchBackend(transformer, vae, encoder=encoder, decoder=decoder)
+    if controlnets and name is not BackendName.TORCH:
+        raise ValueError(f"ControlNets run on the torch backend only; the {name.value} engines have no ControlNet "
+                         "residual inputs yet")
+    torch_backend = TorchBackend(transformer, vae, encoder=encoder, decoder=decoder, controlnets=controlnets)
     if name is BackendName.TORCH:
         return torch_backend
     from engines.compile import CompileOptions, compile_backend

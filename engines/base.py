@@ -33,6 +33,15 @@ class ModelGeometry:
     dtype: torch.dtype
 
 
+@dataclass(frozen=True)
+class ControlBatch:
+    """Per ControlNet: its control latents (B, C, h, w), in the VAE's scaled latent space (what diffusers' Sana
+    ControlNet pipeline feeds), and each batch item's conditioning scale (B,)."""
+
+    conds: tuple[Tensor, ...]
+    scales: tuple[Tensor, ...]
+
+
 class ImageCodec(Protocol):
     """An autoencoder in DC-AE's conventions: images (B, 3, H, W) in [-1, 1], latents unscaled."""
 
@@ -56,8 +65,10 @@ class ModelBackend(ABC):
         """(B, C, H/f, W/f) unscaled VAE latents -> (B, 3, H, W) images in about [-1, 1]."""
 
     @abstractmethod
-    def velocity(self, x_in: Tensor, timestep: Tensor, guidance: Tensor, kv: KVBatch) -> Tensor:
-        """One transformer call: x_in (B, C, h, w), flow time (B,), scaled guidance (B,) -> velocity."""
+    def velocity(self, x_in: Tensor, timestep: Tensor, guidance: Tensor, kv: KVBatch,
+                 control: ControlBatch | None = None) -> Tensor:
+        """One transformer call: x_in (B, C, h, w), flow time (B,), scaled guidance (B,) -> velocity.
+        ``control`` conditions it with the backend's ControlNets (one entry per net)."""
 
     @abstractmethod
     def prompt_kv(self, embeds: Tensor) -> PromptKV:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from engines.base import CompiledEngine, ModelBackend
+from engines.base import ControlBatch, CompiledEngine, ModelBackend
 from engines.export import KV_MASK
 from engines.prompt_kv import KVBatch, PromptKV
 from engines.specs import Component
@@ -58,7 +58,11 @@ class CompiledBackend(ModelBackend):
     def decode(self, latents: Tensor) -> Tensor:
         return self._run_rows(Component.DECODER, "latents", latents, "images")
 
-    def velocity(self, x_in: Tensor, timestep: Tensor, guidance: Tensor, kv: KVBatch) -> Tensor:
+    def velocity(self, x_in: Tensor, timestep: Tensor, guidance: Tensor, kv: KVBatch,
+                 control: ControlBatch | None = None) -> Tensor:
+        if control is not None:
+            raise ValueError(f"ControlNets run on the torch backend only; the {self.name} engines have no "
+                             "ControlNet residual inputs yet")
         B = x_in.shape[0]
         if kv.batch_size != B:
             raise ValueError(f"kv batch size {kv.batch_size} does not match x_in batch size {B}")

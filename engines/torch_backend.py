@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderDC, SanaTransformer2DModel
 from diffusers.models.attention_processor import Attention
-from torch import Tensor
+from torch import Tensor, nn
 
-from engines.base import ImageCodec, ModelBackend, ModelGeometry
+from engines.base import ControlBatch, ImageCodec, ModelBackend, ModelGeometry
 from engines.prompt_kv import KVBatch, PromptKV
+from stream.models.controlnet import SprintControlNetModel
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +72,10 @@ class TorchBackend(ModelBackend):
     or decoding (the tiny autoencoder, DC-AE-Lite) and must share its latent space."""
 
     def __init__(self, transformer: SanaTransformer2DModel, vae: AutoencoderDC, *,
-                 encoder: ImageCodec | None = None, decoder: ImageCodec | None = None) -> None:
+                 encoder: ImageCodec | None = None, decoder: ImageCodec | None = None,
+                 controlnets: Sequence[SprintControlNetModel] = ()) -> None:
         self.transformer = transformer.eval().requires_grad_(False)
+        self.controlnets = [net.eval().requires_grad_(False) for net in controlnets]
         self._encoder: ImageCodec = encoder or DcaeCodec(vae)
         self._decoder: ImageCodec = decoder or DcaeCodec(vae)
         param = next(self.transformer.parameters())
@@ -86,7 +90,9 @@ class TorchBackend(ModelBackend):
         )
         if not transformer.config.guidance_embeds:
             raise ValueError("transformer must be a Sana-Sprint model (config.guidance_embeds=True)")
-        self._blocks = list(self.transformer.transformer_blocks)
+        # K/V order: the transformer's blocks, then each ControlNet's blocks
+        self._text_models: list[nn.Module] = [self.transformer, *self.controlnets]
+        self._blocks = [b for m in self._text_models for b in m.transformer_blocks]
         self._processors = [CachedCrossAttnProcessor() for _ in self._blocks]
         for block, proc in zip(self._blocks, self._processors):
             block.attn2.set_processor(proc)
@@ -110,20 +116,36 @@ class TorchBackend(ModelBackend):
 
     @torch.inference_mode()
     def prompt_kv(self, embeds: Tensor) -> PromptKV:
-        t = self.transformer
-        hidden = t.caption_norm(t.caption_projection(embeds[None].to(self.geometry.dtype)))  # (1, L, D)
         keys, values = [], []
-        for block in self._blocks:
-            attn = block.attn2
-            key = attn.to_k(hidden)
-            if attn.norm_k is not None:
-                key = attn.norm_k(key)
-            keys.append(key[0])
-            values.append(attn.to_v(hidden)[0])
+        for model in self._text_models:  # each has its own caption projection
+            hidden = model.caption_norm(model.caption_projection(embeds[None].to(self.geometry.dtype)))  # (1, L, D)
+            for block in model.transformer_blocks:
+                attn = block.attn2
+                key = attn.to_k(hidden)
+                if attn.norm_k is not None:
+                    key = attn.norm_k(key)
+                keys.append(key[0])
+                values.append(attn.to_v(hidden)[0])
         return PromptKV(keys=tuple(keys), values=tuple(values))
 
+    def _control_residuals(self, x_in: Tensor, timestep: Tensor, guidance: Tensor, placeholder: Tensor,
+                           control: ControlBatch) -> list[Tensor] | None:
+        """Each ControlNet's per-block residuals, summed over the nets; None when every scale is 0 (exactly off)."""
+        total: list[Tensor] = []
+        for net, cond, scale in zip(self.controlnets, control.conds, control.scales):
+            if not bool(scale.any()):
+                continue
+            residuals = net(x_in, placeholder, timestep, guidance, cond.to(self.geometry.dtype), scale)
+            for i, r in enumerate(residuals):  # (B, N, D); nets may copy different numbers of blocks
+                if i < len(total):
+                    total[i] = total[i] + r
+                else:
+                    total.append(r)
+        return total or None
+
     @torch.inference_mode()
-    def velocity(self, x_in: Tensor, timestep: Tensor, guidance: Tensor, kv: KVBatch) -> Tensor:
+    def velocity(self, x_in: Tensor, timestep: Tensor, guidance: Tensor, kv: KVBatch,
+                 control: ControlBatch | None = None) -> Tensor:
         B = x_in.shape[0]
         if kv.batch_size != B:
             raise ValueError(f"kv batch size {kv.batch_size} does not match x_in batch size {B}")
@@ -131,14 +153,15 @@ class TorchBackend(ModelBackend):
             proc.bind(key, value, kv.bias)
         # the prompt lives in the bound K/V; one zero token keeps the caption projection's cost negligible
         placeholder = x_in.new_zeros((B, 1, self._caption_channels), dtype=self.geometry.dtype)
+        x, g = x_in.to(self.geometry.dtype), guidance.to(self.geometry.dtype)
         try:
-            return self.transformer(
-                x_in.to(self.geometry.dtype),
-                encoder_hidden_states=placeholder,
-                timestep=timestep,
-                guidance=guidance.to(self.geometry.dtype),
-                return_dict=False,
-            )[0]
+            residuals = None
+            if control is not None:
+                if len(control.conds) != len(self.controlnets):
+                    raise ValueError(f"control has {len(control.conds)} entries for {len(self.controlnets)} ControlNets")
+                residuals = self._control_residuals(x, timestep, g, placeholder, control)
+            return self.transformer(x, encoder_hidden_states=placeholder, timestep=timestep, guidance=g,
+                                    controlnet_block_samples=residuals, return_dict=False)[0]
         finally:
             for proc in self._processors:
                 proc.bind(None, None, None)

@@ -8,7 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from bridge.cli import add_camera_parser
 from engines.build_cli import add_build_parser
+from stream.control import ControlNetConfig
 from stream.exceptions import ModelNotFoundError
 from stream.tiny_model import TinyPreset, make_tiny_model
 
@@ -33,6 +35,18 @@ def parse_t_list(text: str) -> tuple[float, ...]:
 def even_t_list(strength: float, steps: int) -> tuple[float, ...]:
     """``steps`` angles from ``strength`` down, evenly spaced: 1.0 with 2 steps gives (1.0, 0.5)."""
     return tuple(strength * (steps - i) / steps for i in range(steps))
+
+
+def parse_controlnet(text: str) -> ControlNetConfig:
+    """``PATH[:PREPROCESSOR[:SCALE]]``, e.g. ``nets/pose:passthrough:0.8``."""
+    model, preprocessor, scale = (text.split(":") + ["", ""])[:3]
+    if text.count(":") > 2:
+        raise ValueError(f"--controlnet must be PATH[:PREPROCESSOR[:SCALE]], got {text!r}")
+    try:
+        value = float(scale) if scale else 1.0
+    except ValueError:
+        raise ValueError(f"--controlnet scale must be a number, got {scale!r}") from None
+    return ControlNetConfig(model, preprocessor or "canny", value)
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
@@ -70,6 +84,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--encoder", default=_env("encoder", "dcae"), choices=["dcae", "tiny"])
     p.add_argument("--decoder", default=_env("decoder", "dcae"), choices=["dcae", "tiny", "dcae-lite"])
     p.add_argument("--tiny-vae", default=_env("tiny_vae"), help="directory of taesana_*.pth")
+    p.add_argument("--controlnet", action="append", default=[], metavar="PATH[:PREPROCESSOR[:SCALE]]",
+                   help="a Sprint ControlNet (directory or hub id) with its preprocessor (canny, passthrough) and "
+                        "scale; repeatable")
     p.add_argument("--similarity-filter", action="store_true", default=_env("similarity_filter") == "1")
     p.add_argument("--seed", type=int, default=int(_env("seed", "0") or 0))
     p.add_argument("--token", default=_env("token"), help="require 'Authorization: Bearer TOKEN' to mutate")
@@ -98,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)
     add_build_parser(sub)
+    add_camera_parser(sub)
     return parser
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from server.app import ModelInfo, create_app
-from server.cli import cache_dir, even_t_list
+from server.cli import cache_dir, even_t_list, parse_controlnet
 from server.ice import include_loopback_candidates
 from server.settings import DEFAULT_MODEL, ServerSettings
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
@@ -47,7 +47,7 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
     stream = StreamConfig(width=args.width, height=args.height, t_list=t_list, prompt=args.prompt,
                           cfg_type=args.cfg_type, encoder=args.encoder, decoder=args.decoder,
                           tiny_vae=args.tiny_vae, similarity_filter=args.similarity_filter, seed=args.seed,
-                          backend=args.backend)
+                          backend=args.backend, controlnets=tuple(parse_controlnet(c) for c in args.controlnet))
     max_viewers = None if args.max_viewers < 0 else args.max_viewers
     return ServerSettings(model=model, host=args.host, port=args.port, backend=args.backend, stream=stream,
                           token=args.token, max_peers=args.max_peers, max_viewers=max_viewers,
@@ -70,7 +70,7 @@ def run_server(args: argparse.Namespace) -> int:
     if settings.is_loopback:
         include_loopback_candidates()
     app = create_app(settings, engine, ModelInfo(name=Path(model).name if demo else model, demo=demo,
-                                                 backend=args.backend))
+                                                 backend=args.backend, controlnets=tuple(parse_controlnet(c) for c in args.controlnet)))
     scheme = "https" if settings.ssl_certfile else "http"
     logger.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, ssl_certfile=settings.ssl_certfile,

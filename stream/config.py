@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from engines import BackendName, backend_names
+from stream.control import ControlNetConfig
 
 SIGMA_DATA = 0.5  # TrigFlow data std (SCMScheduler.config.sigma_data); read from the scheduler when loading
 MAX_ANGLE = math.pi / 2  # t = pi/2 is pure noise; every angle must lie strictly below it
@@ -82,6 +83,7 @@ class StreamConfig:
     decoder: VaeKind = VaeKind.DCAE  # dcae, tiny or dcae-lite
     tiny_vae: str | None = None  # directory or hub id of taesana_*.pth; None: the model's tiny_autoencoder/
     dcae_lite: str | None = None  # DC-AE-Lite directory or hub id; None: the model's vae_lite/, else the hub's
+    controlnets: tuple[ControlNetConfig, ...] = ()  # each with its own preprocessor and scale
     backend: BackendName = BackendName.TORCH  # torch (eager), onnxruntime or tensorrt (compiled, static shapes)
 
     def __post_init__(self) -> None:
@@ -105,6 +107,9 @@ class StreamConfig:
             object.__setattr__(self, "backend", BackendName(self.backend))
         except ValueError:
             raise ValueError(f"backend must be one of {', '.join(backend_names())}, got {self.backend!r}") from None
+        object.__setattr__(self, "controlnets", tuple(self.controlnets))
+        if not all(isinstance(c, ControlNetConfig) for c in self.controlnets):
+            raise ValueError("controlnets must be a sequence of stream.control.ControlNetConfig")
         if self.encoder is VaeKind.DCAE_LITE:
             raise ValueError("encoder must be dcae or tiny: DC-AE-Lite shares DC-AE's encoder, use encoder='dcae'")
         for name in ("guidance_scale", "cfg_scale", "delta", "similarity_threshold"):

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engines.base import ModelBackend
+from engines.base import ControlBatch, ModelBackend
 from engines.prompt_kv import KVBatch, PromptKV, batch_prompt_kv
 from stream import trigflow
 from stream.config import CfgType, StreamConfig
+from stream.control import get_preprocessor
 from stream.exceptions import UnknownStreamError
 from stream.frames import fit_frame, to_tensor, to_uint8, validate_frame
 from stream.prompt import PromptEncoder
@@ -52,6 +53,7 @@ class PreparedFrame:
     image: Tensor  # (1, 3, height, width) in [-1, 1] on the model's device
     tag: Any
     skipped: bool
+    controls: tuple[Tensor, ...] = ()  # one control image (1, 3, height, width) in [-1, 1] per ControlNet
 
 
 @dataclass
@@ -90,6 +92,7 @@ class StreamEngine:
         self._run_lock = threading.Lock()
         self._kv_cache: tuple[tuple[tuple[PromptKV, int], ...], KVBatch] | None = None
         self.pipeline: Any = None  # the diffusers pipeline the weights came from, when loaded by from_pretrained
+        self._preprocessors = [get_preprocessor(c.preprocessor) for c in config.controlnets]
         self.add_stream(DEFAULT_STREAM)
         logger.info("stream engine ready: %dx%d, %d step(s), cfg %s, %s %s", config.width, config.height,
                     config.num_steps, config.cfg_type.value, geo.device, geo.dtype)
@@ -103,7 +106,7 @@ class StreamEngine:
         cache directory, parity check) or its defaults."""
         from engines import BackendName, create_backend
         from engines.specs import BuildSpec
-        from stream.loading import choose_placement, load_codecs, load_pipeline, resolve_model_dir
+        from stream.loading import choose_placement, load_codecs, load_controlnets, load_pipeline, resolve_model_dir
 
         config = config or StreamConfig()
         placement = choose_placement(config.device, config.dtype)
@@ -119,8 +122,11 @@ class StreamEngine:
                               streams=options.streams, cfg_type=config.cfg_type.value,
                               kv_length=options.kv_length or config.max_sequence_length)
             compile_options = options
+        if config.controlnets and config.backend is not BackendName.TORCH:
+            raise ValueError(f"controlnets need backend torch for now, got backend={config.backend.value!r}")
+        controlnets = load_controlnets(config.controlnets, placement, local_files_only)
         backend = create_backend(config.backend, pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder,
-                                 build=build, options=compile_options)
+                                 build=build, options=compile_options, controlnets=controlnets)
         engine = cls(backend, PromptEncoder(pipe, config.max_sequence_length), config,
                      sigma_d=float(pipe.scheduler.config.sigma_data))
         engine.pipeline = pipe
@@ -218,7 +224,8 @@ class StreamEngine:
         fitted = fit_frame(frame, self.config.width, self.config.height)
         image = to_tensor(fitted, self.backend.geometry.device)
         skipped = state.filter is not None and state.filter.should_skip(image)
-        return PreparedFrame(stream_id, state, fitted, image, tag, skipped)
+        controls = () if skipped else tuple(to_tensor(pre(fitted), image.device) for pre in self._preprocessors)
+        return PreparedFrame(stream_id, state, fitted, image, tag, skipped, controls)
 
     def run(self, prepared: list[PreparedFrame]) -> list[PendingResult]:
         """The model work for at most one prepared frame per stream: encode, one batch, decode."""
@@ -246,15 +253,18 @@ class StreamEngine:
 
     def _denoise(self, work: list[PreparedFrame]) -> list[PendingResult]:
         sigma_d, geo = self.sigma_d, self.backend.geometry
-        # 1. encode the new frames: (S, 3, H, W) -> (S, C, h, w) in TrigFlow space
-        latents = self.backend.encode(torch.cat([w.image for w in work])).float()
-        x0_img = latents * geo.scaling_factor * sigma_d
+        # 1. encode the new frames and their control images in one batch: (S * (1 + K), 3, H, W) -> latents
+        S, K = len(work), len(self._preprocessors)
+        images = torch.cat([w.image for w in work] + [c for w in work for c in w.controls])
+        latents = self.backend.encode(images).float() * geo.scaling_factor
+        x0_img = latents[:S] * sigma_d  # (S, C, h, w) in TrigFlow space
+        controls = latents[S:].view(S, K, *latents.shape[1:])  # (S, K, C, h, w), the VAE's scaled space
         # 2. every stream's slots (and negative passes) in one batch
-        plans = [w.state.plan(x0_img[i], w.tag, sigma_d) for i, w in enumerate(work)]
+        plans = [w.state.plan(x0_img[i], w.tag, sigma_d, tuple(controls[i])) for i, w in enumerate(work)]
         x, angles, guidance, kv = self._assemble(plans)
         s = trigflow.flow_time(angles)  # (B, 1, 1, 1)
         x_in = trigflow.model_input(x, s, sigma_d)
-        v = self.backend.velocity(x_in, s.flatten(), guidance, kv).float()
+        v = self.backend.velocity(x_in, s.flatten(), guidance, kv, self._control_batch(plans)).float()
         x0_all = trigflow.clean_estimate(x, trigflow.trigflow_output(x_in, v, s, sigma_d), angles)
         # 3. guidance per stream, then move the slots along
         results = [PendingResult(w, FrameKind.WARMUP, w.tag) for w in work]
@@ -293,6 +303,23 @@ class StreamEngine:
             guidance += [cond.guidance[:k], cond.guidance[:neg]]
             rows += [(cond.kv, k)] + ([(cond.negative_kv, neg)] if neg else [])
         return torch.cat(xs), torch.cat(angles), torch.cat(guidance), self._kv_batch(tuple(rows))
+
+    def _control_batch(self, plans: list[StepPlan]) -> ControlBatch | None:
+        """Each ControlNet's control latent for every batch item: a slot uses the control map of the frame it
+        holds (buffered with it), not the newest frame's; negative items reuse their slot's."""
+        if not self._preprocessors:
+            return None
+        conds, scales = [], []
+        for j in range(len(self._preprocessors)):
+            per_item, per_scale = [], []
+            for plan in plans:
+                slots = torch.stack([c[j] for c in plan.controls])  # (k, C, h, w)
+                neg = self._negative_items(plan)
+                per_item += [slots, slots[:neg]]
+                per_scale.append(slots.new_full((len(plan.controls) + neg,), plan.cond.settings.control_scales[j]))
+            conds.append(torch.cat(per_item))
+            scales.append(torch.cat(per_scale))
+        return ControlBatch(tuple(conds), tuple(scales))
 
     def _kv_batch(self, rows: tuple[tuple[Any, int], ...]) -> KVBatch:
         cached = self._kv_cache

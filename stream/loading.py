@@ -17,6 +17,8 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from engines.base import ImageCodec
 from engines.torch_backend import DcaeCodec
 from stream.config import StreamConfig, VaeKind
+from stream.control import ControlNetConfig
+from stream.models.controlnet import SprintControlNetModel
 from stream.exceptions import ModelNotFoundError
 from stream.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConfig, load_tiny_autoencoder
 
@@ -120,6 +122,20 @@ def _dcae_lite(model_dir: Path, config: StreamConfig, placement: Placement,
     vae = AutoencoderDC.from_pretrained(path, dtype=placement.dtype, local_files_only=True).to(placement.device)
     logger.info("decoding with DC-AE-Lite from %s", source)
     return DcaeCodec(vae)
+
+
+def load_controlnets(configs: tuple[ControlNetConfig, ...], placement: Placement,
+                     local_files_only: bool | None = None) -> list[SprintControlNetModel]:
+    """Each configured Sprint ControlNet (diffusers-format directory or hub id) on the model's device and dtype."""
+    nets = []
+    for c in configs:
+        path = Path(c.model) if Path(c.model).is_dir() else resolve_snapshot(c.model, local_files_only,
+                                                                               ["config.json"])
+        net = SprintControlNetModel.from_pretrained(path, dtype=placement.dtype, local_files_only=True)
+        nets.append(net.to(placement.device))
+        logger.info("loaded ControlNet %s (%d blocks, preprocessor %s)", c.model, net.config.num_layers,
+                    c.preprocessor)
+    return nets
 
 
 def load_codecs(model_dir: Path, config: StreamConfig, placement: Placement, latent_channels: int,

@@ -34,11 +34,12 @@ class StreamSettings:
     guidance_scale: float
     cfg_scale: float
     delta: float
+    control_scales: tuple[float, ...] = ()  # one conditioning scale per configured ControlNet
 
     @classmethod
     def from_config(cls, config: StreamConfig) -> StreamSettings:
         return cls(config.prompt, config.negative_prompt, config.seed, config.t_list, config.guidance_scale,
-                   config.cfg_scale, config.delta)
+                   config.cfg_scale, config.delta, tuple(float(c.scale) for c in config.controlnets))
 
     def replace(self, cfg_type: CfgType, **changes: Any) -> StreamSettings:
         """A validated copy with ``changes``; unknown names and bad values raise ValueError naming them."""
@@ -64,6 +65,15 @@ class StreamSettings:
                 raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
         if "t_list" in changes:
             changes["t_list"] = validate_t_list(changes["t_list"])
+        if "control_scales" in changes:
+            scales = changes["control_scales"]
+            if isinstance(scales, (str, bytes)) or not hasattr(scales, "__len__") or len(scales) != len(
+                    self.control_scales):
+                raise ValueError(f"control_scales must hold {len(self.control_scales)} number(s), one per "
+                                 f"ControlNet, got {scales!r}")
+            for i, value in enumerate(scales):
+                _require_finite(f"control_scales[{i}]", value)
+            changes["control_scales"] = tuple(float(v) for v in scales)
         for name in ("guidance_scale", "cfg_scale", "delta"):
             if name in changes:
                 _require_finite(name, changes[name])
@@ -97,6 +107,7 @@ class InFlight:
     x0: Tensor  # (C, h, w)
     ref: Tensor | None  # (C, h, w), the clean image the virtual negative assumes (self / onetime)
     tag: object
+    controls: tuple[Tensor, ...] = ()  # its own control latents, one (C, h, w) per ControlNet
 
 
 @dataclass
@@ -107,6 +118,7 @@ class StepPlan:
     x: Tensor  # (k, C, h, w), k = number of occupied slots
     refs: list[Tensor | None]
     tags: list[object]
+    controls: list[tuple[Tensor, ...]]  # per slot
 
 
 @dataclass
@@ -121,7 +133,7 @@ class StreamState:
     last_output: Any = None  # numpy uint8 (H, W, 3) of the last finished frame
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def plan(self, x0_img: Tensor, tag: object, sigma_d: float) -> StepPlan:
+    def plan(self, x0_img: Tensor, tag: object, sigma_d: float, controls: tuple[Tensor, ...] = ()) -> StepPlan:
         """Noises the new frame (slot 1) and every frame in flight to their angles. x0_img: (C, h, w)."""
         cond = self.conditioning  # one read: the whole call sees one consistent set of settings
         if len(self.in_flight) >= cond.num_steps:  # the number of steps changed: restart the pipe
@@ -129,12 +141,13 @@ class StreamState:
         x0 = torch.stack([x0_img] + [f.x0 for f in self.in_flight])  # (k, C, h, w)
         k = x0.shape[0]
         x = trigflow.add_noise(x0, cond.noise[:k], cond.angles[:k], sigma_d)
-        return StepPlan(cond, x, [x0_img] + [f.ref for f in self.in_flight], [tag] + [f.tag for f in self.in_flight])
+        return StepPlan(cond, x, [x0_img] + [f.ref for f in self.in_flight], [tag] + [f.tag for f in self.in_flight],
+                        [controls] + [f.controls for f in self.in_flight])
 
     def advance(self, plan: StepPlan, x0_hat: Tensor, refs: list[Tensor | None]) -> tuple[Tensor, object] | None:
         """Stores the frames still in flight; returns (x0 of the finished frame, its tag) once the pipe is full."""
         k, n = x0_hat.shape[0], plan.cond.num_steps
-        slots = [InFlight(x0_hat[i], refs[i], plan.tags[i]) for i in range(k)]
+        slots = [InFlight(x0_hat[i], refs[i], plan.tags[i], plan.controls[i]) for i in range(k)]
         if k == n:
             finished = slots.pop()
             self.in_flight = slots

@@ -1,6 +1,6 @@
-"""Writes the optional autoencoders beside a tiny Sana-Sprint: a tiny autoencoder (TAESANA layer plan, scaled
-like the rest of the preset) and a DC-AE-Lite-style decoder, both random, so demo mode, tests and benchmarks
-can select them exactly as a user selects the real ones."""
+"""Writes the optional parts beside a tiny Sana-Sprint: a tiny autoencoder (TAESANA layer plan, scaled like the
+rest of the preset), a DC-AE-Lite-style decoder and a Sprint ControlNet, all random, so demo mode, tests and
+benchmarks select them exactly as a user selects the real ones."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderDC
+from diffusers import AutoencoderDC, SanaTransformer2DModel
+from torch import nn
 
 from stream.loading import LITE_VAE_DIR, TINY_VAE_DIR, TINY_VAE_PLAN
+from stream.models.controlnet import SprintControlNetModel
 from stream.models.tiny_autoencoder import TinyAutoencoderConfig, TinyDecoder, TinyEncoder, save_tiny_autoencoder
 
 # TAESANA's published plan with every width / 16 (~1/256 of its work, like the proportional preset's ~1/236).
@@ -38,3 +40,16 @@ def write_tiny_codecs(directory: Path, vae: AutoencoderDC, plan: TinyAutoencoder
     config["decoder_block_types"] = ["ResBlock"] * len(config["decoder_block_out_channels"])
     config["decoder_qkv_multiscales"] = [[]] * len(config["decoder_block_out_channels"])
     AutoencoderDC.from_config(config).save_pretrained(directory / LITE_VAE_DIR)
+
+
+CONTROLNET_DIR = "controlnet"
+
+
+def write_tiny_controlnet(directory: Path, transformer: SanaTransformer2DModel, seed: int = 0) -> None:
+    """``directory``/controlnet: a one-block Sprint ControlNet copied from the transformer, with small random
+    (not zero) projections so that it visibly acts, as a trained one would."""
+    torch.manual_seed(seed + 2)
+    net = SprintControlNetModel.from_transformer(transformer, num_layers=1)
+    for layer in (net.input_block, *net.controlnet_blocks):
+        nn.init.normal_(layer.weight, std=0.2)
+    net.save_pretrained(directory / CONTROLNET_DIR)

@@ -39,7 +39,7 @@ wearing hat glasses smiling looking camera background foreground beautiful ugly 
 
 class TinyPreset(str, enum.Enum):
     TINY = "tiny"  # the fastest thing that still runs every code path; tests and demo mode
-    PROPORTIONAL = "proportional"  # the real Sprint 0.6B's share of work per part, ~1/240 of its FLOPs; benchmarks
+    PROPORTIONAL = "proportional"  # the real Sprint 0.6B's share of work per part at 1/236 of its FLOPs; benchmarks
 
 
 @dataclass(frozen=True)
@@ -72,32 +72,36 @@ class TinyModelSpec:
     sample_size: int = 16  # latent size of the "native" resolution; 512 px / 32
 
 
-# The real Sana-Sprint 0.6B at 512x512 px, batch 1 (GFLOPs, 1 FMA = 2 FLOPs; DESIGN 4):
-#   DC-AE encode 1295, decode 2092, transformer 316 per step (47 of them the cacheable caption projection and
-#   cross-attention K/V over 300 text tokens), Gemma-2-2B ~2000 per prompt encode (~500 tokens).
-# PROPORTIONAL keeps each part's share of that work, scaled down by one common factor of about 1/240, so one
-# 1-step 512 px frame costs ~15 GFLOPs (~0.5 s on 2 Xeon cores) instead of ~3.7 TFLOPs:
-#   - DC-AE: the real block types, stages and blocks per stage, every width / 16 (so ~1/256 of the convs'
-#     work; 16 = the largest divisor that keeps DC-AE's shortcut constraints), attention head dim 32 / 16.
-#   - transformer: 2 layers of width 288 instead of 28 of 1152 (28 * 1152^2 / (2 * 288^2) = 224), the real head
-#     dims (self 32, cross 72) and mlp_ratio 2.5; caption_channels = Gemma's hidden size.
-#   - Gemma-2: 3 layers, hidden 384, MLP 4x (as Gemma-2-2B: 2304 -> 9216), grouped-query attention 4 q / 2 kv heads.
-#     vocab_size 1024 makes the tokenizer learn whole words, so the instruction prefix is 205 tokens and Gemma
-#     runs on 503 tokens per prompt, like the real ~200 + 300.
-# Measured with torch.utils.flop_counter.FlopCounterMode at 512x512, batch 1 (benchmarks/flops.py;
-# tests/test_proportional_model.py checks these shares):
-#   part                real GFLOPs   proportional GFLOPs   real / proportional
-#   DC-AE encode           1294.9            5.354                 241.9
-#   DC-AE decode           2092.2            8.468                 247.1
-#   transformer (300 tok)   315.6            1.506                 209.6   (cacheable: 47.0 real / 0.2xx here)
-#   Gemma-2 (503 tokens)   ~2080             7.841                 264.9
-#   common scale factor (geometric mean): 1/240; every part lies within 13% of the real share after scaling.
+# The real Sana-Sprint 0.6B at 512x512 px, batch 1 (GFLOPs, 1 FMA = 2 FLOPs; DESIGN 4): DC-AE encode 1295,
+# decode 2092, transformer 316 per step (47 of them the cacheable caption projection and cross-attention K/V
+# over 300 text tokens), Gemma-2-2B ~2000 per prompt encode (~500 tokens with the instruction prefix).
+# PROPORTIONAL keeps each part's share of that work, scaled down by one common factor, 1/236, so one 1-step
+# 512 px frame costs ~15 GFLOPs (~0.5 s on 2 Xeon cores) instead of ~3.7 TFLOPs:
+#   - DC-AE: the real block types, 6 stages and blocks per stage, every width / 16 (~1/256 of the convs' work;
+#     16 is the largest divisor that keeps DC-AE's shortcut constraints), attention head dim 32 / 16.
+#   - transformer: 4 layers of width 192 instead of 28 of 1152 (28 * 1152^2 / (4 * 192^2) = 252), the real
+#     self-attention head dim 32 and mlp_ratio 2.5, caption_channels = 2 x width as in the real model.
+#   - Gemma-2: 3 layers, hidden 384, MLP 4x (as Gemma-2-2B's 2304 -> 9216), grouped-query attention with
+#     4 query / 2 key-value heads. vocab_size 1024 lets the tokenizer learn whole words, so the instruction
+#     prefix is 205 tokens and Gemma runs on 503 tokens per prompt, like the real ~200 + 300.
+# Measured with torch.utils.flop_counter.FlopCounterMode at 512x512 px, batch 1 (benchmarks/flops.py, meta
+# device; tests/test_proportional_model.py keeps these shares):
+#   part                       real GFLOPs   proportional GFLOPs   real / proportional   share vs real
+#   DC-AE encode                   1295            5.354                 241.9              0.98
+#   DC-AE decode                   2092            8.468                 247.0              0.96
+#   transformer step, 300 tokens    316            1.549                 204.0              1.16
+#     of which cacheable             47            0.243 (15.7%; real 14.9%)
+#   Gemma-2, 503 tokens           ~2000            7.841                 255.1              0.93
+#   scale factor = geometric mean of real / proportional = 236.1 ("share vs real" = 236.1 / that part's ratio)
+# What does not scale: cross-attention scores over the 300 padded tokens grow with width, not width^2, so they
+# are ~10% of this transformer's step against ~3% of the real one's; the stock (uncached, padded) step costs
+# ~1.4x the engine's cached step with a 12-token prompt here, 1.22x in the real model.
 PROPORTIONAL_SPEC = TinyModelSpec(
-    transformer_layers=2,
-    heads=9,
+    transformer_layers=4,
+    heads=6,
     head_dim=32,
-    cross_heads=4,
-    cross_head_dim=72,
+    cross_heads=3,
+    cross_head_dim=64,
     mlp_ratio=2.5,
     text_hidden=384,
     text_layers=3,
@@ -191,12 +195,20 @@ def build_tiny_pipeline(spec: TinyModelSpec, seed: int = 0) -> SanaSprintPipelin
 
 def make_tiny_model(directory: str | os.PathLike[str], preset: TinyPreset | str = TinyPreset.TINY,
                     seed: int = 0) -> Path:
-    """Writes a tiny Sana-Sprint in diffusers format to ``directory`` and returns its path."""
+    """Writes a tiny Sana-Sprint in diffusers format to ``directory`` and returns its path, with a tiny
+    autoencoder (``tiny_autoencoder/``), a DC-AE-Lite-style decoder (``vae_lite/``) and a one-block Sprint
+    ControlNet (``controlnet/``) beside it."""
+    from stream.tiny_codecs import PROPORTIONAL_TINY_VAE, TINY_TINY_VAE, write_tiny_codecs, write_tiny_controlnet
+
     try:
         spec = PRESETS[TinyPreset(preset)]
     except ValueError:
         raise ValueError(f"preset must be one of {', '.join(p.value for p in TinyPreset)}, got {preset!r}") from None
     path = Path(directory)
-    build_tiny_pipeline(spec, seed).save_pretrained(path)
+    pipe = build_tiny_pipeline(spec, seed)
+    pipe.save_pretrained(path)
+    plan = PROPORTIONAL_TINY_VAE if TinyPreset(preset) is TinyPreset.PROPORTIONAL else TINY_TINY_VAE
+    write_tiny_codecs(path, pipe.vae, plan, seed)
+    write_tiny_controlnet(path, pipe.transformer, seed)
     logger.info("wrote a tiny random Sana-Sprint (%s) to %s", TinyPreset(preset).value, path)
     return path

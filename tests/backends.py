@@ -31,10 +31,10 @@ class InstrumentedBackend(ModelBackend):
     def prompt_kv(self, embeds):
         return self.inner.prompt_kv(embeds)
 
-    def velocity(self, x_in, timestep, guidance, kv):
+    def velocity(self, x_in, timestep, guidance, kv, control=None):
         self.velocity_calls += 1
         if self.velocity_calls in self.fail_calls:
             raise RuntimeError(f"injected failure on transformer call {self.velocity_calls}")
         if self.delay:
             time.sleep(self.delay)
-        return self.inner.velocity(x_in, timestep, guidance, kv)
+        return self.inner.velocity(x_in, timestep, guidance, kv, control)

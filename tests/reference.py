@@ -27,16 +27,23 @@ class ReferenceSprint:
                                        complex_human_instruction=default_complex_human_instruction())
 
     @torch.inference_mode()
-    def clean(self, x: Tensor, t: float, prompt: tuple[Tensor, Tensor], guidance_scale: float) -> Tensor:
-        """One model call at angle t -> x0_hat, exactly the DESIGN 3 formulas."""
+    def clean(self, x: Tensor, t: float, prompt: tuple[Tensor, Tensor], guidance_scale: float,
+              control: tuple | None = None) -> Tensor:
+        """One model call at angle t -> x0_hat, exactly the DESIGN 3 formulas. ``control`` is (a stock
+        SprintControlNetModel, its control latent, its scale)."""
         embeds, mask = prompt
         tt = torch.tensor(t)
         s = torch.sin(tt) / (torch.cos(tt) + torch.sin(tt))
         norm = torch.sqrt(s**2 + (1 - s) ** 2)
         x_in = (x / SIGMA_D) * norm
         g = torch.full([1], guidance_scale) * self.pipe.transformer.config.guidance_embeds_scale
+        residuals = None
+        if control is not None:
+            net, cond, scale = control
+            residuals = net(x_in, embeds, s.view(1), g, cond, scale, encoder_attention_mask=mask)
         v = self.pipe.transformer(x_in, encoder_hidden_states=embeds, encoder_attention_mask=mask,
-                                  guidance=g, timestep=s.view(1), return_dict=False)[0]
+                                  guidance=g, timestep=s.view(1), controlnet_block_samples=residuals,
+                                  return_dict=False)[0]
         f = SIGMA_D * ((1 - 2 * s) * x_in + (1 - 2 * s + 2 * s**2) * v) / norm
         return math.cos(t) * x - math.sin(t) * f
 

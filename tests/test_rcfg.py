@@ -55,9 +55,9 @@ class CountingBackend(ModelBackend):
     def prompt_kv(self, embeds):
         return self.inner.prompt_kv(embeds)
 
-    def velocity(self, x_in, timestep, guidance, kv):
+    def velocity(self, x_in, timestep, guidance, kv, control=None):
         self.batches.append(x_in.shape[0])
-        return self.inner.velocity(x_in, timestep, guidance, kv)
+        return self.inner.velocity(x_in, timestep, guidance, kv, control)
 
 
 @pytest.mark.parametrize("cfg_type, per_call", [("none", 3), ("self", 3), ("onetime", 4), ("full", 6)])
