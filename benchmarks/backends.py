@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.engine import synthetic_frames
 from benchmarks.report import Comparison, machine_info, text_table, write_results
 from benchmarks.timing import MODEL_CALLS, TimedBackend, cpu_snapshot, interleave, median_of, other_cpu_share
 from engines import BackendName
@@ -68,20 +69,6 @@ class BackendBenchConfig:
         return StreamConfig(width=self.width, height=self.height, t_list=self.t_list, prompt=self.prompt,
                             seed=self.seed, device=self.device, dtype=dtype, encoder=self.encoder,
                             decoder=self.decoder, tiny_vae=self.tiny_vae)
-
-
-def synthetic_frames(count: int, width: int, height: int) -> list[np.ndarray]:
-    """Camera-like frames: a colour gradient with a square that moves from frame to frame."""
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 96)], axis=-1).astype(np.uint8)
-    size = max(8, min(width, height) // 6)
-    frames = []
-    for i in range(count):
-        frame = base.copy()
-        top, left = (i * 11) % (height - size), (i * 17) % (width - size)
-        frame[top:top + size, left:left + size] = (240, 40, 40)
-        frames.append(frame)
-    return frames
 
 
 def run_benchmark(config: BackendBenchConfig, model: str | Path,

@@ -13,20 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from benchmarks.engine import synthetic_frames
 from benchmarks.report import Comparison, machine_info, text_table, write_results
 from benchmarks.timing import interleave, median_of
 from stream import StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
 from stream.tiny_codecs import CONTROLNET_DIR
 from stream.tiny_model import make_tiny_model
-
-
-def frame(k: int, size: int) -> np.ndarray:
-    y, x = np.mgrid[0:size, 0:size]
-    image = np.stack([(x + 4 * k) % 256, (y + 2 * k) % 256, ((x // 32 + y // 32) % 2) * 200], -1)
-    return image.astype(np.uint8)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -47,9 +40,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             config = dict(width=size, height=size, t_list=(1.0,), encoder=encoder, decoder=encoder)
             engines = {"none": StreamEngine.from_pretrained(model, StreamConfig(**config)),
                        "controlnet": StreamEngine.from_pretrained(model, StreamConfig(**config, controlnets=net))}
+            frames_in = synthetic_frames(frames + 1, size, size)
+
             def side(engine: StreamEngine) -> Any:
                 def run(i: int) -> None:
-                    engine(frame(i, size))
+                    engine(frames_in[i])
                 return run
 
             samples = interleave({name: side(e) for name, e in engines.items()}, frames)
