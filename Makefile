@@ -14,6 +14,7 @@ serve: $(STAMP)
 	$(VENV)/bin/sana-stream serve $(ARGS)
 
 test: $(STAMP)
+	bash scripts/ensure_chromium.sh
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 bench: $(STAMP)

@@ -1,4 +1,5 @@
-"""The FastAPI application: WebRTC offers, WHIP ingest, live prompts, health and metrics."""
+"""The FastAPI application: WebRTC offers, WHIP ingest, receive-only viewers, live prompts, health, metrics,
+and the web pages."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -19,9 +20,21 @@ from server.body_limit import BodyLimitMiddleware
 from server.errors import ApiError, install_error_handlers
 from server.metrics import exposition
 from server.peers import PeerKind, PeerManager
-from server.schemas import Answer, Health, Offer, PromptState, PromptUpdate, StreamSettingsOut
+from server.schemas import (
+    STREAM_ID_PATTERN,
+    Answer,
+    Health,
+    Offer,
+    PromptState,
+    PromptUpdate,
+    ServerConfig,
+    StreamSettingsOut,
+    ViewAnswer,
+    ViewOffer,
+)
 from server.settings import SDP_MAX_BYTES, ServerSettings
 from server.tracks import to_video_frame
+from server.viewers import ViewerManager
 from stream.engine import StreamEngine
 from stream.pipeline import FramePipeline, PipelineConfig
 from stream.state import StreamSettings
@@ -40,7 +53,7 @@ class ModelInfo:
 def _settings_out(s: StreamSettings) -> StreamSettingsOut:
     return StreamSettingsOut(prompt=s.prompt, negative_prompt=s.negative_prompt, seed=s.seed, t_list=list(s.t_list),
                              strength=s.t_list[0], guidance_scale=s.guidance_scale, cfg_scale=s.cfg_scale,
-                             delta=s.delta)
+                             delta=s.delta, control_scales=list(s.control_scales))
 
 
 def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo) -> FastAPI:
@@ -52,9 +65,12 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         pipeline = FramePipeline(engine, PipelineConfig(convert=to_video_frame))
         state["pipeline"] = pipeline
         state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout)
+        state["viewers"] = ViewerManager(pipeline, settings.viewer_cap)
+        state["peers"].on_close = state["viewers"].close_stream  # a stream's viewers go when it goes
         try:
             yield
         finally:
+            await state["viewers"].close_all()
             await state["peers"].close_all()
             pipeline.close()
 
@@ -77,20 +93,25 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
     def peers() -> PeerManager:
         return state["peers"]
 
+    def viewers() -> ViewerManager:
+        return state["viewers"]
+
     @app.post("/offer", response_model=Answer, dependencies=[Depends(authorize)])
     async def offer(body: Offer) -> Answer:
         """A browser or script sends its camera; the answer returns the restyled video on the same connection."""
-        peer, sdp = await peers().accept(body.sdp, body.type, PeerKind.CAMERA)
+        peer, sdp = await peers().accept(body.sdp, body.type, PeerKind.CAMERA, body.stream)
         return Answer(sdp=sdp, type="answer", stream=peer.id)
 
     @app.post("/whip", status_code=201, dependencies=[Depends(authorize)],
               responses={201: {"content": {"application/sdp": {}}}})
-    async def whip(request: Request) -> Response:
+    async def whip(request: Request,
+                   stream: str | None = Query(default=None, pattern=STREAM_ID_PATTERN,
+                                              description="a fixed stream id, e.g. /whip?stream=obs")) -> Response:
         """WHIP ingest (RFC 9725), e.g. OBS 30+: an SDP offer in, 201 + Location + SDP answer out."""
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
             raise ApiError(415, "unsupported_media_type", "WHIP offers must be sent as application/sdp")
         sdp = (await request.body()).decode("utf-8", errors="replace")
-        peer, answer = await peers().accept(sdp, "offer", PeerKind.WHIP)
+        peer, answer = await peers().accept(sdp, "offer", PeerKind.WHIP, stream)
         return Response(answer, status_code=201, media_type="application/sdp",
                         headers={"Location": f"/whip/{peer.id}", "X-Stream-Id": peer.id})
 
@@ -99,6 +120,21 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         if not await peers().close(peer_id):
             raise ApiError(404, "unknown_session", f"no WHIP session {peer_id!r}")
         return {"status": "closed"}
+
+    @app.post("/view/offer", response_model=ViewAnswer, dependencies=[Depends(authorize)])
+    async def view_offer(body: ViewOffer) -> ViewAnswer:
+        """A receive-only viewer of one stream (the /view page, an OBS Browser Source): its offer receives video
+        and sends nothing. 404 for an unknown stream; viewers have their own cap, apart from max_peers."""
+        viewer, sdp = await viewers().accept(body.sdp, body.type, body.stream)
+        return ViewAnswer(sdp=sdp, type="answer", viewer=viewer.id)
+
+    @app.get("/config", response_model=ServerConfig)
+    async def config() -> ServerConfig:
+        """What the pages need first: the output size (to ask the camera for it) and whether a token is needed."""
+        return ServerConfig(width=engine.config.width, height=engine.config.height,
+                            token_required=settings.token is not None, max_peers=settings.max_peers,
+                            max_viewers=settings.viewer_cap, model=model.name, demo_model=model.demo,
+                            defaults=_settings_out(engine.settings()))
 
     @app.post("/prompt", response_model=PromptState, dependencies=[Depends(authorize)])
     async def set_prompt(body: PromptUpdate) -> PromptState:
@@ -118,7 +154,8 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         meters = {pid: p.meter.fps() for pid, p in peers().peers.items()}
         return Health(status="ok", model=model.name, demo_model=model.demo, backend=model.backend,
                       device=str(geo.device), dtype=str(geo.dtype).removeprefix("torch."),
-                      streams=len(peers().peers), peers=len(peers().peers), fps=meters)
+                      streams=len(peers().peers), peers=len(peers().peers), viewers=len(viewers().viewers),
+                      fps=meters)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
@@ -135,12 +172,20 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
             counters["frames_skipped"][pid] = stats.skipped
             counters["engine_errors"][pid] = stats.errors
             counters["frames_generated"][pid] = stats.generated
-        gauges = {"peers": float(len(live)), "engine_batch_errors": float(pipeline.batch_errors)}
+        gauges = {"peers": float(len(live)), "viewers": float(len(viewers().viewers)),
+                  "engine_batch_errors": float(pipeline.batch_errors)}
         text = exposition({pid: p.meter for pid, p in live.items()}, counters, gauges)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    if (WEB_DIR / "view.html").exists():
+        @app.get("/view", include_in_schema=False)
+        async def view_page() -> FileResponse:
+            """The output-only page: /view?stream=ID (the id is read by the page itself)."""
+            return FileResponse(WEB_DIR / "view.html", headers={"Cache-Control": "no-cache"})
 
     if WEB_DIR.is_dir() and (WEB_DIR / "index.html").exists():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     app.state.peers = peers
+    app.state.viewers = viewers
     app.state.runtime = state
     return app

@@ -85,8 +85,9 @@ class StreamClient:
 
 
 async def connect(base: str, track: MediaStreamTrack, headers: dict[str, str] | None = None,
-                  http: httpx.AsyncClient | None = None) -> StreamClient:
-    """POST /offer with ``track`` and an announcement channel; starts reading the returned video."""
+                  http: httpx.AsyncClient | None = None, stream: str | None = None) -> StreamClient:
+    """POST /offer with ``track`` and an announcement channel; starts reading the returned video. ``stream`` asks
+    for that stream id (a live peer holding it is replaced), so ``/view?stream=ID`` links survive reconnects."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     client = StreamClient(pc)
     channel = pc.createDataChannel(ANNOUNCE_CHANNEL)
@@ -107,8 +108,8 @@ async def connect(base: str, track: MediaStreamTrack, headers: dict[str, str] | 
 
     await pc.setLocalDescription(await pc.createOffer())
     async with httpx.AsyncClient(base_url=base) if http is None else _borrowed(http) as session:
-        r = await session.post("/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"},
-                               headers=headers or {})
+        body = {"sdp": pc.localDescription.sdp, "type": "offer", **({"stream": stream} if stream else {})}
+        r = await session.post("/offer", json=body, headers=headers or {})
     if r.status_code != 200:
         await pc.close()
         try:

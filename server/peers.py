@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
@@ -13,6 +15,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerCo
 from server.errors import ApiError
 from server.metrics import StreamMeter
 from server.tracks import StreamOutputTrack, drain, read_camera
+from stream.engine import DEFAULT_STREAM
 from stream.pipeline import FramePipeline
 
 logger = logging.getLogger(__name__)
@@ -37,9 +40,12 @@ class Peer:
     meter: StreamMeter = field(default_factory=StreamMeter)
     state: PeerState = PeerState.CONNECTING
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    got_input: asyncio.Event = field(default_factory=asyncio.Event)
+    last_input: float = field(default_factory=time.monotonic)  # when the last camera frame arrived
     output: StreamOutputTrack | None = None
     has_video: bool = False
+
+    def touch(self) -> None:
+        self.last_input = time.monotonic()
 
 
 def _parse_offer(sdp: str, kind: str) -> RTCSessionDescription:
@@ -59,14 +65,24 @@ class PeerManager:
         self.idle_timeout = idle_timeout
         self.peers: dict[str, Peer] = {}
         self._closing: dict[str, asyncio.Task[None]] = {}
+        self._releasing: dict[str, asyncio.Future[None]] = {}  # peers whose close() is under way
+        self.on_close: Callable[[str], Awaitable[None]] | None = None  # called with the id once a peer is freed
 
-    async def accept(self, sdp: str, kind: str, peer_kind: PeerKind) -> tuple[Peer, str]:
-        """Answers an offer; raises ApiError 503 when full, 400 when the offer is unusable."""
+    async def accept(self, sdp: str, kind: str, peer_kind: PeerKind, stream_id: str | None = None) -> tuple[Peer, str]:
+        """Answers an offer; raises ApiError 503 when full, 400 when the offer is unusable. A requested
+        ``stream_id`` held by a live peer replaces that peer (a client reconnecting keeps its id, so links to
+        ``/view?stream=ID`` stay valid)."""
         offer = _parse_offer(sdp, kind)
+        if stream_id is not None:
+            if stream_id == DEFAULT_STREAM:
+                raise ApiError(400, "invalid_stream", f"the stream id {DEFAULT_STREAM!r} is reserved")
+            await self._release(stream_id)
         if len(self.peers) >= self.max_peers:
             raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_peers} peers",
                            {"Retry-After": "5"})
-        peer = Peer(uuid.uuid4().hex[:12], peer_kind, RTCPeerConnection(RTCConfiguration(iceServers=[])))
+        peer = Peer(stream_id or uuid.uuid4().hex[:12], peer_kind, RTCPeerConnection(RTCConfiguration(iceServers=[])))
+        if peer.id in self.peers:  # another offer for the same id got in first
+            raise ApiError(409, "stream_in_use", f"another connection just took stream {peer.id!r}")
         self.peers[peer.id] = peer
         try:
             await asyncio.to_thread(self.pipeline.open_stream, peer.id)  # encodes the prompt: keep the loop free
@@ -85,6 +101,14 @@ class PeerManager:
         logger.info("peer %s (%s) connected; %d peer(s)", peer.id, peer.kind.value, len(self.peers))
         return peer, peer.pc.localDescription.sdp
 
+    async def _release(self, stream_id: str) -> None:
+        """Closes the peer holding ``stream_id``, if any, and waits until its pipeline stream is freed."""
+        if stream_id in self.peers:
+            logger.info("peer %s is replaced by a new connection for the same stream", stream_id)
+            await self.close(stream_id)
+        while (releasing := self._releasing.get(stream_id)) is not None:
+            await asyncio.shield(releasing)
+
     def _wire(self, peer: Peer) -> None:
         @peer.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -92,7 +116,7 @@ class PeerManager:
                 self._own(peer, drain(track))
                 return
             peer.has_video = True
-            self._own(peer, read_camera(track, self.pipeline, peer.id, peer.got_input.set))
+            self._own(peer, read_camera(track, self.pipeline, peer.id, peer.touch))
             if peer.kind is PeerKind.CAMERA:
                 peer.output = StreamOutputTrack(self.pipeline, peer.id, peer.meter)
                 peer.pc.addTrack(peer.output)
@@ -108,26 +132,27 @@ class PeerManager:
             if state == "connected":
                 peer.state = PeerState.STREAMING
             elif state in ("failed", "closed"):
-                self.close_soon(peer.id, f"connection {state}")
+                self.close_soon(peer.id, f"connection {state}", only=peer)
 
     async def _watch_idle(self, peer: Peer) -> None:
         """Closes the peer when no input frame arrives for ``idle_timeout`` seconds (aiortc itself notices a
         vanished peer only after ~30 s of failed consent checks)."""
-        while True:
-            try:
-                await asyncio.wait_for(peer.got_input.wait(), self.idle_timeout)
-            except TimeoutError:
-                self.close_soon(peer.id, f"no input for {self.idle_timeout:g} s")
-                return
-            peer.got_input.clear()
+        # a plain sleep: on Python 3.11 asyncio.wait_for on an event set 30 times a second sometimes swallows the
+        # cancellation from close(), which then waited a whole idle_timeout for this task
+        while (idle := time.monotonic() - peer.last_input) < self.idle_timeout:
+            await asyncio.sleep(self.idle_timeout - idle)
+        self.close_soon(peer.id, f"no input for {self.idle_timeout:g} s", only=peer)
 
     def _own(self, peer: Peer, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
         peer.tasks.add(task)
         task.add_done_callback(peer.tasks.discard)
 
-    def close_soon(self, peer_id: str, reason: str) -> None:
-        """Schedules ``close`` from a callback or one of the peer's own tasks."""
+    def close_soon(self, peer_id: str, reason: str, only: Peer | None = None) -> None:
+        """Schedules ``close`` from a callback or one of the peer's own tasks; with ``only``, just when that
+        peer still holds the id (a late event of a replaced peer must not close its successor)."""
+        if only is not None and self.peers.get(peer_id) is not only:
+            return
         if peer_id in self.peers and peer_id not in self._closing:
             logger.info("closing peer %s: %s", peer_id, reason)
             task = asyncio.ensure_future(self.close(peer_id))
@@ -140,15 +165,22 @@ class PeerManager:
         if peer is None:
             return False
         peer.state = PeerState.CLOSED
-        current = asyncio.current_task()
-        tasks = [t for t in peer.tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if peer.output is not None:
-            peer.output.stop()
-        await peer.pc.close()
-        self.pipeline.close_stream(peer.id)
+        released = self._releasing[peer_id] = asyncio.get_running_loop().create_future()
+        try:
+            current = asyncio.current_task()
+            tasks = [t for t in peer.tasks if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await peer.pc.close()  # stops the sender's task first, so the output's frame iterator is not running
+            if peer.output is not None:
+                peer.output.stop()
+            self.pipeline.close_stream(peer.id)
+            if self.on_close is not None:
+                await self.on_close(peer.id)
+        finally:
+            self._releasing.pop(peer_id, None)
+            released.set_result(None)
         logger.info("peer %s closed; %d peer(s) left", peer.id, len(self.peers))
         return True
 

@@ -7,12 +7,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from stream.prompt import MAX_PROMPT_CHARS
 
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+STREAM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class Offer(BaseModel):
     model_config = Strict
     sdp: str = Field(max_length=64 * 1024)
     type: str = Field(max_length=16)
+    stream: str | None = Field(default=None, pattern=STREAM_ID_PATTERN,
+                               description="ask for this stream id (e.g. the one a reconnecting page had, so viewer "
+                                           "links stay valid); a live peer holding it is replaced")
+
+
+class ViewOffer(BaseModel):
+    """A receive-only offer: the answer sends the restyled video of ``stream`` and takes no input."""
+
+    model_config = Strict
+    sdp: str = Field(max_length=64 * 1024)
+    type: str = Field(max_length=16)
+    stream: str = Field(pattern=STREAM_ID_PATTERN)
 
 
 class Answer(BaseModel):
@@ -32,6 +45,8 @@ class PromptUpdate(BaseModel):
     strength: float | None = Field(default=None, gt=0, lt=1.5708, description="t_list[0] in radians")
     guidance_scale: float | None = Field(default=None, ge=0, le=20)
     cfg_scale: float | None = Field(default=None, ge=0, le=20)
+    control_scales: list[float] | None = Field(default=None, max_length=8,
+                                               description="one conditioning scale per ControlNet (0 turns it off)")
 
 
 class StreamSettingsOut(BaseModel):
@@ -43,10 +58,30 @@ class StreamSettingsOut(BaseModel):
     guidance_scale: float
     cfg_scale: float
     delta: float
+    control_scales: list[float]
 
 
 class PromptState(BaseModel):
     streams: dict[str, StreamSettingsOut]
+
+
+class ViewAnswer(BaseModel):
+    sdp: str
+    type: str
+    viewer: str = Field(description="the id of this viewer connection")
+
+
+class ServerConfig(BaseModel):
+    """What a page needs before it connects: the output size (ask the camera for it) and whether a token is needed."""
+
+    width: int
+    height: int
+    token_required: bool
+    max_peers: int
+    max_viewers: int
+    model: str
+    demo_model: bool
+    defaults: StreamSettingsOut
 
 
 class Health(BaseModel):
@@ -58,4 +93,5 @@ class Health(BaseModel):
     dtype: str
     streams: int
     peers: int
+    viewers: int
     fps: dict[str, float]

@@ -70,7 +70,7 @@ def run_server(args: argparse.Namespace) -> int:
     if settings.is_loopback:
         include_loopback_candidates()
     app = create_app(settings, engine, ModelInfo(name=Path(model).name if demo else model, demo=demo,
-                                                 backend=args.backend, controlnets=tuple(parse_controlnet(c) for c in args.controlnet)))
+                                                 backend=args.backend))
     scheme = "https" if settings.ssl_certfile else "http"
     logger.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, ssl_certfile=settings.ssl_certfile,

@@ -21,6 +21,7 @@ class ServerSettings:
     stream: StreamConfig = field(default_factory=StreamConfig)
     token: str | None = None  # when set, every mutating endpoint needs "Authorization: Bearer <token>"
     max_peers: int = 4
+    max_viewers: int | None = None  # receive-only /view connections; None: 4 x max_peers
     idle_timeout: float = 10.0  # seconds without input frames before a peer is closed
     cors_origins: tuple[str, ...] = ()
     ssl_certfile: str | None = None
@@ -33,6 +34,8 @@ class ServerSettings:
             raise ValueError(f"port must lie in 0..65535, got {self.port}")
         if self.max_peers < 1:
             raise ValueError(f"max_peers must be at least 1, got {self.max_peers}")
+        if self.max_viewers is not None and self.max_viewers < 0:
+            raise ValueError(f"max_viewers must be 0 or more, got {self.max_viewers}")
         if not math.isfinite(self.idle_timeout) or self.idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be a positive number of seconds, got {self.idle_timeout}")
         if self.token is not None and len(self.token) < 8:
@@ -44,6 +47,10 @@ class ServerSettings:
         if not self.is_loopback and self.token is None and not self.allow_public_without_token:
             raise ValueError(f"refusing to bind {self.host!r} without --token: anyone on the network could use "
                              "the GPU and change prompts (pass --allow-public-without-token to do it anyway)")
+
+    @property
+    def viewer_cap(self) -> int:
+        return 4 * self.max_peers if self.max_viewers is None else self.max_viewers
 
     @property
     def is_loopback(self) -> bool:

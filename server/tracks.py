@@ -54,12 +54,17 @@ async def drain(track: MediaStreamTrack) -> None:
 class StreamOutputTrack(MediaStreamTrack):
     """Sends each new output of one pipeline stream once, with pts from a 90 kHz clock started at the first
     frame. When a data channel is attached, each frame is announced on it first as JSON
-    ``{"pts", "source_pts", "kind"}`` so a client can tell which input frame it shows (latency, tests)."""
+    ``{"pts", "source_pts", "kind"}`` so a client can tell which input frame it shows (latency, tests).
+
+    The pipeline converts each output to a VideoFrame once; only one track may send that object, because every
+    track stamps its own pts on it and its encoder reformats it on a worker thread (two encoders reformatting one
+    frame at once crash in libswscale). Further tracks of the same stream (viewers) pass ``own_frames=True``."""
 
     kind = "video"
 
-    def __init__(self, pipeline: FramePipeline, stream_id: str, meter: StreamMeter) -> None:
+    def __init__(self, pipeline: FramePipeline, stream_id: str, meter: StreamMeter, own_frames: bool = False) -> None:
         super().__init__()
+        self._own_frames = own_frames
         self._pipeline = pipeline
         self._stream_id = stream_id
         self._meter = meter
@@ -79,7 +84,8 @@ class StreamOutputTrack(MediaStreamTrack):
             self._start = now
         pts = max(self._last_pts + 1, int((now - self._start) * VIDEO_CLOCK_RATE))
         self._last_pts = pts
-        frame: av.VideoFrame = out.converted if out.converted is not None else to_video_frame(out.image)
+        shared = out.converted if not self._own_frames else None
+        frame: av.VideoFrame = shared if shared is not None else to_video_frame(out.image)
         frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
         stamp: InputStamp | Any = out.timestamp
         if isinstance(stamp, InputStamp):
@@ -93,7 +99,10 @@ class StreamOutputTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        asyncio.ensure_future(self._frames.aclose())
+        # while recv() awaits a frame the iterator is running and cannot be closed; the task awaiting it is
+        # cancelled by the connection's close, which ends the iterator
+        if not self._frames.ag_running:
+            asyncio.ensure_future(self._frames.aclose())
 
 
 def to_video_frame(image: Any) -> av.VideoFrame:

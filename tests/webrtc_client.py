@@ -72,10 +72,10 @@ class Client:
 
 
 async def connect(base: str, size: tuple[int, int] = (128, 128), offset: int = 0,
-                  headers: dict[str, str] | None = None) -> Client:
+                  headers: dict[str, str] | None = None, stream: str | None = None) -> Client:
     """POST /offer with a synthetic camera; raises ``OfferRejected`` when the server refuses."""
     camera = SyntheticCamera(size, offset)
-    return Client(await stream_connect(base, camera, headers), camera)
+    return Client(await stream_connect(base, camera, headers, stream=stream), camera)
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,143 @@
+"""Receive-only viewers (``POST /view/offer``): one stream's restyled video, e.g. for an OBS Browser Source.
+
+A viewer sends nothing, so it has no input to time out on: it is closed when its stream closes, when its
+connection fails or closes, or when it does not connect within ``connect_timeout`` seconds. Viewers have
+their own cap and do not count against the camera peers' ``max_peers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import SessionDescription
+
+from server.errors import ApiError
+from server.metrics import StreamMeter
+from server.tracks import StreamOutputTrack, drain
+from stream.pipeline import FramePipeline
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Viewer:
+    id: str
+    stream: str
+    pc: RTCPeerConnection
+    output: StreamOutputTrack
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def _parse_view_offer(sdp: str, kind: str) -> RTCSessionDescription:
+    """The offer must be able to receive video (a recvonly or sendrecv video m-line)."""
+    if kind != "offer":
+        raise ApiError(400, "invalid_sdp", f"type must be 'offer', got {kind!r}")
+    if not sdp.startswith("v=0"):
+        raise ApiError(400, "invalid_sdp", "sdp must be an SDP offer starting 'v=0'")
+    try:
+        media = SessionDescription.parse(sdp).media
+    except (ValueError, KeyError, IndexError) as exc:
+        raise ApiError(400, "invalid_sdp", f"the offer could not be parsed: {exc}") from exc
+    if not any(m.kind == "video" and (m.direction or "sendrecv") in ("recvonly", "sendrecv") for m in media):
+        raise ApiError(400, "invalid_sdp", "the offer must receive video (a recvonly or sendrecv video m-line)")
+    return RTCSessionDescription(sdp=sdp, type="offer")
+
+
+class ViewerManager:
+    """Creates, tracks and closes viewers. ``known(stream_id)`` says whether a stream can be watched."""
+
+    def __init__(self, pipeline: FramePipeline, max_viewers: int, connect_timeout: float = 30.0) -> None:
+        self.pipeline = pipeline
+        self.max_viewers = max_viewers
+        self.connect_timeout = connect_timeout
+        self.viewers: dict[str, Viewer] = {}
+        self._closing: dict[str, asyncio.Task[bool]] = {}
+
+    async def accept(self, sdp: str, kind: str, stream_id: str) -> tuple[Viewer, str]:
+        """Answers a receive-only offer for ``stream_id``: 404 for an unknown stream, 503 when full."""
+        offer = _parse_view_offer(sdp, kind)
+        try:
+            self.pipeline.stats(stream_id)
+        except KeyError:
+            raise ApiError(404, "unknown_stream", f"no stream {stream_id!r} is live (streams are created by "
+                           "POST /offer or /whip)") from None
+        if len(self.viewers) >= self.max_viewers:
+            raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_viewers} viewers",
+                           {"Retry-After": "5"})
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        output = StreamOutputTrack(self.pipeline, stream_id, StreamMeter(), own_frames=True)
+        viewer = Viewer(uuid.uuid4().hex[:12], stream_id, pc, output)
+        self.viewers[viewer.id] = viewer
+        try:
+            self._wire(viewer)
+            await pc.setRemoteDescription(offer)
+            pc.addTrack(viewer.output)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except (ValueError, KeyError, IndexError) as exc:  # aiortc's SDP handling raises these on odd input
+            await self.close(viewer.id)
+            raise ApiError(400, "invalid_sdp", f"the offer could not be used: {exc}") from exc
+        self._own(viewer, self._watch_connect(viewer))
+        logger.info("viewer %s of stream %s connected; %d viewer(s)", viewer.id, stream_id, len(self.viewers))
+        return viewer, pc.localDescription.sdp
+
+    def _wire(self, viewer: Viewer) -> None:
+        @viewer.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:  # a sendrecv offer: read what it sends, use none of it
+            self._own(viewer, drain(track))
+
+        @viewer.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = viewer.pc.connectionState
+            if state == "connected":
+                viewer.connected.set()
+            elif state in ("failed", "closed"):
+                self.close_soon(viewer.id, f"connection {state}")
+
+        @viewer.output.on("ended")
+        def on_ended() -> None:  # the stream closed while this viewer watched it
+            self.close_soon(viewer.id, "its stream ended")
+
+    async def _watch_connect(self, viewer: Viewer) -> None:
+        try:
+            await asyncio.wait_for(viewer.connected.wait(), self.connect_timeout)
+        except TimeoutError:
+            self.close_soon(viewer.id, f"not connected within {self.connect_timeout:g} s")
+
+    def _own(self, viewer: Viewer, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        viewer.tasks.add(task)
+        task.add_done_callback(viewer.tasks.discard)
+
+    def close_soon(self, viewer_id: str, reason: str) -> None:
+        if viewer_id in self.viewers and viewer_id not in self._closing:
+            logger.info("closing viewer %s: %s", viewer_id, reason)
+            task = asyncio.ensure_future(self.close(viewer_id))
+            self._closing[viewer_id] = task
+            task.add_done_callback(lambda _: self._closing.pop(viewer_id, None))
+
+    async def close(self, viewer_id: str) -> bool:
+        viewer = self.viewers.pop(viewer_id, None)
+        if viewer is None:
+            return False
+        current = asyncio.current_task()
+        tasks = [t for t in viewer.tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await viewer.pc.close()  # stops the sender's task first, so the output's frame iterator is not running
+        viewer.output.stop()
+        logger.info("viewer %s closed; %d viewer(s) left", viewer_id, len(self.viewers))
+        return True
+
+    async def close_stream(self, stream_id: str) -> None:
+        """Closes every viewer of a stream (its camera peer has gone)."""
+        await asyncio.gather(*(self.close(vid) for vid, v in list(self.viewers.items()) if v.stream == stream_id))
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.close(vid) for vid in list(self.viewers)))
+        await asyncio.gather(*list(self._closing.values()), return_exceptions=True)
