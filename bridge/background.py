@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from bridge.sources import fit_frame
+from stream.frames import fit_frame
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 

@@ -31,7 +31,8 @@ from aiortc.mediastreams import MediaStreamError
 from bridge.background import ColorKey
 from bridge.errors import BridgeError, SinkClosed, SourceError
 from bridge.sinks import FrameSink, SinkWorker
-from bridge.sources import FrameSource, fit_frame
+from bridge.sources import FrameSource
+from stream.frames import fit_frame
 from server.client import OfferRejected, Received, StreamClient, connect
 
 logger = logging.getLogger(__name__)

@@ -438,16 +438,3 @@ def parse_source(text: str) -> SourceSpec:
         return SourceSpec("window", value.strip())
     raise ValueError(f"--source must be one of {SOURCE_FORMS}; got {text!r}")
 
-
-def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resizes so the frame covers (height, width), then crops the centre: the server does the same
-    (stream.frames.fit_frame), so sending it at the server's size changes nothing but the bytes sent."""
-    h, w = frame.shape[:2]
-    if (h, w) == (height, width):
-        return frame
-    scale = max(width / w, height / h)
-    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    return np.ascontiguousarray(resized[top:top + height, left:left + width])
