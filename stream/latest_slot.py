@@ -41,8 +41,6 @@ class LatestSlots(Generic[T]):
         """Removes and returns the oldest item of every non-empty queue (call with ``changed`` held or not)."""
         with self.changed:
             taken = {key: q.popleft() for key, q in self._queues.items() if q}
-            if taken:
-                self.changed.notify_all()  # a producer may be waiting for room (wait_until_empty)
             return taken
 
     def wait_for_items(self, timeout: float | None = None) -> bool:
@@ -50,11 +48,6 @@ class LatestSlots(Generic[T]):
         with self.changed:
             self.changed.wait_for(lambda: self._closed or any(self._queues.values()), timeout)
             return any(self._queues.values())
-
-    def wait_until_empty(self) -> None:
-        """Blocks until every queue is empty (the consumer took everything) or the slots are closed."""
-        with self.changed:
-            self.changed.wait_for(lambda: self._closed or not any(self._queues.values()))
 
     def discard(self, key: str) -> int:
         """Forgets a key's queue; returns how many items were in it."""

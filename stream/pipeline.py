@@ -190,9 +190,6 @@ class FramePipeline:
 
     def _preprocess_loop(self) -> None:
         while self._raw.wait_for_items() or not self._raw.closed:
-            # prepare only when the engine has taken its last batch: then the newest raw frames are the ones
-            # prepared, while the engine computes, and no CPU goes to frames that would be replaced anyway
-            self._ready.wait_until_empty()
             for stream_id, (sequence, frame, timestamp) in self._raw.take_each().items():
                 try:
                     prepared = self.engine.prepare(stream_id, frame, (sequence, timestamp))
