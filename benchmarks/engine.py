@@ -1,6 +1,7 @@
 """Engine benchmark (GitHub issue 2): StreamEngine against diffusers and against the engine's own alternatives.
 
     python -m benchmarks.engine [--quick] [--frames N] [--preset proportional|tiny] [--width W] [--height H]
+                                [--retries N] [--wait-quiet SECONDS]
 
 It writes a randomly initialised Sana-Sprint (by default the ``proportional`` preset: the real 0.6B's share of
 work per part at 1/236 of its FLOPs) to a temporary directory, loads it with ``StreamEngine.from_pretrained``
@@ -71,6 +72,8 @@ class BenchConfig:
     cfg_scale: float = 1.5
     guidance_scale: float = 4.5
     seed: int = 0
+    retries: int = 0  # repeat a comparison that other processes disturbed, keeping the least disturbed attempt
+    wait_quiet_s: float = 0.0  # before each comparison, wait up to this long for the other processes to calm
 
     @property
     def kv_calls(self) -> int:
@@ -396,6 +399,42 @@ def _paired_ratio(numerator: list[Sample], denominator: list[Sample], key: str =
     return statistics.median(n[key] / d[key] for n, d in zip(numerator, denominator))
 
 
+def wait_for_quiet(max_wait_s: float, window_s: float = 5.0) -> float | None:
+    """Waits until other processes use at most NOISY_SHARE of the CPUs over a window (at most ``max_wait_s``);
+    returns the last window's share (None where it cannot be measured)."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        before = cpu_snapshot()
+        time.sleep(window_s)
+        share = other_cpu_share(before, cpu_snapshot())
+        if share is None or share <= NOISY_SHARE or time.monotonic() >= deadline:
+            return share
+
+
+def run_quietest(name: str, step: Callable[[], list[Comparison]],
+                 config: BenchConfig) -> tuple[list[Comparison], list[float | None]]:
+    """Runs one comparison; while other processes used more than NOISY_SHARE of the CPUs during it, runs it
+    again (at most ``config.retries`` times) and keeps the attempt they disturbed least. The choice depends
+    on the machine's load only, never on the result."""
+    best: tuple[float, list[Comparison]] | None = None
+    shares: list[float | None] = []
+    for attempt in range(1 + config.retries):
+        if config.wait_quiet_s > 0:
+            wait_for_quiet(config.wait_quiet_s)
+        t0, before = time.perf_counter(), cpu_snapshot()
+        result = step()
+        share = other_cpu_share(before, cpu_snapshot())
+        shares.append(share)
+        logger.info("%s done in %.1f s (attempt %d, other processes' CPU share %s)", name,
+                    time.perf_counter() - t0, attempt + 1, "unknown" if share is None else f"{share:.0%}")
+        if best is None or (share is not None and share < best[0]):
+            best = (share if share is not None else math.inf, result)
+        if share is None or share <= NOISY_SHARE:
+            break
+    assert best is not None
+    return best[1], shares
+
+
 def run_benchmark(config: BenchConfig) -> tuple[list[Comparison], dict[str, Any]]:
     started = time.perf_counter()
     machine = machine_info()
@@ -413,12 +452,12 @@ def run_benchmark(config: BenchConfig) -> tuple[list[Comparison], dict[str, Any]
         ]
         comparisons: list[Comparison] = []
         contention: dict[str, float | None] = {}
+        attempts: dict[str, list[float | None]] = {}
         first = cpu_snapshot()
         for name, step in steps:
-            t0, before = time.perf_counter(), cpu_snapshot()
-            comparisons += step()
-            contention[name] = other_cpu_share(before, cpu_snapshot())
-            logger.info("%s done in %.1f s", name, time.perf_counter() - t0)
+            result, attempts[name] = run_quietest(name, step, config)
+            comparisons += result
+            contention[name] = min((a for a in attempts[name] if a is not None), default=None)
         contention["whole run"] = other_cpu_share(first, cpu_snapshot())
     busy = {name: share for name, share in contention.items() if share is not None and share > NOISY_SHARE}
     if busy:
@@ -429,6 +468,7 @@ def run_benchmark(config: BenchConfig) -> tuple[list[Comparison], dict[str, Any]
     if hasattr(os, "getloadavg"):
         machine["load_average_at_end"] = list(os.getloadavg())
     machine["other_processes_cpu_share"] = contention
+    machine["other_processes_cpu_share_per_attempt"] = attempts
     meta = {
         "benchmark": "engine",
         "machine": machine,
@@ -448,14 +488,21 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     parser.add_argument("--width", type=int, default=BenchConfig.width)
     parser.add_argument("--height", type=int, default=BenchConfig.height)
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--retries", type=int, default=0,
+                        help="re-run a comparison while other processes used >5%% of the CPUs during it, "
+                             "keeping the least disturbed attempt (default 0)")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="before each comparison, wait up to SECONDS for other processes to calm down")
     args = parser.parse_args(argv)
+    if args.retries < 0 or args.wait_quiet < 0:
+        parser.error("--retries and --wait-quiet must not be negative")
     overrides: dict[str, Any] = dict(QUICK) if args.quick else {}
     if args.frames is not None:
         if args.frames < 1:
             parser.error("--frames must be at least 1")
         overrides["frames"] = args.frames
     return BenchConfig(preset=args.preset, width=args.width, height=args.height, output_dir=args.output_dir,
-                       **overrides)
+                       retries=args.retries, wait_quiet_s=args.wait_quiet, **overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
