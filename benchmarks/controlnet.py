@@ -10,28 +10,16 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.engine import synthetic_frames
 from benchmarks.report import Comparison, machine_info, text_table, write_results
-from benchmarks.timing import interleave, median_of
+from benchmarks.timing import in_worker_thread, interleave, median_of
 from stream import StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
 from stream.tiny_codecs import CONTROLNET_DIR
 from stream.tiny_model import make_tiny_model
-
-
-def in_worker_thread(fn: Callable[[], Any]) -> Any:
-    """Runs ``fn`` on a worker thread, as the pipeline runs the engine: on this machine torch's intra-op
-    threads ran several times slower under the main thread while the CPU was contended."""
-    result: list[Any] = []
-    worker = threading.Thread(target=lambda: result.append(fn()), name="benchmark")
-    worker.start()
-    worker.join()
-    return result[0]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

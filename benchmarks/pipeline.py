@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderDC
 
+from benchmarks.timing import in_worker_thread
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
 from stream import StreamConfig, StreamEngine
 from stream.models.tiny_autoencoder import TinyAutoencoder, TinyDecoder, TinyEncoder
@@ -75,20 +75,15 @@ def run_pipeline(engine: StreamEngine, streams: int, seconds: float, vae: str) -
 def run_engine_alone(engine: StreamEngine, seconds: float) -> float:
     """Frames per second of ``engine(frame)`` called back to back on one stream, from a worker thread as the
     pipeline calls it (torch's intra-op threads behave differently under the main thread: see README)."""
-    result: list[float] = []
-
-    def loop() -> None:
+    def loop() -> float:
         engine(camera(0, engine.config.width))  # warm up
         frames, start = 0, time.monotonic()
         while time.monotonic() - start < seconds:
             engine(camera(frames, engine.config.width))
             frames += 1
-        result.append(frames / (time.monotonic() - start))
+        return frames / (time.monotonic() - start)
 
-    worker = threading.Thread(target=loop, name="engine-alone")
-    worker.start()
-    worker.join()
-    return result[0]
+    return float(in_worker_thread(loop))
 
 
 def alternate(engine: StreamEngine, seconds: float, vae: str, rounds: int = 3) -> tuple[float, Run]:

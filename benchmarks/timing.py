@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -163,3 +164,13 @@ def other_cpu_share(start: CpuSnapshot | None, end: CpuSnapshot | None) -> float
         return None
     others = (end.busy - start.busy) - (end.own - start.own)
     return max(0.0, others / ((os.cpu_count() or 1) * (end.wall - start.wall)))
+
+
+def in_worker_thread(fn: Callable[[], Any]) -> Any:
+    """Runs ``fn`` on a worker thread, as the pipeline runs the engine: on this machine torch's intra-op
+    threads ran several times slower under the main thread while the CPU was contended."""
+    result: list[Any] = []
+    worker = threading.Thread(target=lambda: result.append(fn()), name="benchmark")
+    worker.start()
+    worker.join()
+    return result[0]
