@@ -22,7 +22,7 @@ import numpy as np
 import uvicorn
 from aiortc import VideoStreamTrack
 
-from benchmarks.pipeline import run_engine_alone
+from benchmarks.pipeline import camera_loop, run_engine_alone
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
 from server.app import ModelInfo, create_app
 from server.client import StreamClient, connect
@@ -36,19 +36,18 @@ FRAME_PTS = 3000  # 90 kHz at 30 fps
 
 
 class Camera(VideoStreamTrack):
-    """A moving gradient at 30 fps that remembers when it sent each pts."""
+    """A moving gradient at 30 fps (benchmarks.pipeline.camera_loop, drawn before timing) that remembers when
+    it sent each pts."""
 
     def __init__(self, size: int, offset: int) -> None:
         super().__init__()
-        self.size, self.offset = size, offset
+        self.images, self.offset = camera_loop(size), offset
         self.sent: dict[int, float] = {}
 
     async def recv(self) -> av.VideoFrame:
         pts, time_base = await self.next_timestamp()
         k = pts // FRAME_PTS + self.offset
-        y, x = np.mgrid[0:self.size, 0:self.size]
-        image = np.stack([(x + 4 * k) % 256, (y + 2 * k) % 256, np.full_like(x, (5 * k) % 256)], -1)
-        frame = av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(self.images[k % len(self.images)], format="rgb24")
         frame.pts, frame.time_base = pts, time_base
         self.sent[pts] = time.monotonic()
         return frame

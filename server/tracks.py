@@ -29,8 +29,9 @@ class InputStamp:
 
 async def read_camera(track: MediaStreamTrack, pipeline: FramePipeline, stream_id: str,
                       on_frame: Callable[[], None]) -> None:
-    """Consumes every frame of ``track`` (aiortc's own queues are unbounded) and submits it; the pipeline
-    keeps only the newest. Returns when the track ends."""
+    """Consumes every frame of ``track`` (aiortc's own queues are unbounded) and submits it unconverted; the
+    pipeline keeps only the newest and converts just the frames it prepares, so the event loop spends
+    microseconds per camera frame. Returns when the track ends."""
     while True:
         try:
             frame = await track.recv()
@@ -38,7 +39,7 @@ async def read_camera(track: MediaStreamTrack, pipeline: FramePipeline, stream_i
             return
         assert isinstance(frame, av.VideoFrame)
         pts = convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE) if frame.pts is not None else None
-        pipeline.submit(stream_id, frame.to_ndarray(format="rgb24"), InputStamp(time.monotonic(), pts))
+        pipeline.submit(stream_id, frame, InputStamp(time.monotonic(), pts))
         on_frame()
 
 

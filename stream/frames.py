@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
+
+
+@runtime_checkable
+class DecodedFrame(Protocol):
+    """A decoded video frame that converts to RGB on demand (PyAV's ``av.VideoFrame`` is one). The pipeline
+    accepts these so that only the frames it prepares get converted, not every frame a 30 fps camera sends."""
+
+    def to_ndarray(self, format: str) -> np.ndarray: ...
 
 
 def validate_frame(frame: object, name: str = "frame") -> np.ndarray:
@@ -19,6 +29,13 @@ def validate_frame(frame: object, name: str = "frame") -> np.ndarray:
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {frame.shape}")
     return frame
+
+
+def to_rgb(frame: np.ndarray | DecodedFrame, name: str = "frame") -> np.ndarray:
+    """The validated (H, W, 3) uint8 RGB array of ``frame``, converting a DecodedFrame."""
+    if isinstance(frame, DecodedFrame) and not isinstance(frame, np.ndarray):
+        frame = frame.to_ndarray(format="rgb24")
+    return validate_frame(frame, name)
 
 
 def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:

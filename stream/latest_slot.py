@@ -41,6 +41,8 @@ class LatestSlots(Generic[T]):
         """Removes and returns the oldest item of every non-empty queue (call with ``changed`` held or not)."""
         with self.changed:
             taken = {key: q.popleft() for key, q in self._queues.items() if q}
+            if taken:
+                self.changed.notify_all()  # a producer may wait for room (wait_until_empty)
             return taken
 
     def wait_for_items(self, timeout: float | None = None) -> bool:
@@ -49,11 +51,23 @@ class LatestSlots(Generic[T]):
             self.changed.wait_for(lambda: self._closed or any(self._queues.values()), timeout)
             return any(self._queues.values())
 
+    def wait_until_empty(self, timeout: float | None = None) -> bool:
+        """Blocks until every queue is empty (the consumer took everything) or the slots are closed; True when
+        empty. Every way an item leaves (take_each, discard, close) notifies, so this cannot miss its wake-up."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self._closed or not any(self._queues.values()), timeout)
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Sleeps up to ``timeout`` seconds, waking early when the slots close; True when closed."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self._closed, timeout)
+
     def discard(self, key: str) -> int:
         """Forgets a key's queue; returns how many items were in it."""
         with self.changed:
             queue = self._queues.pop(key, None)
             self._dropped.pop(key, None)
+            self.changed.notify_all()  # a producer waiting for room (wait_until_empty) may go on
             return len(queue) if queue else 0
 
     def dropped(self, key: str) -> int:

@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
@@ -21,8 +22,9 @@ import numpy as np
 
 from stream.exceptions import UnknownStreamError
 from stream.engine import FrameKind, FrameResult, PendingResult, PreparedFrame, StreamEngine
-from stream.frames import validate_frame
+from stream.frames import DecodedFrame, to_rgb, validate_frame
 from stream.latest_slot import LatestSlots
+from stream.prepare_schedule import PrepareSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class StreamStats:
     generated: int = 0
     skipped: int = 0
     warmup: int = 0
-    errors: int = 0  # engine calls that failed while this stream was in the batch
+    errors: int = 0  # engine calls that failed with this stream in the batch, and frames that did not convert
 
 
 @dataclass
@@ -73,12 +75,13 @@ class FramePipeline:
     def __init__(self, engine: StreamEngine, config: PipelineConfig | None = None) -> None:
         self.engine = engine
         self.config = config or PipelineConfig()
-        self._raw: LatestSlots[tuple[int, np.ndarray, Any]] = LatestSlots(self.config.input_queue_size)
+        self._raw: LatestSlots[tuple[int, np.ndarray | DecodedFrame, Any]] = LatestSlots(self.config.input_queue_size)
         self._ready: LatestSlots[PreparedFrame] = LatestSlots(self.config.ready_queue_size)
         self._pending: LatestSlots[PendingResult] = LatestSlots(self.config.output_queue_size)
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
         self._published = threading.Condition(self._lock)
+        self._schedule = PrepareSchedule()
         self.batches = 0
         self.batch_errors = 0
         self._threads = [
@@ -119,9 +122,12 @@ class FramePipeline:
 
     # ---- frames --------------------------------------------------------------------------------------
 
-    def submit(self, stream_id: str, frame: np.ndarray, timestamp: Any = None) -> None:
-        """Queues a frame for ``stream_id``; an older queued frame of that stream is dropped. Never blocks."""
-        validate_frame(frame, "frame")
+    def submit(self, stream_id: str, frame: np.ndarray | DecodedFrame, timestamp: Any = None) -> None:
+        """Queues a frame for ``stream_id``; an older queued frame of that stream is dropped. Never blocks.
+        A DecodedFrame (an ``av.VideoFrame``) is converted to RGB on the preprocessing thread, and only if it is
+        the one prepared: most camera frames are replaced by newer ones first, so they never cost a conversion."""
+        if isinstance(frame, np.ndarray) or not isinstance(frame, DecodedFrame):
+            validate_frame(frame, "frame")
         with self._lock:
             if self._raw.closed:
                 raise RuntimeError("the pipeline is closed")
@@ -190,20 +196,35 @@ class FramePipeline:
 
     def _preprocess_loop(self) -> None:
         while self._raw.wait_for_items() or not self._raw.closed:
-            for stream_id, (sequence, frame, timestamp) in self._raw.take_each().items():
-                try:
-                    prepared = self.engine.prepare(stream_id, frame, (sequence, timestamp))
-                except KeyError:  # the stream closed while its frame waited
-                    continue
-                if prepared.skipped:
-                    if self._pending.put(stream_id, PendingResult(prepared, FrameKind.SKIPPED, prepared.tag)):
-                        self._count(stream_id, "dropped_output")
-                elif self._ready.put(stream_id, prepared):
-                    self._count(stream_id, "dropped")
+            # prepare only the frames the engine will take, just before it takes them (stream.prepare_schedule)
+            self._ready.wait_until_empty()
+            delay = self._schedule.delay()
+            if delay > 0:
+                self._raw.wait_closed(delay)  # close() ends the wait early: what is left gets prepared at once
+            started = time.monotonic()
+            self._prepare_round()
+            self._schedule.prepared(time.monotonic() - started)
+
+    def _prepare_round(self) -> None:
+        for stream_id, (sequence, frame, timestamp) in self._raw.take_each().items():
+            try:
+                prepared = self.engine.prepare(stream_id, to_rgb(frame), (sequence, timestamp))
+            except KeyError:  # the stream closed while its frame waited
+                continue
+            except ValueError:  # a DecodedFrame that did not convert to RGB: this frame is lost, not the stream
+                logger.exception("frame %d of stream %r could not be converted", sequence, stream_id)
+                self._count(stream_id, "errors")
+                continue
+            if prepared.skipped:
+                if self._pending.put(stream_id, PendingResult(prepared, FrameKind.SKIPPED, prepared.tag)):
+                    self._count(stream_id, "dropped_output")
+            elif self._ready.put(stream_id, prepared):
+                self._count(stream_id, "dropped")
 
     def _engine_loop(self) -> None:
         while self._ready.wait_for_items() and not self._ready.closed:
             batch = list(self._ready.take_each().values())
+            started = self._schedule.run_started()
             try:
                 results = self.engine.run(batch)
             except Exception:  # one failed batch must not end every stream: log it, count it, go on
@@ -212,6 +233,7 @@ class FramePipeline:
                 for prepared in batch:
                     self._count(prepared.stream_id, "errors")
                 continue
+            self._schedule.run_finished(started)
             self.batches += 1
             for result in results:
                 if self._pending.put(result.prepared.stream_id, result):

@@ -56,6 +56,42 @@ def test_slow_engine_keeps_latency_flat_and_drops_frames(make_engine):
     assert growth < 2 * 2**20
 
 
+def test_prepares_only_what_the_engine_takes_just_before_it_takes_it(make_engine):
+    """A 30 fps camera into a ~5 calls/s engine: frames are prepared about once per call, and the frame a call
+    takes is fresh (prepared just before, not one whole call earlier)."""
+    engine, _ = instrumented(make_engine, delay=0.1)
+    prepares, ages = [], []
+    prepare, run = engine.prepare, engine.run
+    engine.prepare = lambda *a: prepares.append(1) or prepare(*a)
+    engine.run = lambda batch: ages.extend(time.monotonic() - p.tag[1] for p in batch) or run(batch)
+    with FramePipeline(engine) as pipe:
+        pipe.open_stream("cam")
+        start = time.monotonic()
+        for i in range(90):  # 3 s
+            pipe.submit("cam", camera_frame(i), time.monotonic())
+            time.sleep(max(0.0, start + (i + 1) / 30 - time.monotonic()))
+        batches = pipe.batches
+    assert len(prepares) <= batches + 3 < 45  # not every camera frame
+    call = 2 * 0.1  # two steps: two transformer calls per engine call
+    assert np.median(ages) < call / 2  # prepared one call ahead would make it ~0.2 s old
+
+
+def test_closing_a_stream_whose_frame_waits_for_the_engine_stops_cleanly(make_engine):
+    engine, _ = instrumented(make_engine, delay=0.15)
+    pipe = FramePipeline(engine)
+    for sid in ("a", "b"):
+        pipe.open_stream(sid)
+    for i in range(6):
+        for sid in ("a", "b"):
+            pipe.submit(sid, camera_frame(i), i)
+        time.sleep(0.05)
+    pipe.close_stream("b")  # b's prepared frame is discarded while the preprocessing thread waits on it
+    pipe.submit("a", camera_frame(7), 7)
+    assert pipe.wait_for_output("a", after=5, timeout=10) is not None
+    pipe.close()
+    assert pipeline_threads() == []
+
+
 def _outputs_alone(make_engine, prompt: str, seed: int, frames: list[np.ndarray]) -> list[np.ndarray]:
     engine = make_engine(t_list=(1.2, 0.6), prompt=prompt, seed=seed)
     return [engine(f) for f in frames]
@@ -138,7 +174,7 @@ def test_engine_error_on_one_batch_is_counted_and_streaming_continues(make_engin
         pipe.open_stream("a")
         for k in range(6):
             pipe.submit("a", camera_frame(k), k)
-            out = pipe.wait_for_output("a", after=k - 1, timeout=10)
+            out = pipe.wait_for_output("a", after=k - 1, timeout=2 if k == 2 else 10)
             assert (out is None) == (k == 2)  # the third call failed; the stream went on
         assert pipe.stats("a").errors == 1 and pipe.batch_errors == 1
     assert "injected failure on transformer call 3" in caplog.text
@@ -186,11 +222,47 @@ def test_async_iterator_and_convert(make_engine):
     assert all(o.converted == pytest.approx(o.image.mean()) for o in seen)
 
 
+class BrokenFrame:
+    """Decodes to the wrong shape: what a misbehaving video source could hand over."""
+
+    def to_ndarray(self, format: str) -> np.ndarray:
+        return np.zeros((4, 4), np.uint8)
+
+
+def test_decoded_frames_are_converted_only_when_prepared(make_engine):
+    av = pytest.importorskip("av")
+    engine, _ = instrumented(make_engine, delay=0.1)
+    converted = []
+
+    class CountingFrame:
+        def __init__(self, k: int) -> None:
+            self.inner = av.VideoFrame.from_ndarray(camera_frame(k), format="rgb24")
+
+        def to_ndarray(self, format: str) -> np.ndarray:
+            converted.append(1)
+            return self.inner.to_ndarray(format=format)
+
+    with FramePipeline(engine) as pipe:
+        pipe.open_stream("cam")
+        for k in range(30):
+            pipe.submit("cam", CountingFrame(k), k)
+            time.sleep(1 / 30)
+        pipe.submit("cam", BrokenFrame(), 30)  # lost with an error; the stream goes on
+        time.sleep(0.5)
+        pipe.submit("cam", av.VideoFrame.from_ndarray(camera_frame(31), format="rgb24"), 31)
+        out = pipe.wait_for_output("cam", after=30, timeout=10)
+        assert out is not None and out.sequence == 31 and out.kind is FrameKind.GENERATED
+        assert pipe.stats("cam").errors == 1
+    assert 0 < len(converted) < 15
+
+
 def test_bad_input_to_the_pipeline(make_engine):
     with FramePipeline(make_engine(t_list=(1.0,))) as pipe:
         pipe.open_stream("a")
         with pytest.raises(ValueError, match="dtype uint8"):
             pipe.submit("a", np.zeros((8, 8, 3), np.float32), 0)
+        with pytest.raises(ValueError, match="frame must be a numpy array"):
+            pipe.submit("a", "not a frame", 0)
         with pytest.raises(KeyError, match="nope"):
             pipe.submit("nope", camera_frame(0), 0)
         pipe.submit("a", camera_frame(0), 0)
