@@ -32,16 +32,14 @@ def create_backend(name: BackendName | str, transformer: SanaTransformer2DModel,
                    build: BuildSpec | None = None, options: CompileOptions | None = None,
                    controlnets: Sequence[SprintControlNetModel] = ()) -> ModelBackend:
     """The backend called ``name`` over loaded torch modules. Compiled backends export and build their parts
-    for ``build``'s shapes into ``options.cache_dir`` (or load them from there)."""
+    for ``build``'s shapes into ``options.cache_dir`` (or load them from there): one transformer (with ControlNet
+    residual inputs, zeros when no net is on), the encoder, the decoder, and one part per ControlNet."""
     try:
         name = BackendName(name)
     except ValueError:
         raise ValueError(f"backend must be one of {', '.join(backend_names())}, got {name!r}") from None
     from engines.torch_backend import TorchBackend
 
-    if controlnets and name is not BackendName.TORCH:
-        raise ValueError(f"ControlNets run on the torch backend only; the {name.value} engines have no ControlNet "
-                         "residual inputs yet")
     torch_backend = TorchBackend(transformer, vae, encoder=encoder, decoder=decoder, controlnets=controlnets)
     if name is BackendName.TORCH:
         return torch_backend

@@ -2,8 +2,10 @@
 
     sana-stream build --model DIR_OR_HUB_ID --backend tensorrt --width 512 --height 512 --steps 1 --streams 1
 
-``serve`` with the same settings then finds everything in the cache. ``--check`` compares each exported part
-with torch (ONNX Runtime, fp32) and exits 1 when any relative error is above the tolerance (1e-3).
+``serve`` with the same settings then finds everything in the cache. ``--controlnet`` (repeatable, as for
+``serve``) adds each ControlNet's part; the transformer is the same with or without them. ``--check`` compares
+each exported part with torch (ONNX Runtime, fp32) and exits 1 when any relative error is above the tolerance
+(1e-3).
 Wire it into the command with ``add_build_parser(subparsers)``; ``python -m engines.build_cli build ...`` runs
 it on its own.
 """
@@ -55,6 +57,9 @@ def add_build_parser(subparsers: Any) -> None:
     p.add_argument("--encoder", default=VaeKind.DCAE.value, choices=[VaeKind.DCAE.value, VaeKind.TINY.value])
     p.add_argument("--decoder", default=VaeKind.DCAE.value, choices=[v.value for v in VaeKind])
     p.add_argument("--tiny-vae", default=None, help="directory of taesana_*.pth (for --encoder/--decoder tiny)")
+    p.add_argument("--controlnet", action="append", default=[], metavar="PATH[:PREPROCESSOR[:SCALE]]",
+                   help="a Sprint ControlNet to build a part for (as serve's option; only PATH shapes the engine); "
+                        "repeatable")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda where present)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="torch dtype of the loaded model")
     p.set_defaults(func=run_build)
@@ -66,14 +71,16 @@ def run_build(args: argparse.Namespace) -> int:
     from engines.specs import BuildSpec
     from engines.torch_backend import TorchBackend
     from stream.config import StreamConfig
-    from stream.loading import choose_placement, load_codecs, load_pipeline, resolve_model_dir
+    from stream.control import ControlNetConfig
+    from stream.loading import choose_placement, load_codecs, load_controlnets, load_pipeline, resolve_model_dir
 
     t_list = tuple(args.t_list) if args.t_list else default_t_list(args.steps or 1)
     device = args.device or ("cpu" if args.backend == BackendName.ONNXRUNTIME.value else None)
     try:
         config = StreamConfig(width=args.width, height=args.height, t_list=t_list, cfg_type=args.cfg_type,
                               encoder=args.encoder, decoder=args.decoder, tiny_vae=args.tiny_vae,
-                              device=device, dtype=args.dtype, backend=args.backend)
+                              device=device, dtype=args.dtype, backend=args.backend,
+                              controlnets=tuple(ControlNetConfig.from_option(c) for c in args.controlnet))
         options = CompileOptions(streams=args.streams, precision=args.precision, check=args.check,
                                  kv_length=args.kv_length, cache_dir=args.cache_dir or default_cache_dir())
     except ValueError as exc:
@@ -83,7 +90,8 @@ def run_build(args: argparse.Namespace) -> int:
     path = resolve_model_dir(args.model)
     pipe = load_pipeline(path, placement)
     encoder, decoder = load_codecs(path, config, placement, int(pipe.vae.config.latent_channels))
-    torch_backend = TorchBackend(pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder)
+    controlnets = load_controlnets(config.controlnets, placement)
+    torch_backend = TorchBackend(pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder, controlnets=controlnets)
     spec = BuildSpec(width=config.width, height=config.height, steps=config.num_steps, streams=options.streams,
                      cfg_type=config.cfg_type.value, kv_length=options.kv_length or config.max_sequence_length)
     try:
@@ -97,7 +105,7 @@ def run_build(args: argparse.Namespace) -> int:
     for component, report in parts.parity.items():
         logger.info("check %s", report)
     for component, engine_path in parts.engine_paths.items():
-        logger.info("%-11s %s", component.value, engine_path)
+        logger.info("%-12s %s", component.value, engine_path)
     timings = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in sorted(parts.seconds.items()))
     logger.info("done (%s)", timings)
     parts.backend.close()

@@ -2,7 +2,9 @@
 
     torch parts --export_onnx--> ONNX (cache) --[check: ORT vs torch, fp32]--> ORT session | TensorRT plan (cache)
 
-The same cache serves ``sana-stream build`` (prebuild) and ``serve`` (build on first use).
+The parts: the transformer (with its ControlNet residual inputs, see ``engines.specs``), the encoder, the
+decoder, and one part per ControlNet. The same cache serves ``sana-stream build`` (prebuild) and ``serve``
+(build on first use).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from engines.base import CompiledEngine
 from engines.cache import CacheKey, EngineCache, default_cache_dir, module_digest
 from engines.compiled_backend import CompiledBackend
 from engines.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ONNX_FILE, export_onnx, require_onnx_tools
-from engines.graphs import DecodeGraph, EncodeGraph, VelocityGraph
+from engines.graphs import ControlNetGraph, DecodeGraph, EncodeGraph, VelocityGraph
 from engines.parity import FP32_TOLERANCE, ParityReport, check_parity
-from engines.specs import BuildSpec, Component, ModelShapes, PartSpec, Precision
+from engines.specs import BuildSpec, Component, ControlNetPart, ModelShapes, PartId, PartSpec, Precision, part_kind
 from engines.torch_backend import TorchBackend
 
 logger = logging.getLogger(__name__)
@@ -68,17 +70,36 @@ class CompileOptions:
 
 
 def model_shapes(backend: TorchBackend) -> ModelShapes:
+    """The shapes the backend's networks fix. ControlNets must share the transformer's token and K/V layout
+    (their residuals are added to its tokens; their K/V are batched with its own)."""
     t, geo = backend.transformer, backend.geometry
+    fields = ("num_attention_heads", "attention_head_dim", "patch_size", "num_cross_attention_heads",
+              "cross_attention_head_dim")
+    for i, net in enumerate(backend.controlnets):
+        differ = [f"{f} {net.config[f]} vs {t.config[f]}" for f in fields if net.config[f] != t.config[f]]
+        if differ:
+            raise ValueError(f"controlnets[{i}] does not fit the transformer: {', '.join(differ)}")
     return ModelShapes(latent_channels=geo.latent_channels, spatial_compression=geo.spatial_compression,
                        num_blocks=len(t.transformer_blocks), cross_heads=int(t.config.num_cross_attention_heads),
-                       cross_head_dim=int(t.config.cross_attention_head_dim))
+                       cross_head_dim=int(t.config.cross_attention_head_dim),
+                       hidden_size=int(t.config.num_attention_heads * t.config.attention_head_dim),
+                       patch_size=int(t.config.patch_size),
+                       controlnet_blocks=tuple(len(net.transformer_blocks) for net in backend.controlnets))
 
 
-def graph_modules(backend: TorchBackend) -> dict[Component, nn.Module]:
-    """The module each component is exported from (sharing the backend's weights)."""
-    return {Component.TRANSFORMER: VelocityGraph(backend.transformer),
-            Component.ENCODER: EncodeGraph(backend.encoder_codec),
-            Component.DECODER: DecodeGraph(backend.decoder_codec)}
+def part_ids(backend: TorchBackend) -> list[PartId]:
+    """Every part of a compiled backend: the three components, then one per ControlNet."""
+    return [*Component, *(ControlNetPart(i) for i in range(len(backend.controlnets)))]
+
+
+def graph_modules(backend: TorchBackend) -> dict[PartId, nn.Module]:
+    """The module each part is exported from (sharing the backend's weights)."""
+    modules: dict[PartId, nn.Module] = {Component.TRANSFORMER: VelocityGraph(backend.transformer),
+                                        Component.ENCODER: EncodeGraph(backend.encoder_codec),
+                                        Component.DECODER: DecodeGraph(backend.decoder_codec)}
+    for i, net in enumerate(backend.controlnets):
+        modules[ControlNetPart(i)] = ControlNetGraph(net)
+    return modules
 
 
 @dataclass
@@ -86,9 +107,9 @@ class CompiledParts:
     """What ``compile_backend`` produced, with timings for benchmarks and the build command."""
 
     backend: CompiledBackend
-    onnx_paths: dict[Component, Path]
-    engine_paths: dict[Component, Path]
-    parity: dict[Component, ParityReport]
+    onnx_paths: dict[PartId, Path]
+    engine_paths: dict[PartId, Path]
+    parity: dict[PartId, ParityReport]
     seconds: dict[str, float]
 
 
@@ -100,24 +121,26 @@ class Compiler:
         self.cache = EngineCache(options.cache_dir)
         self.modules = graph_modules(backend)
         self.shapes = model_shapes(backend)
-        self._digests: dict[Component, str] = {}
+        self._digests: dict[PartId, str] = {}
         self.seconds: dict[str, float] = {}
 
-    def digest(self, component: Component) -> str:
+    def digest(self, component: PartId) -> str:
         if component not in self._digests:
             self._digests[component] = module_digest(self.modules[component])
         return self._digests[component]
 
-    def part(self, component: Component, precision: Precision) -> PartSpec:
+    def part(self, component: PartId, precision: Precision) -> PartSpec:
         spec = BuildSpec(**{**self.spec.__dict__, "precision": precision})
         return spec.parts(self.shapes)[component]
 
-    def onnx_key(self, component: Component, precision: Precision) -> CacheKey:
-        return CacheKey(kind="onnx", model_digest=self.digest(component), component=component.value,
+    def onnx_key(self, component: PartId, precision: Precision) -> CacheKey:
+        """The weights' digest and the part's io identify a graph: a ControlNet's key holds neither its index
+        nor the other nets, and the transformer's does not depend on the ControlNets at all."""
+        return CacheKey(kind="onnx", model_digest=self.digest(component), component=part_kind(component),
                         shapes=self.part(component, precision).describe(), precision=precision.value,
                         opset=self.options.opset)
 
-    def onnx(self, component: Component, precision: Precision) -> Path:
+    def onnx(self, component: PartId, precision: Precision) -> Path:
         """The cached (or freshly exported) ONNX graph of ``component`` at ``precision``."""
         part = self.part(component, precision)
         started = time.perf_counter()
@@ -127,7 +150,7 @@ class Compiler:
         self.add_time(f"export_{component.value}", started)
         return entry / ONNX_FILE
 
-    def check(self, component: Component) -> ParityReport:
+    def check(self, component: PartId) -> ParityReport:
         """ORT vs torch on the fp32 graph (exported on a fp32 copy when the model runs in another dtype)."""
         module = self.modules[component]
         if next(module.parameters()).dtype != torch.float32:
@@ -156,12 +179,12 @@ def compile_backend(backend: TorchBackend, spec: BuildSpec, options: CompileOpti
     precision = options.resolved_precision(name)
     spec = BuildSpec(**{**spec.__dict__, "precision": precision})
     compiler = Compiler(backend, spec, options, name)
-    parity: dict[Component, ParityReport] = {}
-    onnx_paths: dict[Component, Path] = {}
-    engine_paths: dict[Component, Path] = {}
-    engines: dict[Component, CompiledEngine] = {}
+    parity: dict[PartId, ParityReport] = {}
+    onnx_paths: dict[PartId, Path] = {}
+    engine_paths: dict[PartId, Path] = {}
+    engines: dict[PartId, CompiledEngine] = {}
     device = backend.geometry.device
-    for component in Component:
+    for component in part_ids(backend):
         if options.check:
             parity[component] = compiler.check(component)
         onnx_paths[component] = compiler.onnx(component, precision)
@@ -177,6 +200,7 @@ def compile_backend(backend: TorchBackend, spec: BuildSpec, options: CompileOpti
             engine_paths[component], engines[component] = load_or_build(compiler, component, onnx_paths[component])
         compiler.add_time(f"load_{component.value}", started)
     compiled = CompiledBackend(backend, engines, spec.kv_length, name.value)
-    logger.info("%s backend ready (%s, transformer batch %d, frame batch %d, %d prompt tokens)", name.value,
-                precision.value, spec.velocity_batch, spec.frame_batch, spec.kv_length)
+    logger.info("%s backend ready (%s, transformer batch %d, frame batch %d, %d prompt tokens, %d ControlNets)",
+                name.value, precision.value, spec.velocity_batch, spec.frame_batch, spec.kv_length,
+                len(backend.controlnets))
     return CompiledParts(compiled, onnx_paths, engine_paths, parity, compiler.seconds)

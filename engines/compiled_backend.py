@@ -8,7 +8,11 @@ and prompts of any length. This class maps those calls onto the fixed shapes (``
 - prompt length: each block's K/V (B, heads, L, head_dim) fill the first L of ``kv_length`` token slots; the
   rest are zeroed and masked with a -10000 bias, exactly as ``batch_prompt_kv`` masks shorter prompts;
 - the K/V buffers are only rewritten when the KVBatch or the chunk changes (the stream engine reuses one
-  KVBatch object while its prompts stay the same).
+  KVBatch object while its prompts stay the same);
+- ControlNets: each net that is on (a scale not all zero) runs on its own part, chunk by chunk like the
+  transformer, and its residuals are summed into the transformer's ``control_i`` inputs. Those are zeroed once
+  and rewritten only while residuals come; a call with fewer residuals (or none) zeroes the inputs the call
+  before it wrote, so a run without ControlNets adds exact zeros: it equals a transformer without them.
 
 ``prompt_kv`` still runs in torch (the caption projection and each block's ``to_k``/``to_v``, once per
 prompt change), so the torch transformer stays loaded next to the compiled parts.
@@ -22,28 +26,48 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from engines.base import ControlBatch, CompiledEngine, ModelBackend
+from engines.base import CompiledEngine, ControlBatch, ModelBackend
 from engines.export import KV_MASK
 from engines.prompt_kv import KVBatch, PromptKV
-from engines.specs import Component
+from engines.specs import Component, ControlNetPart, PartId
 from engines.torch_backend import TorchBackend
 
 logger = logging.getLogger(__name__)
 
 
 class CompiledBackend(ModelBackend):
-    """Encode, decode and velocity on compiled parts; prompt K/V in torch. ``name`` is for logs."""
+    """Encode, decode, velocity and ControlNets on compiled parts; prompt K/V in torch. ``name`` is for logs."""
 
-    def __init__(self, torch_backend: TorchBackend, engines: Mapping[Component, CompiledEngine], kv_length: int,
+    def __init__(self, torch_backend: TorchBackend, engines: Mapping[PartId, CompiledEngine], kv_length: int,
                  name: str) -> None:
-        missing = set(Component) - set(engines)
+        self._nets = [ControlNetPart(i) for i in range(len(torch_backend.controlnets))]
+        missing = {*Component, *self._nets} - set(engines)
         if missing:
-            raise ValueError(f"engines must hold every component, missing {sorted(c.value for c in missing)}")
+            raise ValueError(f"engines must hold every part, missing {sorted(p.value for p in missing)}")
         self.torch_backend, self.engines, self.kv_length, self.name = torch_backend, dict(engines), kv_length, name
         self.geometry = torch_backend.geometry
-        self._num_blocks = len(torch_backend.transformer.transformer_blocks)
-        self._kv_filled: tuple[KVBatch, int, int] | None = None
-        self._warned_chunks: set[Component] = set()
+        self._kv_blocks = self._kv_layout(torch_backend)
+        self._kv_total = sum(len(blocks) for blocks in self._kv_blocks.values())
+        self._kv_filled: dict[PartId, tuple[KVBatch, int, int]] = {}
+        self._warned_chunks: set[PartId] = set()
+        num_blocks = len(torch_backend.transformer.transformer_blocks)
+        self._control_names = [f"control_{i}" for i in range(num_blocks - 1)]
+        self._controls_written = 0  # leading control inputs that may hold residuals; the rest are zero
+        tensors = self.engines[Component.TRANSFORMER].buffers.tensors
+        for control in self._control_names:
+            tensors[control].zero_()
+
+    def _kv_layout(self, torch_backend: TorchBackend) -> dict[PartId, range]:
+        """Which blocks of a KVBatch each part reads: the transformer's first, then each ControlNet's in order
+        (``TorchBackend.prompt_kv``)."""
+        counts = [len(torch_backend.transformer.transformer_blocks),
+                  *(len(net.transformer_blocks) for net in torch_backend.controlnets)]
+        layout: dict[PartId, range] = {}
+        first = 0
+        for part, count in zip([Component.TRANSFORMER, *self._nets], counts, strict=True):
+            layout[part] = range(first, first + count)
+            first += count
+        return layout
 
     def prompt_kv(self, embeds: Tensor) -> PromptKV:
         kv = self.torch_backend.prompt_kv(embeds)
@@ -60,22 +84,23 @@ class CompiledBackend(ModelBackend):
 
     def velocity(self, x_in: Tensor, timestep: Tensor, guidance: Tensor, kv: KVBatch,
                  control: ControlBatch | None = None) -> Tensor:
-        if control is not None:
-            raise ValueError(f"ControlNets run on the torch backend only; the {self.name} engines have no "
-                             "ControlNet residual inputs yet")
         B = x_in.shape[0]
         if kv.batch_size != B:
             raise ValueError(f"kv batch size {kv.batch_size} does not match x_in batch size {B}")
+        if len(kv.keys) != self._kv_total:
+            raise ValueError(f"kv holds {len(kv.keys)} blocks, the transformer and ControlNets have {self._kv_total}")
+        active = self._active_nets(x_in, control)
         engine = self.engines[Component.TRANSFORMER]
         buffers, cap = engine.buffers, engine.buffers.batch
         self._note_chunks(Component.TRANSFORMER, B, cap)
         out = []
         for start in range(0, B, cap):
             stop = min(start + cap, B)
+            self._write_controls(active, x_in, timestep, guidance, kv, start, stop)
             buffers.write("hidden_states", x_in[start:stop])
             buffers.write("timestep", timestep[start:stop])
             buffers.write("guidance", guidance[start:stop])
-            self._fill_kv(engine, kv, start, stop)
+            self._fill_kv(Component.TRANSFORMER, kv, start, stop)
             engine.execute()
             out.append(buffers.read("velocity", stop - start))
         return out[0] if len(out) == 1 else torch.cat(out)
@@ -87,7 +112,7 @@ class CompiledBackend(ModelBackend):
 
     # ---- internals -----------------------------------------------------------------------------------
 
-    def _run_rows(self, component: Component, input_name: str, x: Tensor, output_name: str) -> Tensor:
+    def _run_rows(self, component: PartId, input_name: str, x: Tensor, output_name: str) -> Tensor:
         engine = self.engines[component]
         cap = engine.buffers.batch
         self._note_chunks(component, x.shape[0], cap)
@@ -98,17 +123,66 @@ class CompiledBackend(ModelBackend):
             out.append(engine.buffers.read(output_name, rows))
         return out[0] if len(out) == 1 else torch.cat(out)
 
-    def _fill_kv(self, engine: CompiledEngine, kv: KVBatch, start: int, stop: int) -> None:
-        """Writes rows ``start:stop`` of ``kv`` into the K/V buffers, padded to ``kv_length`` and masked."""
-        filled = self._kv_filled
+    def _active_nets(self, x_in: Tensor, control: ControlBatch | None) -> list[tuple[ControlNetPart, Tensor, Tensor]]:
+        """(part, control latents, scales) of each ControlNet that is on; a net whose scales are all 0 is off
+        exactly and does not run (as in TorchBackend)."""
+        if control is None:
+            return []
+        n = len(self._nets)
+        if len(control.conds) != n or len(control.scales) != n:
+            raise ValueError(f"control has {len(control.conds)} entries (and {len(control.scales)} scales) for "
+                             f"{n} ControlNets")
+        active = []
+        for part, cond, scale in zip(self._nets, control.conds, control.scales):
+            if cond.shape != x_in.shape:
+                raise ValueError(f"control.conds[{part.index}] has shape {tuple(cond.shape)}, x_in {tuple(x_in.shape)}")
+            if scale.shape != x_in.shape[:1]:
+                raise ValueError(f"control.scales[{part.index}] has shape {tuple(scale.shape)}, it takes "
+                                 f"({x_in.shape[0]},)")
+            if bool(scale.any()):
+                active.append((part, cond, scale))
+        return active
+
+    def _write_controls(self, active: list[tuple[ControlNetPart, Tensor, Tensor]], x_in: Tensor, timestep: Tensor,
+                        guidance: Tensor, kv: KVBatch, start: int, stop: int) -> None:
+        """Runs each active ControlNet on rows ``start:stop`` and sums its residuals into the transformer's
+        ``control_i`` inputs. Residuals past the last input are dropped (diffusers never adds them either);
+        inputs no net wrote this time but one did before are zeroed."""
+        controls = self.engines[Component.TRANSFORMER].buffers.tensors
+        rows, written = stop - start, 0
+        for part, cond, scale in active:
+            engine = self.engines[part]
+            feeds = {"hidden_states": x_in, "timestep": timestep, "guidance": guidance, "control": cond,
+                     "conditioning_scale": scale}
+            for name, value in feeds.items():
+                engine.buffers.write(name, value[start:stop])
+            self._fill_kv(part, kv, start, stop)
+            engine.execute()
+            outputs = engine.buffers.tensors
+            names = self._control_names[:len(self._kv_blocks[part])]  # one residual per block of the net
+            for i, name in enumerate(names):
+                residual = outputs[f"residual_{i}"][:rows]  # (rows, N, D)
+                if i < written:
+                    controls[name][:rows].add_(residual)
+                else:
+                    controls[name][:rows].copy_(residual)
+            written = max(written, len(names))
+        for name in self._control_names[written:self._controls_written]:
+            controls[name].zero_()
+        self._controls_written = written
+
+    def _fill_kv(self, part: PartId, kv: KVBatch, start: int, stop: int) -> None:
+        """Writes rows ``start:stop`` of the part's blocks of ``kv`` into its K/V buffers, padded to
+        ``kv_length`` and masked."""
+        filled = self._kv_filled.get(part)
         if filled is not None and filled[0] is kv and filled[1:] == (start, stop):
             return
         rows, length = stop - start, kv.keys[0].shape[2]
         if length > self.kv_length:
             raise ValueError(f"K/V hold {length} tokens, the engine {self.kv_length}")
-        tensors = engine.buffers.tensors
-        for i in range(self._num_blocks):
-            for name, source in ((f"key_{i}", kv.keys[i]), (f"value_{i}", kv.values[i])):
+        tensors = self.engines[part].buffers.tensors
+        for i, block in enumerate(self._kv_blocks[part]):
+            for name, source in ((f"key_{i}", kv.keys[block]), (f"value_{i}", kv.values[block])):
                 buf = tensors[name]  # (batch, heads, kv_length, head_dim)
                 buf[:rows, :, :length].copy_(source[start:stop])
                 buf[:rows, :, length:].zero_()
@@ -117,9 +191,9 @@ class CompiledBackend(ModelBackend):
         bias[:rows, ..., length:] = KV_MASK
         if kv.bias is not None:
             bias[:rows, ..., :length].copy_(kv.bias[start:stop])
-        self._kv_filled = (kv, start, stop)
+        self._kv_filled[part] = (kv, start, stop)
 
-    def _note_chunks(self, component: Component, rows: int, cap: int) -> None:
+    def _note_chunks(self, component: PartId, rows: int, cap: int) -> None:
         if rows > cap and component not in self._warned_chunks:
             self._warned_chunks.add(component)
             logger.warning("%s %s was built for batch %d but got %d rows: running it in %d calls (build for more "

@@ -49,7 +49,9 @@ def require_onnx_tools() -> None:
 
 def example_inputs(spec: PartSpec, device: torch.device, seed: int = 0) -> list[Tensor]:
     """Random inputs in each tensor's real range: images in [-1, 1], flow time in (0, 1), guidance 0.45,
-    K/V of unit scale, and a K/V bias that masks the second half of the tokens in odd batch rows."""
+    ControlNet scales in [0.25, 1.25], K/V of unit scale, and a K/V bias that masks the second half of the
+    tokens in odd batch rows. Latents, control latents and the transformer's ControlNet residuals are unit
+    normal: non-zero residuals, so that a parity check covers the path that adds them."""
     generator = torch.Generator().manual_seed(seed)
     out = []
     for t in spec.inputs:
@@ -57,6 +59,8 @@ def example_inputs(spec: PartSpec, device: torch.device, seed: int = 0) -> list[
             x = torch.rand(t.shape, generator=generator) * 0.9 + 0.05
         elif t.name == "guidance":
             x = torch.full(t.shape, 0.45)
+        elif t.name == "conditioning_scale":
+            x = torch.rand(t.shape, generator=generator) + 0.25
         elif t.name == "kv_bias":
             x = torch.zeros(t.shape)
             x[1::2, ..., t.shape[-1] // 2:] = KV_MASK

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from engines.base import ImageCodec
 from engines.torch_backend import CachedCrossAttnProcessor, DcaeCodec
+from stream.models.controlnet import SprintControlNetModel
 
 EPS = 1e-15  # the epsilon of diffusers' Sana linear attention and DC-AE's SanaMultiscaleLinearAttention
 
@@ -85,37 +86,79 @@ def export_safe(module: nn.Module) -> Iterator[None]:
             del sub.apply_linear_attention, sub.apply_quadratic_attention
 
 
+def cached_kv_processors(blocks: nn.ModuleList) -> list[CachedCrossAttnProcessor]:
+    """Each block's ``CachedCrossAttnProcessor`` (the TorchBackend's own where it set one, else a new one)."""
+    processors = []
+    for block in blocks:
+        proc = block.attn2.processor
+        if not isinstance(proc, CachedCrossAttnProcessor):
+            proc = CachedCrossAttnProcessor()
+            block.attn2.set_processor(proc)
+        processors.append(proc)
+    return processors
+
+
+@contextlib.contextmanager
+def bound_kv(processors: list[CachedCrossAttnProcessor], kv: tuple[Tensor, ...], kv_bias: Tensor) -> Iterator[None]:
+    """Binds ``kv`` (every block's key, then every block's value) to ``processors`` for one call."""
+    n = len(processors)
+    if len(kv) != 2 * n:
+        raise ValueError(f"expected {n} keys and {n} values, got {len(kv)} tensors")
+    for i, proc in enumerate(processors):
+        proc.bind(kv[i], kv[n + i], kv_bias)
+    try:
+        yield
+    finally:
+        for proc in processors:
+            proc.bind(None, None, None)
+
+
 class VelocityGraph(nn.Module):
     """The transformer with each block's cross-attention K/V as inputs (``key_i``, ``value_i``: (B, heads, L,
-    head_dim)) and an additive mask ``kv_bias`` (B, 1, 1, L). The prompt itself is not an input."""
+    head_dim)), an additive mask ``kv_bias`` (B, 1, 1, L) and ControlNet residuals ``control_i`` (B, N, D),
+    one per block but the last. The prompt itself is not an input.
+
+    ``control_i`` is added after block ``i + 1`` (diffusers' ``controlnet_block_samples``); zeros add nothing,
+    so one graph serves runs with ControlNets, without them, and with nets of any depth (the inputs past a
+    net's last residual stay zero)."""
 
     def __init__(self, transformer: SanaTransformer2DModel) -> None:
         super().__init__()
         self.transformer = transformer
-        self.processors: list[CachedCrossAttnProcessor] = []
-        for block in transformer.transformer_blocks:
-            proc = block.attn2.processor
-            if not isinstance(proc, CachedCrossAttnProcessor):
-                proc = CachedCrossAttnProcessor()
-                block.attn2.set_processor(proc)
-            self.processors.append(proc)
+        self.processors = cached_kv_processors(transformer.transformer_blocks)
         self.caption_channels = int(transformer.config.caption_channels)
 
     def forward(self, hidden_states: Tensor, timestep: Tensor, guidance: Tensor, kv_bias: Tensor,
-                *kv: Tensor) -> Tensor:
+                *kv_and_control: Tensor) -> Tensor:
         n = len(self.processors)
-        if len(kv) != 2 * n:
-            raise ValueError(f"expected {n} keys and {n} values, got {len(kv)} tensors")
-        for i, proc in enumerate(self.processors):
-            proc.bind(kv[i], kv[n + i], kv_bias)
+        kv, control = kv_and_control[:2 * n], kv_and_control[2 * n:]
+        if len(control) != n - 1:
+            raise ValueError(f"expected {n - 1} control residuals, got {len(control)}")
         # one zero caption token: the bound K/V replace the prompt (the caption projection is folded away)
         placeholder = hidden_states.new_zeros((hidden_states.shape[0], 1, self.caption_channels))
-        try:
+        with bound_kv(self.processors, kv, kv_bias):
             return self.transformer(hidden_states, encoder_hidden_states=placeholder, timestep=timestep,
-                                    guidance=guidance, return_dict=False)[0]
-        finally:
-            for proc in self.processors:
-                proc.bind(None, None, None)
+                                    guidance=guidance, controlnet_block_samples=control or None,
+                                    return_dict=False)[0]
+
+
+class ControlNetGraph(nn.Module):
+    """A ControlNet with its blocks' K/V as inputs (as ``VelocityGraph``): hidden_states and control (B, C, h, w),
+    timestep and guidance (B,), conditioning_scale (B,), kv_bias, key_i, value_i -> one residual (B, N, D) per
+    block, already scaled."""
+
+    def __init__(self, net: SprintControlNetModel) -> None:
+        super().__init__()
+        self.net = net
+        self.processors = cached_kv_processors(net.transformer_blocks)
+        self.caption_channels = int(net.config.caption_channels)
+
+    def forward(self, hidden_states: Tensor, timestep: Tensor, guidance: Tensor, control: Tensor,
+                conditioning_scale: Tensor, kv_bias: Tensor, *kv: Tensor) -> tuple[Tensor, ...]:
+        # as in VelocityGraph: the bound K/V replace the prompt, one zero caption token stands in for it
+        placeholder = hidden_states.new_zeros((hidden_states.shape[0], 1, self.caption_channels))
+        with bound_kv(self.processors, kv, kv_bias):
+            return self.net(hidden_states, placeholder, timestep, guidance, control, conditioning_scale)
 
 
 def codec_module(codec: ImageCodec) -> nn.Module:

@@ -9,12 +9,18 @@ runs, and each is fixed here, with the backend padding to it (``engines.compiled
   so every prompt fits); a prompt's real tokens come first and the rest are masked by a -10000 bias, which
   is exact (``exp(-10000)`` is 0 in every float format);
 - the frame batch of the autoencoder: one frame per stream.
+
+ControlNets: the transformer always takes ``num_blocks - 1`` residual inputs (``control_i``, added after block
+``i + 1``, as diffusers adds ``controlnet_block_samples``), zeros when no ControlNet is on. One transformer part
+then serves runs with and without ControlNets, and with nets of any depth; its shapes (and so its cache key) do
+not depend on the ControlNets. Each ControlNet is a part of its own (``ControlNetPart``).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import torch
 
@@ -44,6 +50,35 @@ class Component(str, enum.Enum):
     TRANSFORMER = "transformer"  # velocity(x_in, timestep, guidance, K/V)
     ENCODER = "encoder"  # images -> unscaled latents
     DECODER = "decoder"  # unscaled latents -> images
+
+
+CONTROLNET_KIND = "controlnet"  # the cache-key component of every ControlNet part
+
+
+@dataclass(frozen=True)
+class ControlNetPart:
+    """The ControlNet at ``index`` in the backend's list: residuals(x_in, timestep, guidance, control latent,
+    scale, its blocks' K/V). Every backend has the three ``Component`` parts, and one of these per ControlNet."""
+
+    index: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
+            raise ValueError(f"ControlNet index must be a non-negative integer, got {self.index!r}")
+
+    @property
+    def value(self) -> str:
+        """The part's name in logs, timings and errors, as ``Component.value``: ``controlnet_0``, ..."""
+        return f"{CONTROLNET_KIND}_{self.index}"
+
+
+PartId: TypeAlias = Component | ControlNetPart  # a key of the parts of one backend
+
+
+def part_kind(part: PartId) -> str:
+    """What a part is, for cache keys: its component's name, and ``controlnet`` for every ControlNet. The
+    weights' digest tells nets apart, so a net that moves in the list, or serves twice, reuses its entry."""
+    return CONTROLNET_KIND if isinstance(part, ControlNetPart) else part.value
 
 
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
@@ -77,7 +112,7 @@ class TensorSpec:
 class PartSpec:
     """The inputs and outputs of one compiled part. Every tensor's first dimension is the batch."""
 
-    component: Component
+    component: PartId
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
@@ -98,13 +133,23 @@ class PartSpec:
 
 @dataclass(frozen=True)
 class ModelShapes:
-    """What the networks themselves fix: latent channels and compression, and the per-block K/V layout."""
+    """What the networks themselves fix: latent channels and compression, the transformer's tokens (hidden
+    size, patch size), the per-block K/V layout (the ControlNets' blocks share it) and each ControlNet's depth."""
 
     latent_channels: int
     spatial_compression: int
     num_blocks: int
     cross_heads: int
     cross_head_dim: int
+    hidden_size: int  # D of the (B, N, D) tokens the blocks pass on, and of a ControlNet residual
+    patch_size: int
+    controlnet_blocks: tuple[int, ...] = ()  # blocks (= residuals) of each ControlNet, in the backend's order
+
+    @property
+    def control_inputs(self) -> int:
+        """Residual inputs of the transformer: diffusers adds residual ``i`` after block ``i + 1``, so the
+        first block never gets one (and a net's residuals past ``num_blocks - 1`` are never used)."""
+        return self.num_blocks - 1
 
 
 CFG_BATCH = {"none": "n", "self": "n", "full": "2n", "onetime": "n+1"}
@@ -151,8 +196,8 @@ class BuildSpec:
         """Autoencoder batch: one new (or finished) frame per stream."""
         return self.streams
 
-    def parts(self, model: ModelShapes) -> dict[Component, PartSpec]:
-        """Every part's named, typed, static inputs and outputs."""
+    def parts(self, model: ModelShapes) -> dict[PartId, PartSpec]:
+        """Every part's named, typed, static inputs and outputs: the three components, then each ControlNet."""
         f = model.spatial_compression
         if self.width % f or self.height % f:
             raise ValueError(f"width and height must be multiples of the VAE's {f}x compression, "
@@ -160,16 +205,18 @@ class BuildSpec:
         dt, c = DTYPE_NAMES[self.precision.dtype], model.latent_channels
         h, w = self.height // f, self.width // f
         b, s = self.velocity_batch, self.frame_batch
-        kv_shape = (b, model.cross_heads, self.kv_length, model.cross_head_dim)
+        latent = TensorSpec("hidden_states", (b, c, h, w), dt)
+        kv_bias = TensorSpec("kv_bias", (b, 1, 1, self.kv_length), dt)  # 0 for real prompt tokens, -10000 for padding
+        tokens = (b, (h // model.patch_size) * (w // model.patch_size), model.hidden_size)  # (B, N, D)
         transformer_inputs = (
-            TensorSpec("hidden_states", (b, c, h, w), dt),
+            latent,
             TensorSpec("timestep", (b,), "float32"),  # the flow time; the timestep embedding runs in fp32
             TensorSpec("guidance", (b,), dt),
-            TensorSpec("kv_bias", (b, 1, 1, self.kv_length), dt),  # 0 for real prompt tokens, -10000 for padding
-            *(TensorSpec(f"key_{i}", kv_shape, dt) for i in range(model.num_blocks)),
-            *(TensorSpec(f"value_{i}", kv_shape, dt) for i in range(model.num_blocks)),
+            kv_bias,
+            *self._kv_inputs(model, model.num_blocks),
+            *(TensorSpec(f"control_{i}", tokens, dt) for i in range(model.control_inputs)),
         )
-        return {
+        parts: dict[PartId, PartSpec] = {
             Component.TRANSFORMER: PartSpec(Component.TRANSFORMER, transformer_inputs,
                                             (TensorSpec("velocity", (b, c, h, w), dt),)),
             Component.ENCODER: PartSpec(Component.ENCODER, (TensorSpec("images", (s, 3, self.height, self.width), dt),),
@@ -177,3 +224,23 @@ class BuildSpec:
             Component.DECODER: PartSpec(Component.DECODER, (TensorSpec("latents", (s, c, h, w), dt),),
                                         (TensorSpec("images", (s, 3, self.height, self.width), dt),)),
         }
+        for index, blocks in enumerate(model.controlnet_blocks):
+            part = ControlNetPart(index)
+            inputs = (
+                latent,
+                TensorSpec("timestep", (b,), "float32"),
+                TensorSpec("guidance", (b,), dt),
+                TensorSpec("control", (b, c, h, w), dt),  # the control latent, in the VAE's scaled space
+                TensorSpec("conditioning_scale", (b,), dt),
+                kv_bias,
+                *self._kv_inputs(model, blocks),
+            )
+            parts[part] = PartSpec(part, inputs, tuple(TensorSpec(f"residual_{i}", tokens, dt) for i in range(blocks)))
+        return parts
+
+    def _kv_inputs(self, model: ModelShapes, blocks: int) -> tuple[TensorSpec, ...]:
+        """``key_i`` for each block, then ``value_i``: (B, heads, kv_length, head_dim)."""
+        dt = DTYPE_NAMES[self.precision.dtype]
+        kv_shape = (self.velocity_batch, model.cross_heads, self.kv_length, model.cross_head_dim)
+        return (*(TensorSpec(f"key_{i}", kv_shape, dt) for i in range(blocks)),
+                *(TensorSpec(f"value_{i}", kv_shape, dt) for i in range(blocks)))

@@ -23,7 +23,7 @@ import torch
 from engines.cache import CacheKey
 from engines.exceptions import EngineLoadError
 from engines.io_buffers import specs_from_onnx
-from engines.specs import Component, Precision, TensorSpec
+from engines.specs import PartId, Precision, TensorSpec
 from engines.tensorrt_runtime import TrtEngine, import_tensorrt, require_cuda
 
 if TYPE_CHECKING:
@@ -143,8 +143,9 @@ def build_engine(plan: TrtBuildPlan, out_path: Path) -> None:
                 out_path.stat().st_size / 1e6)
 
 
-def load_or_build(compiler: Compiler, component: Component, onnx_path: Path) -> tuple[Path, TrtEngine]:
-    """The cached engine of ``component`` (built when missing, stale or corrupt), loaded on the GPU."""
+def load_or_build(compiler: Compiler, component: PartId, onnx_path: Path) -> tuple[Path, TrtEngine]:
+    """The cached engine of ``component`` (built when missing, stale or corrupt), loaded on the GPU. Its key
+    identifies the part as the ONNX graph's key does (a ControlNet by its weights, not its index)."""
     trt = import_tensorrt()
     device = compiler.backend.geometry.device
     require_cuda(device)
@@ -152,7 +153,7 @@ def load_or_build(compiler: Compiler, component: Component, onnx_path: Path) -> 
     options = compiler.options
     precision = compiler.spec.precision
     onnx_key = compiler.onnx_key(component, precision)
-    key = CacheKey(kind="tensorrt", model_digest=onnx_key.model_digest, component=component.value,
+    key = CacheKey(kind="tensorrt", model_digest=onnx_key.model_digest, component=onnx_key.component,
                    shapes=onnx_key.shapes, precision=precision.value, opset=options.opset,
                    trt_version=trt.__version__, gpu_name=gpu_name, compute_capability=capability,
                    builder_optimization_level=options.builder_optimization_level)

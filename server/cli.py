@@ -10,7 +10,6 @@ from pathlib import Path
 
 from bridge.cli import add_camera_parser
 from engines.build_cli import add_build_parser
-from stream.control import ControlNetConfig
 from stream.exceptions import ModelNotFoundError
 from stream.tiny_model import TinyPreset, make_tiny_model
 
@@ -35,18 +34,6 @@ def parse_t_list(text: str) -> tuple[float, ...]:
 def even_t_list(strength: float, steps: int) -> tuple[float, ...]:
     """``steps`` angles from ``strength`` down, evenly spaced: 1.0 with 2 steps gives (1.0, 0.5)."""
     return tuple(strength * (steps - i) / steps for i in range(steps))
-
-
-def parse_controlnet(text: str) -> ControlNetConfig:
-    """``PATH[:PREPROCESSOR[:SCALE]]``, e.g. ``nets/pose:passthrough:0.8``."""
-    model, preprocessor, scale = (text.split(":") + ["", ""])[:3]
-    if text.count(":") > 2:
-        raise ValueError(f"--controlnet must be PATH[:PREPROCESSOR[:SCALE]], got {text!r}")
-    try:
-        value = float(scale) if scale else 1.0
-    except ValueError:
-        raise ValueError(f"--controlnet scale must be a number, got {scale!r}") from None
-    return ControlNetConfig(model, preprocessor or "canny", value)
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:

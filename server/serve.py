@@ -9,10 +9,11 @@ from pathlib import Path
 import uvicorn
 
 from server.app import ModelInfo, create_app
-from server.cli import cache_dir, even_t_list, parse_controlnet
+from server.cli import cache_dir, even_t_list
 from server.ice import include_loopback_candidates
 from server.settings import DEFAULT_MODEL, ServerSettings
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
+from stream.control import ControlNetConfig
 from stream.loading import resolve_model_dir
 from stream.tiny_model import make_tiny_model
 
@@ -44,10 +45,11 @@ def choose_model(requested: str | None) -> tuple[str, bool]:
 
 def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
     t_list = tuple(args.t_list) if args.t_list else even_t_list(args.strength, args.steps)
+    controlnets = tuple(ControlNetConfig.from_option(c) for c in args.controlnet)
     stream = StreamConfig(width=args.width, height=args.height, t_list=t_list, prompt=args.prompt,
                           cfg_type=args.cfg_type, encoder=args.encoder, decoder=args.decoder,
                           tiny_vae=args.tiny_vae, similarity_filter=args.similarity_filter, seed=args.seed,
-                          backend=args.backend, controlnets=tuple(parse_controlnet(c) for c in args.controlnet))
+                          backend=args.backend, controlnets=controlnets)
     max_viewers = None if args.max_viewers < 0 else args.max_viewers
     return ServerSettings(model=model, host=args.host, port=args.port, backend=args.backend, stream=stream,
                           token=args.token, max_peers=args.max_peers, max_viewers=max_viewers,

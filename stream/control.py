@@ -77,3 +77,16 @@ class ControlNetConfig:
         get_preprocessor(self.preprocessor)  # validates the name
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):
             raise ValueError(f"controlnet scale must be a finite number, got {self.scale!r}")
+
+    @classmethod
+    def from_option(cls, text: str) -> ControlNetConfig:
+        """The ``--controlnet PATH[:PREPROCESSOR[:SCALE]]`` option of ``serve`` and ``build``, e.g.
+        ``nets/pose:passthrough:0.8``."""
+        if text.count(":") > 2:
+            raise ValueError(f"--controlnet must be PATH[:PREPROCESSOR[:SCALE]], got {text!r}")
+        model, preprocessor, scale = (text.split(":") + ["", ""])[:3]
+        try:
+            value = float(scale) if scale else 1.0
+        except ValueError:
+            raise ValueError(f"--controlnet scale must be a number, got {scale!r}") from None
+        return cls(model, preprocessor or "canny", value)

@@ -103,7 +103,8 @@ class StreamEngine:
         """Loads a diffusers-format Sana-Sprint directory or hub id (see ``stream.loading``) and runs it on
         ``config.backend``. Compiled backends (onnxruntime, tensorrt) are built for this config's size, steps
         and cfg type, with ``compile_options`` (an ``engines.compile.CompileOptions``: streams, precision,
-        cache directory, parity check) or its defaults."""
+        cache directory, parity check) or its defaults; each of ``config.controlnets`` becomes a part of its own
+        next to one transformer that serves with and without them."""
         from engines import BackendName, create_backend
         from engines.specs import BuildSpec
         from stream.loading import choose_placement, load_codecs, load_controlnets, load_pipeline, resolve_model_dir
@@ -122,8 +123,6 @@ class StreamEngine:
                               streams=options.streams, cfg_type=config.cfg_type.value,
                               kv_length=options.kv_length or config.max_sequence_length)
             compile_options = options
-        if config.controlnets and config.backend is not BackendName.TORCH:
-            raise ValueError(f"controlnets need backend torch for now, got backend={config.backend.value!r}")
         controlnets = load_controlnets(config.controlnets, placement, local_files_only)
         backend = create_backend(config.backend, pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder,
                                  build=build, options=compile_options, controlnets=controlnets)

@@ -223,8 +223,8 @@ class FramePipeline:
 
     def _engine_loop(self) -> None:
         while self._ready.wait_for_items() and not self._ready.closed:
+            started = self._schedule.run_started()  # first: the take below wakes the preprocessing thread
             batch = list(self._ready.take_each().values())
-            started = self._schedule.run_started()
             try:
                 results = self.engine.run(batch)
             except Exception:  # one failed batch must not end every stream: log it, count it, go on

@@ -4,10 +4,11 @@ A camera delivers 30 frames a second; an engine on a CPU takes a few. Preparing 
 engine needs (on 2 cores that cost the pipeline ~10% of the engine's rate), and preparing the next frame as
 soon as the engine takes a batch makes that frame one whole engine call old by the time it runs. So the
 preprocessing thread waits until the engine's current call should end, less the time preparing takes
-and a small margin: the frame it then prepares is the newest one, and it is ready when the engine is.
+and a margin: the frame it then prepares is the newest one, and it is ready when the engine is.
 
-Both durations are exponential moving averages of what was measured, so a slower or faster engine (more
-streams, a prompt change, the similarity filter skipping) retunes the schedule within a few calls.
+The durations, and the spread of the engine's, are exponential moving averages of what was measured, so a
+slower or faster engine (more streams, a prompt change, the similarity filter skipping) retunes the schedule
+within a few calls.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import time
 from collections.abc import Callable
 
 SMOOTHING = 0.3  # weight of the newest measurement in each moving average
-MARGIN_S = 0.005  # prepare this much earlier than predicted, so scheduling jitter rarely idles the engine
+# start preparing PREPARE_LEAD x the usual preparation time, plus the usual spread of the engine's call times,
+# plus MARGIN_S before the engine is due to be free: the preparing thread competes for the GIL with the
+# engine's (5 ms switch interval), so a preparation often takes twice its average, and calls vary by ~10%;
+# with one average and 5 ms of margin the engine sat idle ~4% of the time on 2 cores
+PREPARE_LEAD = 2.0
+MARGIN_S = 0.010
 
 
 class PrepareSchedule:
@@ -28,6 +34,7 @@ class PrepareSchedule:
         self._lock = threading.Lock()
         self._run_started: float | None = None
         self._run_s: float | None = None
+        self._run_spread = 0.0  # moving average of |run - average run|
         self._prepare_s: float | None = None
 
     def run_started(self) -> float:
@@ -38,8 +45,11 @@ class PrepareSchedule:
         return now
 
     def run_finished(self, started: float) -> None:
+        seconds = self._clock() - started
         with self._lock:
-            self._run_s = _smooth(self._run_s, self._clock() - started)
+            if self._run_s is not None:
+                self._run_spread = _smooth(self._run_spread, abs(seconds - self._run_s))
+            self._run_s = _smooth(self._run_s, seconds)
 
     def prepared(self, seconds: float) -> None:
         """Preparing the last round of frames took ``seconds``."""
@@ -51,7 +61,8 @@ class PrepareSchedule:
         with self._lock:
             if self._run_started is None or self._run_s is None:
                 return 0.0
-            due = self._run_started + self._run_s - (self._prepare_s or 0.0) - MARGIN_S
+            lead = PREPARE_LEAD * (self._prepare_s or 0.0) + self._run_spread + MARGIN_S
+            due = self._run_started + self._run_s - lead
         return max(0.0, due - self._clock())
 
 

@@ -45,11 +45,16 @@ def write_tiny_codecs(directory: Path, vae: AutoencoderDC, plan: TinyAutoencoder
 CONTROLNET_DIR = "controlnet"
 
 
-def write_tiny_controlnet(directory: Path, transformer: SanaTransformer2DModel, seed: int = 0) -> None:
-    """``directory``/controlnet: a one-block Sprint ControlNet copied from the transformer, with small random
-    (not zero) projections so that it visibly acts, as a trained one would."""
+def tiny_controlnet(transformer: SanaTransformer2DModel, num_layers: int = 1, seed: int = 0) -> SprintControlNetModel:
+    """A Sprint ControlNet copied from the transformer's first ``num_layers`` blocks, with small random (not
+    zero) projections so that it visibly acts, as a trained one would."""
     torch.manual_seed(seed + 2)
-    net = SprintControlNetModel.from_transformer(transformer, num_layers=1)
+    net = SprintControlNetModel.from_transformer(transformer, num_layers=num_layers)
     for layer in (net.input_block, *net.controlnet_blocks):
         nn.init.normal_(layer.weight, std=0.2)
-    net.save_pretrained(directory / CONTROLNET_DIR)
+    return net
+
+
+def write_tiny_controlnet(directory: Path, transformer: SanaTransformer2DModel, seed: int = 0) -> None:
+    """``directory``/controlnet: a one-block ``tiny_controlnet``."""
+    tiny_controlnet(transformer, num_layers=1, seed=seed).save_pretrained(directory / CONTROLNET_DIR)

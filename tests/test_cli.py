@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from server.cli import build_parser, even_t_list, main
+from stream.tiny_codecs import CONTROLNET_DIR
 
 
 def free_port() -> int:
@@ -51,14 +52,17 @@ def stop(process: subprocess.Popen) -> str:
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_serve_runs_a_model_on_each_backend(tiny_model_dir, tmp_path, backend):
+def test_serve_runs_a_model_with_a_controlnet_on_each_backend(tiny_model_dir, tmp_path, backend):
+    net = f"{tiny_model_dir / CONTROLNET_DIR}:canny:0.8"
     process, base = serve(["--model", str(tiny_model_dir), "--width", "64", "--height", "64", "--backend", backend,
-                           "--max-peers", "1"], env={"SANA_STREAM_CACHE": str(tmp_path / "cache")})
+                           "--max-peers", "1", "--controlnet", net], env={"SANA_STREAM_CACHE": str(tmp_path / "cache")})
     try:
         health = wait_healthy(process, base)
         assert health["backend"] == backend and health["demo_model"] is False
-        r = httpx.post(f"{base}/prompt", json={"prompt": "an oil painting"})
-        assert r.status_code == 200 and r.json()["streams"]["default"]["prompt"] == "an oil painting"
+        r = httpx.post(f"{base}/prompt", json={"prompt": "an oil painting", "control_scales": [0.5]})
+        assert r.status_code == 200
+        assert r.json()["streams"]["default"]["prompt"] == "an oil painting"
+        assert r.json()["streams"]["default"]["control_scales"] == [0.5]
     finally:
         stop(process)
 

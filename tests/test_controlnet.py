@@ -125,27 +125,22 @@ def test_preprocessors():
         ControlNetConfig("some/net", preprocessor="depth")
 
 
-def test_controlnets_need_the_torch_backend(tiny_model_dir):
-    with pytest.raises(ValueError, match="backend torch"):
-        StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(
-            width=64, height=64, backend="onnxruntime",
-            controlnets=(ControlNetConfig(str(tiny_model_dir / CONTROLNET_DIR)),)))
-
-
 def test_controlnet_option_and_live_scales_over_http(tiny_model_dir):
     import asyncio
 
     import httpx
 
     from server.app import ModelInfo, create_app
-    from server.cli import parse_controlnet
     from server.settings import ServerSettings
     from tests.webrtc_client import running
 
-    assert parse_controlnet("nets/canny:passthrough:0.5") == ControlNetConfig("nets/canny", "passthrough", 0.5)
-    assert parse_controlnet("owner/net") == ControlNetConfig("owner/net", "canny", 1.0)
+    parse = ControlNetConfig.from_option
+    assert parse("nets/canny:passthrough:0.5") == ControlNetConfig("nets/canny", "passthrough", 0.5)
+    assert parse("owner/net") == ControlNetConfig("owner/net", "canny", 1.0)
     with pytest.raises(ValueError, match="scale"):
-        parse_controlnet("net:canny:loud")
+        parse("net:canny:loud")
+    with pytest.raises(ValueError, match=r"PATH\[:PREPROCESSOR\[:SCALE\]\]"):
+        parse("a:b:c:d")
     engine = engine_with(tiny_model_dir, tiny_model_dir / CONTROLNET_DIR)
     app = create_app(ServerSettings(stream=engine.config), engine, ModelInfo("tiny", True, "torch"))
 

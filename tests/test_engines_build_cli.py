@@ -1,5 +1,5 @@
-"""``sana-stream build``: prebuilds into the cache; ``--check`` passes on the tiny model and fails (exit 1)
-when an exported graph disagrees with torch."""
+"""``sana-stream build``: prebuilds into the cache, ControlNets included; ``--check`` passes on the tiny model
+and fails (exit 1) when an exported graph disagrees with torch."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from onnx import numpy_helper
 
 from engines.build_cli import add_build_parser, default_t_list
 from engines.cache import KEY_FILE, file_hashes
+from stream.tiny_codecs import CONTROLNET_DIR
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,12 @@ def build_args(model: Path, cache: Path, *extra: str) -> argparse.Namespace:
                   "--steps", "2", "--streams", "2", "--cache-dir", str(cache), *extra])
 
 
+def built_paths(records: list[logging.LogRecord]) -> dict[str, Path]:
+    """Each part's engine path from the summary the build logs at the end ("transformer  /cache/.../model.onnx")."""
+    lines = [r.getMessage().split() for r in records if r.name == "engines.build_cli"]
+    return {words[0]: Path(words[1]) for words in lines if len(words) == 2 and words[1].endswith(".onnx")}
+
+
 def test_build_with_check_passes_and_fills_the_cache(tiny_model_dir: Path, engine_cache: Path, caplog):
     args = build_args(tiny_model_dir, engine_cache, "--check")
     with caplog.at_level(logging.INFO):
@@ -49,10 +56,12 @@ def test_check_fails_when_a_graph_disagrees_with_torch(tiny_model_dir: Path, eng
     """An exporter that got the numbers wrong: one weight of the cached transformer graph is scaled, and the
     entry re-recorded so that the cache itself accepts it. Only the parity check can catch that."""
     first = build_args(tiny_model_dir, engine_cache)
-    assert first.func(first) == 0
+    with caplog.at_level(logging.INFO):
+        assert first.func(first) == 0
     cache = tmp_path / "cache"
     shutil.copytree(engine_cache, cache)
-    entry = next(p for p in cache.iterdir() if p.name.startswith("transformer-onnx-fp32"))
+    entry = cache / built_paths(caplog.records)["transformer"].parent.name  # the cache holds other transformers too
+    caplog.clear()
     model = onnx.load(str(entry / "model.onnx"))
     largest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
     largest.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(largest) * 1.5, largest.name))
@@ -68,6 +77,25 @@ def test_check_fails_when_a_graph_disagrees_with_torch(tiny_model_dir: Path, eng
         assert args.func(args) == 1
     assert any("check failed: transformer" in r.getMessage() and "above the tolerance 0.001" in r.getMessage()
                for r in caplog.records)
+
+
+def test_build_with_a_controlnet_adds_its_part_and_keeps_the_transformer(tiny_model_dir: Path, engine_cache: Path,
+                                                                          caplog):
+    plain = build_args(tiny_model_dir, engine_cache)
+    controlled = build_args(tiny_model_dir, engine_cache, "--check", "--controlnet",
+                            f"{tiny_model_dir / CONTROLNET_DIR}:passthrough:0.5")
+    with caplog.at_level(logging.INFO):
+        assert plain.func(plain) == 0
+        without = built_paths(caplog.records)
+        caplog.clear()
+        assert controlled.func(controlled) == 0
+    checks = [r.getMessage() for r in caplog.records if r.getMessage().startswith("check ")]
+    assert len(checks) == 4 and all(m.endswith(": pass") for m in checks)
+    assert any(m.startswith("check controlnet_0: relative error") for m in checks)
+    paths = built_paths(caplog.records)
+    assert set(paths) == {"transformer", "encoder", "decoder", "controlnet_0"}
+    assert paths["controlnet_0"].parent.name.startswith("controlnet-onnx-fp32-")
+    assert paths["transformer"] == without["transformer"]  # one transformer serves with and without ControlNets
 
 
 def test_bad_settings_exit_2(tiny_model_dir: Path, tmp_path: Path, caplog):

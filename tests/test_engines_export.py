@@ -1,4 +1,5 @@
-"""ONNX export of every part the stream engine runs: parity with torch through ONNX Runtime, no NaN."""
+"""ONNX export of every part the stream engine runs: parity with torch through ONNX Runtime, no NaN. The
+transformer's parity runs with non-zero ControlNet residuals, and each ControlNet is a part of its own."""
 
 from __future__ import annotations
 
@@ -9,16 +10,20 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from diffusers import SanaSprintPipeline
 from diffusers.models.attention_processor import SanaLinearAttnProcessor2_0
 
 from engines import BackendName
 from engines.compile import CompileOptions, Compiler, model_shapes
-from engines.export import FORBIDDEN_OPS, export_onnx
-from engines.graphs import DecodeGraph, EncodeGraph, GuardedLinearAttnProcessor, VelocityGraph, export_safe
+from engines.export import FORBIDDEN_OPS, example_inputs, export_onnx
+from engines.graphs import DecodeGraph, EncodeGraph, GuardedLinearAttnProcessor, VelocityGraph, bound_kv, export_safe
 from engines.parity import check_parity
-from engines.specs import BuildSpec, Component, Precision
+from engines.specs import BuildSpec, Component, ControlNetPart, ModelShapes, Precision
+from engines.torch_backend import TorchBackend
 from stream import StreamConfig, StreamEngine
+from stream.models.controlnet import SprintControlNetModel
 from stream.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConfig, TinyDecoder, TinyEncoder
+from stream.tiny_codecs import CONTROLNET_DIR, tiny_controlnet
 
 # the shapes the onnxruntime engine tests use too: the shared cache then exports each part once per session
 BUILD = BuildSpec(width=64, height=64, steps=2, streams=2, kv_length=300)
@@ -39,6 +44,18 @@ def compiler(torch_backend, engine_cache: Path) -> Compiler:
     return Compiler(torch_backend, BUILD, CompileOptions(cache_dir=engine_cache), BackendName.ONNXRUNTIME)
 
 
+@pytest.fixture(scope="module")
+def controlled_compiler(tiny_model_dir: Path, engine_cache: Path) -> Compiler:
+    """Two trained-like ControlNets (random, non-zero projections): the model's one-block net, and a net of two
+    blocks, deeper than the tiny transformer's one residual input. Its own pipeline: a TorchBackend installs
+    its K/V processors on the transformer it gets, which would unbind the other fixture's graph."""
+    pipe = SanaSprintPipeline.from_pretrained(tiny_model_dir)
+    nets = [SprintControlNetModel.from_pretrained(tiny_model_dir / CONTROLNET_DIR),
+            tiny_controlnet(pipe.transformer, num_layers=2, seed=5)]
+    backend = TorchBackend(pipe.transformer, pipe.vae, controlnets=nets)
+    return Compiler(backend, BUILD, CompileOptions(cache_dir=engine_cache), BackendName.ONNXRUNTIME)
+
+
 @pytest.mark.parametrize("component", list(Component))
 def test_every_part_matches_torch_in_onnxruntime(compiler: Compiler, component: Component):
     report = compiler.check(component)
@@ -51,14 +68,95 @@ def test_every_part_matches_torch_in_onnxruntime(compiler: Compiler, component: 
     assert [o.name for o in model.graph.output] == [t.name for t in spec.outputs]
 
 
-def test_transformer_io_is_static_with_kv_inputs_per_block(compiler: Compiler, torch_backend):
+def test_transformer_io_is_static_with_kv_and_control_inputs_per_block(compiler: Compiler, torch_backend):
     spec = compiler.part(Component.TRANSFORMER, Precision.FP32)
     shapes = model_shapes(torch_backend)
+    n = shapes.num_blocks
     names = [t.name for t in spec.inputs]
     assert names[:4] == ["hidden_states", "timestep", "guidance", "kv_bias"]
-    assert names[4:] == [f"key_{i}" for i in range(shapes.num_blocks)] + [f"value_{i}" for i in range(shapes.num_blocks)]
+    assert names[4:] == ([f"key_{i}" for i in range(n)] + [f"value_{i}" for i in range(n)]
+                         + [f"control_{i}" for i in range(n - 1)])
     assert spec.input("key_0").shape == (4, shapes.cross_heads, 300, shapes.cross_head_dim)  # 2 steps x 2 streams
     assert spec.input("kv_bias").shape == (4, 1, 1, 300)
+    assert spec.input("control_0").shape == (4, 2 * 2, shapes.hidden_size)  # (B, N, D): 64 px is 2x2 latents
+
+
+def test_transformer_parity_inputs_carry_residuals_that_change_the_output(compiler: Compiler):
+    """The parity check feeds non-zero residuals, so it covers the path that adds them: zeros give the plain
+    transformer exactly, and the random residuals move the output."""
+    graph, spec = compiler.modules[Component.TRANSFORMER], compiler.part(Component.TRANSFORMER, Precision.FP32)
+    inputs = example_inputs(spec, torch.device("cpu"), seed=1)
+    n = len(graph.processors)
+    hidden, timestep, guidance, kv_bias, kv, controls = (*inputs[:4], inputs[4:4 + 2 * n], inputs[4 + 2 * n:])
+    assert controls and all(c.abs().mean() > 0.5 for c in controls)  # unit normal, not zeros
+    with torch.inference_mode():
+        controlled = graph(*inputs)
+        off = graph(hidden, timestep, guidance, kv_bias, *kv, *(torch.zeros_like(c) for c in controls))
+        placeholder = hidden.new_zeros((hidden.shape[0], 1, graph.caption_channels))
+        with bound_kv(graph.processors, tuple(kv), kv_bias):
+            plain = graph.transformer(hidden, encoder_hidden_states=placeholder, timestep=timestep,
+                                      guidance=guidance, return_dict=False)[0]
+    assert torch.equal(off, plain)
+    assert (controlled - off).abs().max() > 0.1 * off.abs().max()
+
+
+def with_controlnets(backend: TorchBackend, nets: list[SprintControlNetModel]) -> TorchBackend:
+    """The backend's modules with another list of ControlNets, for shapes and keys only (a new TorchBackend
+    would install new K/V processors on the shared blocks)."""
+    other = copy.copy(backend)
+    other.controlnets = nets
+    return other
+
+
+def test_controlnet_part_io_is_static_with_its_own_blocks(controlled_compiler: Compiler):
+    shapes = model_shapes(controlled_compiler.backend)
+    assert shapes.controlnet_blocks == (1, 2) and shapes.control_inputs == 1
+    spec = controlled_compiler.part(ControlNetPart(1), Precision.FP32)
+    names = [t.name for t in spec.inputs]
+    assert names == ["hidden_states", "timestep", "guidance", "control", "conditioning_scale", "kv_bias",
+                     "key_0", "key_1", "value_0", "value_1"]
+    assert spec.input("control").shape == spec.input("hidden_states").shape == (4, 32, 2, 2)
+    assert spec.input("conditioning_scale").shape == (4,) and spec.input("timestep").dtype == "float32"
+    assert [(t.name, t.shape) for t in spec.outputs] == [("residual_0", (4, 4, shapes.hidden_size)),
+                                                         ("residual_1", (4, 4, shapes.hidden_size))]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_controlnet_part_matches_torch_in_onnxruntime(controlled_compiler: Compiler, index: int):
+    part = ControlNetPart(index)
+    report = controlled_compiler.check(part)
+    assert report.finite and report.relative_error < 1e-3, str(report)
+    assert report.component == f"controlnet_{index}" and report.max_abs_reference > 0.01  # trained-like: acts
+    model = onnx.load(str(controlled_compiler.onnx(part, Precision.FP32)), load_external_data=False)
+    assert not {n.op_type for n in model.graph.node} & FORBIDDEN_OPS
+    spec = controlled_compiler.part(part, Precision.FP32)
+    assert [o.name for o in model.graph.output] == [t.name for t in spec.outputs]
+
+
+def test_controlnet_cache_keys_are_per_net_and_leave_the_transformer_key_alone(compiler: Compiler,
+                                                                              controlled_compiler: Compiler):
+    keys = {part: controlled_compiler.onnx_key(part, Precision.FP32)
+            for part in (Component.TRANSFORMER, ControlNetPart(0), ControlNetPart(1))}
+    assert keys[Component.TRANSFORMER] == compiler.onnx_key(Component.TRANSFORMER, Precision.FP32)
+    assert len({k.slot() for k in keys.values()}) == 3
+    assert keys[ControlNetPart(0)].component == keys[ControlNetPart(1)].component == "controlnet"
+    assert keys[ControlNetPart(0)].model_digest != keys[ControlNetPart(1)].model_digest
+    # the same net at another place in the list is the same engine: its weights, not its index, identify it
+    backend = controlled_compiler.backend
+    swapped = Compiler(with_controlnets(backend, backend.controlnets[::-1]), BUILD, controlled_compiler.options,
+                       BackendName.ONNXRUNTIME)
+    assert swapped.onnx_key(ControlNetPart(1), Precision.FP32) == keys[ControlNetPart(0)]
+
+
+def test_a_controlnet_of_another_layout_is_refused(torch_backend):
+    c = torch_backend.transformer.config
+    other = SprintControlNetModel(in_channels=c.in_channels, num_attention_heads=c.num_attention_heads,
+                                  attention_head_dim=c.attention_head_dim, num_layers=1,
+                                  num_cross_attention_heads=c.num_cross_attention_heads * 2,
+                                  cross_attention_head_dim=c.cross_attention_head_dim // 2,
+                                  cross_attention_dim=c.cross_attention_dim, caption_channels=c.caption_channels)
+    with pytest.raises(ValueError, match=r"controlnets\[0\] does not fit the transformer: num_cross_attention_heads"):
+        model_shapes(with_controlnets(torch_backend, [other]))
 
 
 def test_linear_attention_epsilon_survives_export(torch_backend, tmp_path: Path):
@@ -101,10 +199,9 @@ def test_tiny_autoencoder_exports(part: str, tmp_path: Path):
     assert report.finite and report.relative_error < 1e-3, str(report)
 
 
-def model_shapes_for_tiny():
-    from engines.specs import ModelShapes
-
-    return ModelShapes(latent_channels=32, spatial_compression=32, num_blocks=1, cross_heads=1, cross_head_dim=8)
+def model_shapes_for_tiny() -> ModelShapes:
+    return ModelShapes(latent_channels=32, spatial_compression=32, num_blocks=1, cross_heads=1, cross_head_dim=8,
+                       hidden_size=8, patch_size=1)
 
 
 def test_parity_check_fails_on_a_changed_weight(compiler: Compiler):

@@ -1,5 +1,6 @@
 """The stream engine on the onnxruntime backend against the torch backend: same frames out, with several
-streams, warm-up (batch padding), more streams than built (chunks) and prompts of different lengths."""
+streams, warm-up (batch padding), more streams than built (chunks), prompts of different lengths and
+ControlNets (their own parts, summed into the one transformer's residual inputs)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from diffusers import SanaSprintPipeline, SanaTransformer2DModel
+from torch import Tensor
 
-from engines.compile import CompileOptions
+from engines import BackendName
+from engines.base import ControlBatch
+from engines.compile import CompileOptions, compile_backend
 from engines.compiled_backend import CompiledBackend
-from engines.specs import Component
+from engines.prompt_kv import KVBatch, batch_prompt_kv
+from engines.specs import BuildSpec, Component, ControlNetPart
+from engines.torch_backend import TorchBackend
 from stream import FrameKind, StreamConfig, StreamEngine
+from stream.control import ControlNetConfig
+from stream.tiny_codecs import CONTROLNET_DIR, tiny_controlnet
 from tests.conftest import camera_frame
 
 SHORT, LONG = "a cat", "a watercolor painting of a city street at night with neon lighting and a dragon"
@@ -131,3 +141,94 @@ def test_shorter_kv_length_matches_torch_and_refuses_longer_prompts(tiny_model_d
     with pytest.raises(ValueError, match="built for at most 16"):
         compiled.set_prompt(LONG)
     assert compiled.settings().prompt == SHORT  # the old prompt stays
+
+
+# ---- ControlNets ------------------------------------------------------------------------------------------
+
+
+def test_controlnet_matches_torch_and_scale_zero_equals_the_engine_without_it(tiny_model_dir: Path,
+                                                                              engine_cache: Path):
+    """The model's trained-like ControlNet on onnxruntime against torch; scale 0 then gives exactly the frames of
+    an engine without ControlNets, which runs the same transformer engine (one cache entry)."""
+    options = CompileOptions(streams=2, cache_dir=engine_cache)
+    nets = (ControlNetConfig(str(tiny_model_dir / CONTROLNET_DIR), "canny", 1.0),)
+    plain = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="onnxruntime", **CONFIG),
+                                         compile_options=options)
+    controlled = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="onnxruntime", controlnets=nets,
+                                                                           **CONFIG), compile_options=options)
+    eager = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(controlnets=nets, **CONFIG))
+    engines = controlled.backend.engines
+    assert set(engines) == {*Component, ControlNetPart(0)}
+    assert engines[Component.TRANSFORMER].path == plain.backend.engines[Component.TRANSFORMER].path
+    for k in range(3):
+        frame = {"default": camera_frame(k)}
+        ours, theirs, off = (e.process(frame)["default"] for e in (controlled, eager, plain))
+        assert ours.kind is theirs.kind and level_diff(ours.image, theirs.image) <= 1.0, k
+        if ours.kind is FrameKind.GENERATED:
+            assert level_diff(ours.image, off.image) > 1.0, k  # the net acts
+    controlled.update(control_scales=(0.0,))
+    for k in range(3, 6):  # from call 4 on, both steps of the frame ran at scale 0
+        frame = {"default": camera_frame(k)}
+        ours, off = (e.process(frame)["default"] for e in (controlled, plain))
+        assert k == 3 or np.array_equal(ours.image, off.image), k
+
+
+@pytest.fixture(scope="module")
+def deep_backends(tiny_model_dir: Path, engine_cache: Path) -> tuple[TorchBackend, CompiledBackend]:
+    """A three-block transformer (two residual inputs) with two trained-like ControlNets: one of three blocks
+    (its third residual is never used, as in diffusers) and one of a single block (it leaves ``control_1`` zero).
+    The autoencoder parts come from the shared cache."""
+    pipe = SanaSprintPipeline.from_pretrained(tiny_model_dir)
+    torch.manual_seed(7)
+    transformer = SanaTransformer2DModel.from_config({**pipe.transformer.config, "num_layers": 3})
+    nets = [tiny_controlnet(transformer, num_layers=3, seed=8), tiny_controlnet(transformer, num_layers=1, seed=9)]
+    eager = TorchBackend(transformer, pipe.vae, controlnets=nets)
+    build = BuildSpec(width=64, height=64, steps=2, streams=2, kv_length=16)
+    compiled = compile_backend(eager, build, CompileOptions(cache_dir=engine_cache), BackendName.ONNXRUNTIME).backend
+    return eager, compiled
+
+
+def relative_error(ours: Tensor, theirs: Tensor) -> float:
+    return float((ours - theirs).abs().max() / theirs.abs().max())
+
+
+def velocity_inputs(eager: TorchBackend, rows: int) -> tuple[Tensor, Tensor, Tensor, KVBatch, tuple[Tensor, ...]]:
+    """x_in, flow time, guidance, K/V of two prompts of different lengths, one control latent per net."""
+    generator = torch.Generator().manual_seed(3)
+    caption = eager.transformer.config.caption_channels
+    prompts = [eager.prompt_kv(torch.randn(length, caption, generator=generator)) for length in (7, 4)]
+    kv = batch_prompt_kv([prompts[i % 2] for i in range(rows)], eager.geometry.cross_attention_heads)
+    x = torch.randn(rows, 32, 2, 2, generator=generator)
+    timestep = torch.rand(rows, generator=generator) * 0.9 + 0.05
+    guidance = torch.full((rows,), 0.45)
+    conds = tuple(torch.randn(rows, 32, 2, 2, generator=generator) for _ in eager.controlnets)
+    return x, timestep, guidance, kv, conds
+
+
+def test_controlnets_on_the_compiled_backend_match_torch(deep_backends):
+    eager, compiled = deep_backends
+    x, timestep, guidance, kv, conds = velocity_inputs(eager, rows=6)  # two chunks of the engines' 4 rows
+    ones, zeros = torch.ones(6), torch.zeros(6)
+    mixed = torch.tensor([1.0, 0.0, 0.5, 2.0, 0.0, 1.0])  # per batch item, some rows off
+    # both nets; then only the one-block net (control_1 must be zero again); then rows off; then no control
+    for scales in ((ones, 0.5 * ones), (zeros, ones), (mixed, zeros), None):
+        control = None if scales is None else ControlBatch(conds, scales)
+        ours = compiled.velocity(x, timestep, guidance, kv, control)
+        theirs = eager.velocity(x, timestep, guidance, kv, control)
+        assert relative_error(ours, theirs) < 1e-3, scales
+    plain = compiled.velocity(x, timestep, guidance, kv)
+    controlled = compiled.velocity(x, timestep, guidance, kv, ControlBatch(conds, (ones, ones)))
+    off = compiled.velocity(x, timestep, guidance, kv, ControlBatch(conds, (zeros, zeros)))
+    assert torch.equal(off, plain) and relative_error(controlled, plain) > 0.01
+
+
+def test_compiled_backend_validates_the_control_batch(deep_backends):
+    _, compiled = deep_backends
+    x, timestep, guidance, kv, conds = velocity_inputs(deep_backends[0], rows=2)
+    ones = torch.ones(2)
+    with pytest.raises(ValueError, match="control has 1 entries .* for 2 ControlNets"):
+        compiled.velocity(x, timestep, guidance, kv, ControlBatch(conds[:1], (ones,)))
+    with pytest.raises(ValueError, match=r"control.conds\[1\] has shape \(2, 32, 4, 4\), x_in \(2, 32, 2, 2\)"):
+        compiled.velocity(x, timestep, guidance, kv, ControlBatch((conds[0], torch.zeros(2, 32, 4, 4)), (ones, ones)))
+    with pytest.raises(ValueError, match=r"control.scales\[0\] has shape \(3,\)"):
+        compiled.velocity(x, timestep, guidance, kv, ControlBatch(conds, (torch.ones(3), ones)))

@@ -13,10 +13,12 @@ import torch
 from engines import BackendName
 from engines.compile import CompileOptions, Compiler
 from engines.io_buffers import IOBuffers, specs_from_onnx
-from engines.specs import BuildSpec, Component, Precision, TensorSpec
+from engines.specs import BuildSpec, Component, ControlNetPart, Precision, TensorSpec
 from engines.tensorrt_build import make_build_plan, timing_cache_path
 from engines.tensorrt_runtime import check_engine_io, engine_io
 from stream import StreamConfig, StreamEngine
+from stream.control import ControlNetConfig
+from stream.tiny_codecs import CONTROLNET_DIR
 
 BUILD = BuildSpec(width=64, height=64, steps=2, streams=2, kv_length=300)  # as test_engines_export
 
@@ -24,6 +26,14 @@ BUILD = BuildSpec(width=64, height=64, steps=2, streams=2, kv_length=300)  # as 
 @pytest.fixture(scope="module")
 def compiler(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Compiler:
     backend = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(width=64, height=64)).backend
+    return Compiler(backend, BUILD, CompileOptions(cache_dir=tmp_path_factory.getbasetemp() / "engine-cache"),
+                    BackendName.TENSORRT)
+
+
+@pytest.fixture(scope="module")
+def controlled_compiler(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Compiler:
+    nets = (ControlNetConfig(str(tiny_model_dir / CONTROLNET_DIR)),)
+    backend = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(width=64, height=64, controlnets=nets)).backend
     return Compiler(backend, BUILD, CompileOptions(cache_dir=tmp_path_factory.getbasetemp() / "engine-cache"),
                     BackendName.TENSORRT)
 
@@ -41,6 +51,17 @@ def test_build_plan_is_static_and_strongly_typed(transformer_onnx: Path, compile
     assert plan.inputs == spec.inputs and plan.outputs == spec.outputs
     assert [p.name for p in plan.profiles] == [t.name for t in spec.inputs]
     assert all(p.min == p.opt == p.max == spec.input(p.name).shape for p in plan.profiles)
+
+
+def test_controlnet_build_plan_is_static_and_keeps_timestep_fp32(controlled_compiler: Compiler):
+    part = ControlNetPart(0)
+    plan = make_build_plan(controlled_compiler.onnx(part, Precision.FP32), Precision.FP32)
+    spec = controlled_compiler.part(part, Precision.FP32)
+    assert plan.inputs == spec.inputs and plan.outputs == spec.outputs
+    assert all(p.min == p.opt == p.max == spec.input(p.name).shape for p in plan.profiles)
+    bf16 = controlled_compiler.part(part, Precision.BF16)
+    assert bf16.input("timestep").dtype == "float32"
+    assert {t.dtype for t in (*bf16.inputs, *bf16.outputs) if t.name != "timestep"} == {"bfloat16"}
 
 
 def test_build_plan_refuses_a_graph_of_another_precision(transformer_onnx: Path):
@@ -178,3 +199,40 @@ def test_tensorrt_engine_matches_torch(tiny_model_dir: Path, tmp_path_factory: p
     again = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="tensorrt", **config),
                                          compile_options=options)
     assert again.backend.name == "tensorrt"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tensorrt_controlnet_matches_torch(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, precision):
+    """The trained-like ControlNet on its own engine, summed into the transformer's residual inputs; scale 0 then
+    gives the frames of a TensorRT engine without ControlNets, which shares the transformer engine."""
+    pytest.importorskip("tensorrt")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from tests.conftest import camera_frame
+
+    cache = tmp_path_factory.getbasetemp() / "trt-cache"
+    config = {"width": 64, "height": 64, "t_list": (1.2, 0.6), "prompt": "a cat", "seed": 3, "device": "cuda",
+              "dtype": "float32" if precision == "fp32" else "bfloat16"}
+    nets = (ControlNetConfig(str(tiny_model_dir / CONTROLNET_DIR), "canny", 1.0),)
+    options = CompileOptions(streams=2, precision=precision, cache_dir=cache, check=True)
+    compiled = StreamEngine.from_pretrained(tiny_model_dir,
+                                            StreamConfig(backend="tensorrt", controlnets=nets, **config),
+                                            compile_options=options)
+    plain = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="tensorrt", **config),
+                                         compile_options=options)
+    eager = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(controlnets=nets, **config))
+    assert set(compiled.backend.engines) == {*Component, ControlNetPart(0)}
+    assert compiled.backend.engines[Component.TRANSFORMER].path == plain.backend.engines[Component.TRANSFORMER].path
+    limit = 1.0 if precision == "fp32" else 4.0
+    for k in range(4):  # call 1 warms up, call 2 captures the CUDA graphs, later calls replay them
+        frame = {"default": camera_frame(k)}
+        ours, theirs = compiled.process(frame)["default"], eager.process(frame)["default"]
+        plain.process(frame)
+        diff = np.abs(ours.image.astype(np.int16) - theirs.image.astype(np.int16)).mean()
+        assert diff <= limit, (k, diff)
+    compiled.update(control_scales=(0.0,))
+    for k in range(4, 7):  # from the second call on, both steps of the frame ran at scale 0
+        frame = {"default": camera_frame(k)}
+        ours, off = compiled.process(frame)["default"], plain.process(frame)["default"]
+        assert k == 4 or np.array_equal(ours.image, off.image), k

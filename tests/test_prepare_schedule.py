@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from stream.latest_slot import LatestSlots
-from stream.prepare_schedule import MARGIN_S, SMOOTHING, PrepareSchedule
+from stream.prepare_schedule import MARGIN_S, PREPARE_LEAD, SMOOTHING, PrepareSchedule
 
 
 class Clock:
@@ -35,7 +35,7 @@ def test_waits_until_the_running_call_is_due_less_preparation_and_margin():
     schedule.prepared(0.010)
     schedule.run_started()  # the next call begins now and should last 0.2 s
     clock.now += 0.050
-    assert schedule.delay() == pytest.approx(0.200 - 0.010 - MARGIN_S - 0.050)
+    assert schedule.delay() == pytest.approx(0.200 - PREPARE_LEAD * 0.010 - MARGIN_S - 0.050)
     clock.now += 1.0  # the call overran its estimate: prepare at once
     assert schedule.delay() == 0.0
 
@@ -49,7 +49,8 @@ def test_durations_are_moving_averages():
         schedule.run_finished(started)
     schedule.run_started()
     expected_run = 0.2 * (1 - SMOOTHING) + 0.1 * SMOOTHING
-    assert schedule.delay() == pytest.approx(expected_run - MARGIN_S)
+    spread = 0.1 * SMOOTHING  # |0.1 - 0.2|, averaged in from 0
+    assert schedule.delay() == pytest.approx(expected_run - spread - MARGIN_S)
 
 
 def _wakes(wait, act) -> bool:
