@@ -20,7 +20,7 @@ from diffusers import AutoencoderDC
 
 from benchmarks.timing import in_worker_thread
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
-from stream import StreamConfig, StreamEngine
+from stream import FrameKind, StreamConfig, StreamEngine
 from stream.models.tiny_autoencoder import TinyAutoencoder, TinyDecoder, TinyEncoder
 from stream.pipeline import FramePipeline
 from stream.tiny_model import make_tiny_model
@@ -34,7 +34,7 @@ STREAM_COUNTS = (1, 2, 4)
 class Run:
     streams: int
     vae: str
-    fps: float  # aggregate generated frames per second over all streams
+    fps: float  # aggregate generated frames per second over all streams, in the steady state
     latencies: list[float]  # seconds, input timestamp to published output
 
 
@@ -55,7 +55,7 @@ def run_pipeline(engine: StreamEngine, streams: int, seconds: float, vae: str) -
     ids = [f"s{i}" for i in range(streams)]
     frames = camera_loop(engine.config.width)
     latencies: list[float] = []
-    generated = 0
+    seen: dict[str, list[float]] = {sid: [] for sid in ids}  # when each generated output was first seen
     with FramePipeline(engine) as pipe:
         for i, sid in enumerate(ids):
             pipe.open_stream(sid, seed=i)
@@ -68,15 +68,24 @@ def run_pipeline(engine: StreamEngine, streams: int, seconds: float, vae: str) -
                 out = pipe.latest(sid)
                 if out is not None and out.sequence > last[sid]:
                     last[sid] = out.sequence
-                    if out.kind.value == "generated":
-                        generated += 1
-                        latencies.append(time.monotonic() - out.timestamp)
+                    if out.kind is FrameKind.GENERATED:
+                        now = time.monotonic()
+                        seen[sid].append(now)
+                        latencies.append(now - out.timestamp)
             k += 1
             time.sleep(max(0.0, start + k / CAMERA_FPS - time.monotonic()))
-        elapsed = time.monotonic() - start
         for sid in ids:
             pipe.close_stream(sid)
-    return Run(streams, vae, generated / elapsed, latencies)
+    return Run(streams, vae, sum(steady_rate(times) for times in seen.values()), latencies)
+
+
+def steady_rate(times: list[float]) -> float:
+    """Outputs per second between the first and the last output, so the pipe filling at the start (one engine
+    call before the first output) does not count against the pipeline; the engine-alone loop is measured
+    from call boundary to call boundary the same way."""
+    if len(times) < 2:
+        return float("nan")
+    return (len(times) - 1) / (times[-1] - times[0])
 
 
 def run_engine_alone(engine: StreamEngine, seconds: float) -> float:
@@ -95,15 +104,18 @@ def run_engine_alone(engine: StreamEngine, seconds: float) -> float:
     return float(in_worker_thread(loop))
 
 
-def alternate(engine: StreamEngine, seconds: float, vae: str, rounds: int = 3) -> tuple[float, Run]:
-    """The engine alone and the 1-stream pipeline in alternating slices, so machine noise hits both."""
+def interleaved(engine: StreamEngine, seconds: float, vae: str, rounds: int = 3) -> tuple[float, list[Run]]:
+    """The engine alone and the pipeline with 1, 2 and 4 streams in interleaved slices of ``seconds / rounds``,
+    so the drift of this machine's speed (often 20-40% within minutes) hits every configuration alike."""
     alone: list[float] = []
-    runs: list[Run] = []
+    slices: dict[int, list[Run]] = {n: [] for n in STREAM_COUNTS}
     for _ in range(rounds):
         alone.append(run_engine_alone(engine, seconds / rounds))
-        runs.append(run_pipeline(engine, 1, seconds / rounds, vae))
-    merged = Run(1, vae, float(np.mean([r.fps for r in runs])), [x for r in runs for x in r.latencies])
-    return float(np.mean(alone)), merged
+        for streams in STREAM_COUNTS:
+            slices[streams].append(run_pipeline(engine, streams, seconds / rounds, vae))
+    runs = [Run(n, vae, float(np.mean([r.fps for r in rs])), [x for r in rs for x in r.latencies])
+            for n, rs in slices.items()]
+    return float(np.mean(alone)), runs
 
 
 def autoencoders_head_to_head(size: int, repetitions: int) -> Comparison:
@@ -188,12 +200,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="proportional", choices=["proportional", "tiny"])
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--seconds", type=float, default=12.0, help="per pipeline configuration")
+    parser.add_argument("--seconds", type=float, default=36.0, help="per configuration, in 3 interleaved slices")
     parser.add_argument("--quick", action="store_true", help="a few seconds per configuration, small sizes")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    seconds = 1.5 if args.quick else args.seconds
+    seconds = 6.0 if args.quick else args.seconds
     size = 128 if args.quick else args.size
     with tempfile.TemporaryDirectory() as tmp:
         model = make_tiny_model(Path(tmp) / "model", preset=args.preset)
@@ -201,10 +213,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for vae in ("dcae", "tiny"):
             config = StreamConfig(width=size, height=size, t_list=(1.0,), encoder=vae, decoder=vae)
             engine = StreamEngine.from_pretrained(model, config)
-            alone[vae], single = alternate(engine, seconds, vae)
-            runs.append(single)
-            for streams in STREAM_COUNTS[1:]:
-                runs.append(run_pipeline(engine, streams, seconds, vae))
+            alone[vae], measured = interleaved(engine, seconds, vae)
+            runs.extend(measured)
             for run in runs[-len(STREAM_COUNTS):]:
                 logger.info("%s, %d stream(s): %.2f fps", vae, run.streams, run.fps)
     comparisons = compare(runs, alone)

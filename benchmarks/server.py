@@ -27,6 +27,7 @@ from benchmarks.report import Comparison, Target, machine_info, text_table, writ
 from server.app import ModelInfo, create_app
 from server.client import StreamClient, connect
 from server.ice import include_loopback_candidates
+from server.tracks import REPEAT
 from server.settings import ServerSettings
 from stream import StreamConfig, StreamEngine
 from stream.tiny_model import make_tiny_model
@@ -57,6 +58,11 @@ class Camera(VideoStreamTrack):
 class PeerResult:
     fps: float
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, latency s)
+
+
+def new_outputs(client: StreamClient, start: float) -> int:
+    """Frames received since ``start`` that show a new output: the server's repeats (server.tracks) excluded."""
+    return sum(1 for f in client.frames if f.at >= start and client.note(f).get("kind") != REPEAT)
 
 
 def glass_to_glass(client: StreamClient, camera: Camera, start: float) -> list[tuple[float, float]]:
@@ -95,11 +101,10 @@ async def run_peers(engine: StreamEngine, peers: int, seconds: float) -> list[Pe
         for client in clients:
             client.keep = 100_000
         start = time.monotonic()
-        counts = [c.received for c in clients]
         await asyncio.sleep(seconds)
         elapsed = time.monotonic() - start
-        results = [PeerResult((c.received - n) / elapsed, glass_to_glass(c, cam, start))
-                   for c, cam, n in zip(clients, cameras, counts)]
+        results = [PeerResult(new_outputs(c, start) / elapsed, glass_to_glass(c, cam, start))
+                   for c, cam in zip(clients, cameras)]
         for client in clients:
             await client.close()
     return results

@@ -14,9 +14,11 @@ from aiortc import MediaStreamTrack, RTCDataChannel
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError, convert_timebase
 
 from server.metrics import StreamMeter
-from stream.pipeline import FramePipeline
+from stream.pipeline import FramePipeline, OutputFrame
 
 logger = logging.getLogger(__name__)
+REPEAT_AFTER_S = 0.1  # send a new output again when no newer one came this soon (StreamOutputTrack)
+REPEAT = "repeat"  # the announced kind of such a repeat
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,14 @@ class StreamOutputTrack(MediaStreamTrack):
     frame. When a data channel is attached, each frame is announced on it first as JSON
     ``{"pts", "source_pts", "kind"}`` so a client can tell which input frame it shows (latency, tests).
 
+    A new output that no newer one follows within ``REPEAT_AFTER_S`` is sent once more (announced with kind
+    ``repeat``). Why: aiortc's receiver (our camera bridge, scripts) completes a video frame only when the next
+    frame's first packet arrives, so at 1-2 outputs a second every frame would reach it a whole output interval
+    late; the repeat completes it 100 ms after sending. Browsers, which complete frames on the RTP marker bit,
+    just show the same picture twice; the repeat costs one cheap inter-frame encode. Outputs faster than 10 a
+    second are never repeated: the gain would be small, and the encoder's bitrate would be spread over twice
+    the frames (a 50 ms repeat visibly lowered the quality of a ~15 fps stream).
+
     The pipeline converts each output to a VideoFrame once; only one track may send that object, because every
     track stamps its own pts on it and its encoder reformats it on a worker thread (two encoders reformatting one
     frame at once crash in libswscale). Further tracks of the same stream (viewers) pass ``own_frames=True``."""
@@ -70,29 +80,46 @@ class StreamOutputTrack(MediaStreamTrack):
         self._stream_id = stream_id
         self._meter = meter
         self._frames = pipeline.frames(stream_id)
+        self._next: asyncio.Future[OutputFrame] | None = None  # the pending __anext__, kept across a repeat
+        self._to_repeat: OutputFrame | None = None
         self._start: float | None = None
         self._last_pts = -1
         self.channel: RTCDataChannel | None = None
 
     async def recv(self) -> av.VideoFrame:
-        try:
-            out = await self._frames.__anext__()
-        except (StopAsyncIteration, KeyError):  # the stream was closed
-            self.stop()
-            raise MediaStreamError from None
+        out, repeat = await self._next_output()
         now = time.monotonic()
         if self._start is None:
             self._start = now
         pts = max(self._last_pts + 1, int((now - self._start) * VIDEO_CLOCK_RATE))
         self._last_pts = pts
-        shared = out.converted if not self._own_frames else None
+        shared = out.converted if not (self._own_frames or repeat) else None
         frame: av.VideoFrame = shared if shared is not None else to_video_frame(out.image)
         frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
         stamp: InputStamp | Any = out.timestamp
         if isinstance(stamp, InputStamp):
-            self._meter.record(now, now - stamp.received, out.kind.value)
-            self._announce(pts, stamp.pts, out.kind.value)
+            if not repeat:
+                self._meter.record(now, now - stamp.received, out.kind.value)
+            self._announce(pts, stamp.pts, REPEAT if repeat else out.kind.value)
         return frame
+
+    async def _next_output(self) -> tuple[OutputFrame, bool]:
+        """The stream's next output, or (after REPEAT_AFTER_S without one) the last output again, once."""
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._frames.__anext__())
+        # asyncio.wait, not await: cancelling recv() must not cancel the pending __anext__ (it would end the iterator)
+        done, _ = await asyncio.wait({self._next}, timeout=REPEAT_AFTER_S if self._to_repeat is not None else None)
+        if not done:
+            out, self._to_repeat = self._to_repeat, None
+            return out, True
+        try:
+            out = self._next.result()
+        except (StopAsyncIteration, KeyError, asyncio.CancelledError):  # the stream closed, or stop() cancelled it
+            self.stop()
+            raise MediaStreamError from None
+        self._next = None
+        self._to_repeat = out
+        return out, False
 
     def _announce(self, pts: int, source_pts: int | None, kind: str) -> None:
         if self.channel is not None and self.channel.readyState == "open":
@@ -100,9 +127,9 @@ class StreamOutputTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        # while recv() awaits a frame the iterator is running and cannot be closed; the task awaiting it is
-        # cancelled by the connection's close, which ends the iterator
-        if not self._frames.ag_running:
+        if self._next is not None and not self._next.done():
+            self._next.cancel()  # ends the pipeline iterator it awaits
+        elif not self._frames.ag_running:
             asyncio.ensure_future(self._frames.aclose())
 
 

@@ -19,6 +19,7 @@ from engines.tensorrt_runtime import check_engine_io, engine_io
 from stream import StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
 from stream.tiny_codecs import CONTROLNET_DIR
+from tests.conftest import camera_frame
 
 BUILD = BuildSpec(width=64, height=64, steps=2, streams=2, kv_length=300)  # as test_engines_export
 
@@ -171,17 +172,20 @@ def test_tensorrt_backend_without_a_gpu_is_an_error_not_a_fallback(tiny_model_di
 # ---- on a GPU with tensorrt -----------------------------------------------------------------------------
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
-def test_tensorrt_engine_matches_torch(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, precision):
+def gpu_engine_settings(tmp_path_factory: pytest.TempPathFactory, precision: str) -> tuple[Path, dict]:
+    """Skips without TensorRT or a CUDA GPU; else the shared engine cache and the stream settings of a GPU test."""
     pytest.importorskip("tensorrt")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    from tests.conftest import camera_frame
-
-    cache = tmp_path_factory.getbasetemp() / "trt-cache"
     config = {"width": 64, "height": 64, "t_list": (1.2, 0.6), "prompt": "a cat", "seed": 3, "device": "cuda",
               "dtype": "float32" if precision == "fp32" else "bfloat16"}
+    return tmp_path_factory.getbasetemp() / "trt-cache", config
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_tensorrt_engine_matches_torch(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, precision):
+    cache, config = gpu_engine_settings(tmp_path_factory, precision)
     options = CompileOptions(streams=2, precision=precision, cache_dir=cache, check=True)
     compiled = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="tensorrt", **config),
                                             compile_options=options)
@@ -206,14 +210,7 @@ def test_tensorrt_engine_matches_torch(tiny_model_dir: Path, tmp_path_factory: p
 def test_tensorrt_controlnet_matches_torch(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, precision):
     """The trained-like ControlNet on its own engine, summed into the transformer's residual inputs; scale 0 then
     gives the frames of a TensorRT engine without ControlNets, which shares the transformer engine."""
-    pytest.importorskip("tensorrt")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU")
-    from tests.conftest import camera_frame
-
-    cache = tmp_path_factory.getbasetemp() / "trt-cache"
-    config = {"width": 64, "height": 64, "t_list": (1.2, 0.6), "prompt": "a cat", "seed": 3, "device": "cuda",
-              "dtype": "float32" if precision == "fp32" else "bfloat16"}
+    cache, config = gpu_engine_settings(tmp_path_factory, precision)
     nets = (ControlNetConfig(str(tiny_model_dir / CONTROLNET_DIR), "canny", 1.0),)
     options = CompileOptions(streams=2, precision=precision, cache_dir=cache, check=True)
     compiled = StreamEngine.from_pretrained(tiny_model_dir,
