@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from diffusers import AutoencoderDC
 
-from benchmarks.timing import in_worker_thread
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
+from benchmarks.timing import in_worker_thread
 from stream import FrameKind, StreamConfig, StreamEngine
 from stream.models.tiny_autoencoder import TinyAutoencoder, TinyDecoder, TinyEncoder
 from stream.pipeline import FramePipeline

@@ -27,8 +27,8 @@ from benchmarks.report import Comparison, Target, machine_info, text_table, writ
 from server.app import ModelInfo, create_app
 from server.client import StreamClient, connect
 from server.ice import include_loopback_candidates
-from server.tracks import REPEAT
 from server.settings import ServerSettings
+from server.tracks import REPEAT
 from stream import StreamConfig, StreamEngine
 from stream.tiny_model import make_tiny_model
 

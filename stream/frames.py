@@ -31,11 +31,9 @@ def validate_frame(frame: object, name: str = "frame") -> np.ndarray:
     return frame
 
 
-def to_rgb(frame: np.ndarray | DecodedFrame, name: str = "frame") -> np.ndarray:
-    """The validated (H, W, 3) uint8 RGB array of ``frame``, converting a DecodedFrame."""
-    if isinstance(frame, DecodedFrame) and not isinstance(frame, np.ndarray):
-        frame = frame.to_ndarray(format="rgb24")
-    return validate_frame(frame, name)
+def to_rgb(frame: np.ndarray | DecodedFrame) -> np.ndarray:
+    """``frame`` as an RGB array: a DecodedFrame converted, an array as it is (neither validated here)."""
+    return frame.to_ndarray(format="rgb24") if isinstance(frame, DecodedFrame) else frame
 
 
 def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:

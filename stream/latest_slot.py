@@ -51,11 +51,11 @@ class LatestSlots(Generic[T]):
             self.changed.wait_for(lambda: self._closed or any(self._queues.values()), timeout)
             return any(self._queues.values())
 
-    def wait_until_empty(self, timeout: float | None = None) -> bool:
-        """Blocks until every queue is empty (the consumer took everything) or the slots are closed; True when
-        empty. Every way an item leaves (take_each, discard, close) notifies, so this cannot miss its wake-up."""
+    def wait_until_empty(self) -> None:
+        """Blocks until every queue is empty (the consumer took everything) or the slots are closed. Every way
+        an item leaves (take_each, discard, close) notifies, so this cannot miss its wake-up."""
         with self.changed:
-            return self.changed.wait_for(lambda: self._closed or not any(self._queues.values()), timeout)
+            self.changed.wait_for(lambda: self._closed or not any(self._queues.values()))
 
     def wait_closed(self, timeout: float) -> bool:
         """Sleeps up to ``timeout`` seconds, waking early when the slots close; True when closed."""

@@ -20,8 +20,8 @@ from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
-from stream.exceptions import UnknownStreamError
 from stream.engine import FrameKind, FrameResult, PendingResult, PreparedFrame, StreamEngine
+from stream.exceptions import UnknownStreamError
 from stream.frames import DecodedFrame, to_rgb, validate_frame
 from stream.latest_slot import LatestSlots
 from stream.prepare_schedule import PrepareSchedule
@@ -126,7 +126,7 @@ class FramePipeline:
         """Queues a frame for ``stream_id``; an older queued frame of that stream is dropped. Never blocks.
         A DecodedFrame (an ``av.VideoFrame``) is converted to RGB on the preprocessing thread, and only if it is
         the one prepared: most camera frames are replaced by newer ones first, so they never cost a conversion."""
-        if isinstance(frame, np.ndarray) or not isinstance(frame, DecodedFrame):
+        if not isinstance(frame, DecodedFrame):
             validate_frame(frame, "frame")
         with self._lock:
             if self._raw.closed:
@@ -211,7 +211,7 @@ class FramePipeline:
                 prepared = self.engine.prepare(stream_id, to_rgb(frame), (sequence, timestamp))
             except KeyError:  # the stream closed while its frame waited
                 continue
-            except ValueError:  # a DecodedFrame that did not convert to RGB: this frame is lost, not the stream
+            except ValueError:  # a DecodedFrame that gave no valid RGB frame: this frame is lost, not the stream
                 logger.exception("frame %d of stream %r could not be converted", sequence, stream_id)
                 self._count(stream_id, "errors")
                 continue
