@@ -27,7 +27,6 @@ class ServerSettings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     allow_public_without_token: bool = False
-    ice_host: str | None = None  # add this address to aiortc's host candidates (e.g. 127.0.0.1 for loopback)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -17,8 +17,11 @@ from server.metrics import StreamMeter
 from stream.pipeline import FramePipeline, OutputFrame
 
 logger = logging.getLogger(__name__)
-REPEAT_AFTER_S = 0.1  # send a new output again when no newer one came this soon (StreamOutputTrack)
-REPEAT = "repeat"  # the announced kind of such a repeat
+REPEAT = "repeat"  # the announced kind of a repeated output (StreamOutputTrack)
+REPEAT_AFTER_S = 0.1  # send a new output again when no newer one came this soon ...
+SLOW_REPEAT_AFTER_S = 0.025  # ... or this soon, when the stream's outputs average SLOW_OUTPUT_S or more apart
+SLOW_OUTPUT_S = 0.25
+INTERVAL_SMOOTHING = 0.3  # weight of the newest interval in that average
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,15 @@ class StreamOutputTrack(MediaStreamTrack):
     frame. When a data channel is attached, each frame is announced on it first as JSON
     ``{"pts", "source_pts", "kind"}`` so a client can tell which input frame it shows (latency, tests).
 
-    A new output that no newer one follows within ``REPEAT_AFTER_S`` is sent once more (announced with kind
-    ``repeat``). Why: aiortc's receiver (our camera bridge, scripts) completes a video frame only when the next
-    frame's first packet arrives, so at 1-2 outputs a second every frame would reach it a whole output interval
-    late; the repeat completes it 100 ms after sending. Browsers, which complete frames on the RTP marker bit,
-    just show the same picture twice; the repeat costs one cheap inter-frame encode. Outputs faster than 10 a
-    second are never repeated: the gain would be small, and the encoder's bitrate would be spread over twice
-    the frames (a 50 ms repeat visibly lowered the quality of a ~15 fps stream).
+    A new output that no newer one follows soon is sent once more (announced with kind ``repeat``). Why: aiortc's
+    receiver (our camera bridge, scripts) completes a video frame only when the next frame's first packet
+    arrives, so at 1-2 outputs a second every frame would reach it a whole output interval late; the repeat
+    completes it when it is sent. Browsers, which complete frames on the RTP marker bit, just show the same
+    picture twice; the repeat costs one cheap inter-frame encode. How soon: ``SLOW_REPEAT_AFTER_S`` (25 ms) for
+    a stream whose outputs average ``SLOW_OUTPUT_S`` or more apart (a CPU, a big model: doubling 1-4 frames a
+    second costs no visible quality), else ``REPEAT_AFTER_S`` (100 ms), so outputs faster than 10 a second are
+    never repeated: the gain would be small, and the encoder's bitrate would be spread over twice the frames
+    (a 50 ms repeat visibly lowered the quality of a ~15 fps stream).
 
     The pipeline converts each output to a VideoFrame once; only one track may send that object, because every
     track stamps its own pts on it and its encoder reformats it on a worker thread (two encoders reformatting one
@@ -82,6 +87,8 @@ class StreamOutputTrack(MediaStreamTrack):
         self._frames = pipeline.frames(stream_id)
         self._next: asyncio.Future[OutputFrame] | None = None  # the pending __anext__, kept across a repeat
         self._to_repeat: OutputFrame | None = None
+        self._last_output: float | None = None  # when the last new output arrived
+        self._output_interval: float | None = None  # moving average of the time between new outputs
         self._start: float | None = None
         self._last_pts = -1
         self.channel: RTCDataChannel | None = None
@@ -104,11 +111,12 @@ class StreamOutputTrack(MediaStreamTrack):
         return frame
 
     async def _next_output(self) -> tuple[OutputFrame, bool]:
-        """The stream's next output, or (after REPEAT_AFTER_S without one) the last output again, once."""
+        """The stream's next output, or (after ``repeat_after`` without one) the last output again, once."""
         if self._next is None:
             self._next = asyncio.ensure_future(self._frames.__anext__())
         # asyncio.wait, not await: cancelling recv() must not cancel the pending __anext__ (it would end the iterator)
-        done, _ = await asyncio.wait({self._next}, timeout=REPEAT_AFTER_S if self._to_repeat is not None else None)
+        timeout = repeat_after(self._output_interval) if self._to_repeat is not None else None
+        done, _ = await asyncio.wait({self._next}, timeout=timeout)
         if not done:
             out, self._to_repeat = self._to_repeat, None
             return out, True
@@ -119,7 +127,15 @@ class StreamOutputTrack(MediaStreamTrack):
             raise MediaStreamError from None
         self._next = None
         self._to_repeat = out
+        self._measure_interval(time.monotonic())
         return out, False
+
+    def _measure_interval(self, now: float) -> None:
+        if self._last_output is not None:
+            interval = now - self._last_output
+            self._output_interval = interval if self._output_interval is None else (
+                (1 - INTERVAL_SMOOTHING) * self._output_interval + INTERVAL_SMOOTHING * interval)
+        self._last_output = now
 
     def _announce(self, pts: int, source_pts: int | None, kind: str) -> None:
         if self.channel is not None and self.channel.readyState == "open":
@@ -131,6 +147,12 @@ class StreamOutputTrack(MediaStreamTrack):
             self._next.cancel()  # ends the pipeline iterator it awaits
         elif not self._frames.ag_running:
             asyncio.ensure_future(self._frames.aclose())
+
+
+def repeat_after(output_interval: float | None) -> float:
+    """Seconds without a newer output before the last one is repeated, for outputs ``output_interval`` apart."""
+    slow = output_interval is not None and output_interval >= SLOW_OUTPUT_S
+    return SLOW_REPEAT_AFTER_S if slow else REPEAT_AFTER_S
 
 
 def to_video_frame(image: Any) -> av.VideoFrame:

@@ -57,11 +57,6 @@ class LatestSlots(Generic[T]):
         with self.changed:
             self.changed.wait_for(lambda: self._closed or not any(self._queues.values()))
 
-    def wait_closed(self, timeout: float) -> bool:
-        """Sleeps up to ``timeout`` seconds, waking early when the slots close; True when closed."""
-        with self.changed:
-            return self.changed.wait_for(lambda: self._closed, timeout)
-
     def discard(self, key: str) -> int:
         """Forgets a key's queue; returns how many items were in it."""
         with self.changed:

@@ -175,6 +175,7 @@ class FramePipeline:
     def close(self) -> None:
         """Stops input, lets the engine finish its batch, publishes every computed frame, joins the threads."""
         # in flow order, so that what the engine finishes still reaches the postprocess thread
+        self._schedule.release()  # what is left gets prepared at once
         for slots, thread in zip((self._raw, self._ready, self._pending), self._threads):
             slots.close()
             thread.join(self.config.join_timeout)
@@ -198,9 +199,7 @@ class FramePipeline:
         while self._raw.wait_for_items() or not self._raw.closed:
             # prepare only the frames the engine will take, just before it takes them (stream.prepare_schedule)
             self._ready.wait_until_empty()
-            delay = self._schedule.delay()
-            if delay > 0:
-                self._raw.wait_closed(delay)  # close() ends the wait early: what is left gets prepared at once
+            self._schedule.wait_until_due()
             started = time.monotonic()
             self._prepare_round()
             self._schedule.prepared(time.monotonic() - started)
@@ -229,6 +228,7 @@ class FramePipeline:
                 results = self.engine.run(batch)
             except Exception:  # one failed batch must not end every stream: log it, count it, go on
                 logger.exception("engine call failed for streams %s", [p.stream_id for p in batch])
+                self._schedule.run_finished(started, failed=True)
                 self.batch_errors += 1
                 for prepared in batch:
                     self._count(prepared.stream_id, "errors")

@@ -6,9 +6,13 @@ soon as the engine takes a batch makes that frame one whole engine call old by t
 preprocessing thread waits until the engine's current call should end, less the time preparing takes
 and a margin: the frame it then prepares is the newest one, and it is ready when the engine is.
 
-The durations, and the spread of the engine's, are exponential moving averages of what was measured, so a
-slower or faster engine (more streams, a prompt change, the similarity filter skipping) retunes the schedule
-within a few calls.
+A call that ends before its estimate wakes the waiting thread at once, so an estimate that is too late costs
+the engine one preparation (a few ms), never the rest of the estimate. That is why the lead holds no term for
+the spread of call times: it would make every frame wait that much longer in the ready slot (side by side on
+2 cores, dropping it and waking at the call's end took latency from 1.15 to 1.12 engine calls, rates equal).
+
+The durations are exponential moving averages of what was measured, so a slower or faster engine (more
+streams, a prompt change, the similarity filter skipping) retunes the schedule within a few calls.
 """
 
 from __future__ import annotations
@@ -18,52 +22,70 @@ import time
 from collections.abc import Callable
 
 SMOOTHING = 0.3  # weight of the newest measurement in each moving average
-# start preparing PREPARE_LEAD x the usual preparation time, plus the usual spread of the engine's call times,
-# plus MARGIN_S before the engine is due to be free: the preparing thread competes for the GIL with the
-# engine's (5 ms switch interval), so a preparation often takes twice its average, and calls vary by ~10%;
-# with one average and 5 ms of margin the engine sat idle ~4% of the time on 2 cores
+# start preparing PREPARE_LEAD x the usual preparation time plus MARGIN_S before the engine is due to be free:
+# the preparing thread competes for the GIL with the engine's (5 ms switch interval), so a preparation often
+# takes twice its average
 PREPARE_LEAD = 2.0
 MARGIN_S = 0.010
 
 
 class PrepareSchedule:
-    """Thread-safe: the engine thread records its calls, the preprocessing thread asks how long to wait."""
+    """Thread-safe: the engine thread records its calls, the preprocessing thread waits for its moment."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
-        self._run_started: float | None = None
+        self._changed = threading.Condition()
+        self._run_started: float | None = None  # of the call in progress; None between calls
+        self._runs_ended = 0
         self._run_s: float | None = None
-        self._run_spread = 0.0  # moving average of |run - average run|
         self._prepare_s: float | None = None
+        self._released = False
 
     def run_started(self) -> float:
         """The engine took a batch; returns the start time to hand back to ``run_finished``."""
         now = self._clock()
-        with self._lock:
+        with self._changed:
             self._run_started = now
         return now
 
-    def run_finished(self, started: float) -> None:
+    def run_finished(self, started: float, *, failed: bool = False) -> None:
+        """The call begun at ``started`` ended (a failed one is not averaged in); wakes ``wait_until_due``."""
         seconds = self._clock() - started
-        with self._lock:
-            if self._run_s is not None:
-                self._run_spread = _smooth(self._run_spread, abs(seconds - self._run_s))
-            self._run_s = _smooth(self._run_s, seconds)
+        with self._changed:
+            if not failed:
+                self._run_s = _smooth(self._run_s, seconds)
+            self._run_started = None
+            self._runs_ended += 1
+            self._changed.notify_all()
 
     def prepared(self, seconds: float) -> None:
         """Preparing the last round of frames took ``seconds``."""
-        with self._lock:
+        with self._changed:
             self._prepare_s = _smooth(self._prepare_s, seconds)
 
     def delay(self) -> float:
-        """Seconds to wait before preparing: 0 while nothing is known or the engine is due to be free."""
-        with self._lock:
-            if self._run_started is None or self._run_s is None:
-                return 0.0
-            lead = PREPARE_LEAD * (self._prepare_s or 0.0) + self._run_spread + MARGIN_S
-            due = self._run_started + self._run_s - lead
-        return max(0.0, due - self._clock())
+        """Seconds until preparing should start: 0 between calls, while nothing is known, or when due."""
+        with self._changed:
+            return self._delay()
+
+    def wait_until_due(self) -> None:
+        """Blocks until preparing should start, the engine's current call ends, or ``release`` is called."""
+        with self._changed:
+            runs_ended = self._runs_ended
+            while not self._released and self._runs_ended == runs_ended and (delay := self._delay()) > 0:
+                self._changed.wait(delay)
+
+    def release(self) -> None:
+        """Ends every wait, now and later (the pipeline is closing: what is left gets prepared at once)."""
+        with self._changed:
+            self._released = True
+            self._changed.notify_all()
+
+    def _delay(self) -> float:
+        if self._run_started is None or self._run_s is None:
+            return 0.0
+        lead = PREPARE_LEAD * (self._prepare_s or 0.0) + MARGIN_S
+        return max(0.0, self._run_started + self._run_s - lead - self._clock())
 
 
 def _smooth(average: float | None, value: float) -> float:

@@ -1,8 +1,9 @@
-"""The just-in-time preparation schedule and the slot waits the preprocessing thread relies on."""
+"""The just-in-time preparation schedule and the waits the preprocessing thread relies on."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -18,6 +19,17 @@ class Clock:
         return self.now
 
 
+def scheduled(*calls: float) -> tuple[PrepareSchedule, Clock]:
+    """A schedule on a fake clock that has seen engine calls of these durations."""
+    clock = Clock()
+    schedule = PrepareSchedule(clock)
+    for seconds in calls:
+        started = schedule.run_started()
+        clock.now += seconds
+        schedule.run_finished(started)
+    return schedule, clock
+
+
 def test_no_wait_until_a_run_was_measured():
     clock = Clock()
     schedule = PrepareSchedule(clock)
@@ -27,11 +39,7 @@ def test_no_wait_until_a_run_was_measured():
 
 
 def test_waits_until_the_running_call_is_due_less_preparation_and_margin():
-    clock = Clock()
-    schedule = PrepareSchedule(clock)
-    started = schedule.run_started()
-    clock.now += 0.200
-    schedule.run_finished(started)
+    schedule, clock = scheduled(0.200)
     schedule.prepared(0.010)
     schedule.run_started()  # the next call begins now and should last 0.2 s
     clock.now += 0.050
@@ -40,17 +48,19 @@ def test_waits_until_the_running_call_is_due_less_preparation_and_margin():
     assert schedule.delay() == 0.0
 
 
-def test_durations_are_moving_averages():
-    clock = Clock()
-    schedule = PrepareSchedule(clock)
-    for seconds in (0.2, 0.1):
-        started = schedule.run_started()
-        clock.now += seconds
-        schedule.run_finished(started)
+def test_durations_are_moving_averages_and_failed_calls_do_not_count():
+    schedule, clock = scheduled(0.2, 0.1)
+    started = schedule.run_started()
+    clock.now += 5.0
+    schedule.run_finished(started, failed=True)
     schedule.run_started()
-    expected_run = 0.2 * (1 - SMOOTHING) + 0.1 * SMOOTHING
-    spread = 0.1 * SMOOTHING  # |0.1 - 0.2|, averaged in from 0
-    assert schedule.delay() == pytest.approx(expected_run - spread - MARGIN_S)
+    assert schedule.delay() == pytest.approx(0.2 * (1 - SMOOTHING) + 0.1 * SMOOTHING - MARGIN_S)
+
+
+def test_no_wait_between_calls():
+    """The engine finished before its estimate and waits for a frame: preparing must not wait for the estimate."""
+    schedule, _ = scheduled(0.5, 0.1)
+    assert schedule.delay() == 0.0
 
 
 def _wakes(wait, act) -> bool:
@@ -72,7 +82,31 @@ def test_wait_until_empty_wakes_on_every_way_an_item_leaves(act):
     assert _wakes(slots.wait_until_empty, actions[act])
 
 
-def test_wait_closed_sleeps_and_wakes_on_close():
-    slots: LatestSlots[int] = LatestSlots(1)
-    assert slots.wait_closed(0.01) is False
-    assert _wakes(lambda: slots.wait_closed(30), slots.close)
+def _running_schedule() -> tuple[PrepareSchedule, float]:
+    """A schedule whose engine is 30 s into a call estimated at 60 s."""
+    schedule, clock = scheduled(60)
+    started = schedule.run_started()
+    clock.now += 30
+    return schedule, started
+
+
+def test_wait_until_due_wakes_when_the_call_ends_early():
+    schedule, started = _running_schedule()
+    assert _wakes(schedule.wait_until_due, lambda: schedule.run_finished(started))
+
+
+def test_wait_until_due_wakes_on_release_and_never_waits_after_it():
+    schedule, _ = _running_schedule()
+    assert _wakes(schedule.wait_until_due, schedule.release)
+    schedule.wait_until_due()  # returns at once
+
+
+def test_wait_until_due_sleeps_until_due():
+    schedule = PrepareSchedule()  # the real clock
+    started = schedule.run_started()
+    time.sleep(0.05)
+    schedule.run_finished(started)
+    schedule.run_started()
+    began = time.monotonic()
+    schedule.wait_until_due()
+    assert 0.02 < time.monotonic() - began < 1.0  # ~0.05 s less the margin

@@ -12,6 +12,7 @@ import pytest
 from server.app import ModelInfo, create_app
 from server.ice import include_loopback_candidates
 from server.settings import ServerSettings
+from server.tracks import REPEAT_AFTER_S, SLOW_OUTPUT_S, SLOW_REPEAT_AFTER_S, repeat_after
 from stream import StreamConfig, StreamEngine
 from tests.webrtc_client import FRAME_PTS, connect, running
 
@@ -103,8 +104,9 @@ def test_four_peers_with_their_own_prompts_stay_isolated(local_engine):
 
 
 def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(local_engine):
-    """aiortc completes a received frame only when the next one starts arriving; the server's repeat 100 ms
-    after each new output brings glass-to-glass latency down to about one engine call instead of two."""
+    """aiortc completes a received frame only when the next one starts arriving; the server's repeat of each new
+    output (25 ms later for a stream this slow) brings glass-to-glass latency down to about one engine call
+    instead of two."""
     from tests.backends import InstrumentedBackend
 
     fast = local_engine(prompt="a watercolor painting")
@@ -127,5 +129,11 @@ def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(lo
     latencies = [f.at - client.camera.sent[k * FRAME_PTS] for f in frames
                  for k, kind in [client.source(f)] if kind == "generated" and k is not None]
     assert len(latencies) >= 4
-    # measured: 0.59 s median with the repeat, 1.01 s without (one more output interval)
+    # measured: 0.57 s median with the repeat after 25 ms (0.59 s after 100 ms), 1.01 s without (one more interval)
     assert np.median(latencies) < 0.8
+
+
+def test_repeats_come_sooner_for_slow_streams_and_never_for_fast_ones():
+    assert repeat_after(None) == REPEAT_AFTER_S  # nothing measured yet
+    assert repeat_after(SLOW_OUTPUT_S) == SLOW_REPEAT_AFTER_S < REPEAT_AFTER_S
+    assert repeat_after(0.066) == REPEAT_AFTER_S > 0.066  # 15 outputs a second: the next one comes first

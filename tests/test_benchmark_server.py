@@ -1,0 +1,36 @@
+"""Smoke test of the server benchmark: quick mode on the tiny preset into a temporary directory, with the
+peers in their own process as in a full run.
+
+It checks that every comparison is measured and reported, never how fast anything is: performance claims
+live in benchmarks/results, not in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks.server import main, trend_ms_per_minute
+
+COMPARISONS = {"peer_vs_engine", "p95_latency", "latency_drift", "four_peers"}
+
+
+def test_quick_run_reports_every_comparison(tmp_path):
+    main(["--quick", "--preset", "tiny", "--output", str(tmp_path)])
+    data = json.loads((tmp_path / "server.json").read_text())
+    by_key = {c["key"]: c for c in data["comparisons"]}
+    assert set(by_key) == COMPARISONS
+    for key, c in by_key.items():
+        for name in ("a", "b", "ratio"):
+            assert isinstance(c[name], float) and math.isfinite(c[name]) and c[name] > 0, (key, name, c[name])
+    assert [run["peers"] for run in data["runs"]] == [1, 4]
+    assert all(r["fps"] > 0 and r["latencies"] for run in data["runs"] for r in run["results"])
+    assert len(data["settings"]["engine_alone_fps"]) == 3  # before, between and after the two runs
+    assert (tmp_path / "server.png").stat().st_size > 0 and (tmp_path / "server.md").exists()
+
+
+def test_trend_is_the_fitted_slope_per_minute():
+    assert trend_ms_per_minute([(t, 0.5 + 0.001 * t) for t in range(60)]) == pytest.approx(60.0)
+    assert math.isnan(trend_ms_per_minute([(0.0, 1.0)]))
