@@ -15,13 +15,13 @@ from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamEr
 
 from server.metrics import StreamMeter
 from stream.pipeline import FramePipeline, OutputFrame
+from stream.prepare_schedule import smooth
 
 logger = logging.getLogger(__name__)
 REPEAT = "repeat"  # the announced kind of a repeated output (StreamOutputTrack)
 REPEAT_AFTER_S = 0.1  # send a new output again when no newer one came this soon ...
 SLOW_REPEAT_AFTER_S = 0.025  # ... or this soon, when the stream's outputs average SLOW_OUTPUT_S or more apart
 SLOW_OUTPUT_S = 0.25
-INTERVAL_SMOOTHING = 0.3  # weight of the newest interval in that average
 
 
 @dataclass(frozen=True)
@@ -132,9 +132,7 @@ class StreamOutputTrack(MediaStreamTrack):
 
     def _measure_interval(self, now: float) -> None:
         if self._last_output is not None:
-            interval = now - self._last_output
-            self._output_interval = interval if self._output_interval is None else (
-                (1 - INTERVAL_SMOOTHING) * self._output_interval + INTERVAL_SMOOTHING * interval)
+            self._output_interval = smooth(self._output_interval, now - self._last_output)
         self._last_output = now
 
     def _announce(self, pts: int, source_pts: int | None, kind: str) -> None:

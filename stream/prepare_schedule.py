@@ -53,7 +53,7 @@ class PrepareSchedule:
         seconds = self._clock() - started
         with self._changed:
             if not failed:
-                self._run_s = _smooth(self._run_s, seconds)
+                self._run_s = smooth(self._run_s, seconds)
             self._run_started = None
             self._runs_ended += 1
             self._changed.notify_all()
@@ -61,7 +61,7 @@ class PrepareSchedule:
     def prepared(self, seconds: float) -> None:
         """Preparing the last round of frames took ``seconds``."""
         with self._changed:
-            self._prepare_s = _smooth(self._prepare_s, seconds)
+            self._prepare_s = smooth(self._prepare_s, seconds)
 
     def delay(self) -> float:
         """Seconds until preparing should start: 0 between calls, while nothing is known, or when due."""
@@ -88,5 +88,6 @@ class PrepareSchedule:
         return max(0.0, self._run_started + self._run_s - lead - self._clock())
 
 
-def _smooth(average: float | None, value: float) -> float:
+def smooth(average: float | None, value: float) -> float:
+    """An exponential moving average with ``value`` weighted SMOOTHING; the first value starts it."""
     return value if average is None else (1 - SMOOTHING) * average + SMOOTHING * value
