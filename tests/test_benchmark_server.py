@@ -9,28 +9,41 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 
 import pytest
 
-from benchmarks.server import main, trend_ms_per_minute
+from benchmarks.server import PeerResult, PeerRun, Round, main, median_round, trend_ms_per_minute
 
 COMPARISONS = {"peer_vs_engine", "p95_latency", "latency_drift", "four_peers"}
 
 
 def test_quick_run_reports_every_comparison(tmp_path):
-    main(["--quick", "--preset", "tiny", "--output", str(tmp_path)])
+    main(["--quick", "--rounds", "2", "--preset", "tiny", "--output", str(tmp_path)])
     data = json.loads((tmp_path / "server.json").read_text())
     by_key = {c["key"]: c for c in data["comparisons"]}
     assert set(by_key) == COMPARISONS
     for key, c in by_key.items():
         for name in ("a", "b", "ratio"):
             assert isinstance(c[name], float) and math.isfinite(c[name]) and c[name] > 0, (key, name, c[name])
-    assert [run["peers"] for run in data["runs"]] == [1, 4]
+    assert [run["peers"] for run in data["runs"]] == [1, 1, 4]
     assert all(r["fps"] > 0 and r["latencies"] for run in data["runs"] for r in run["results"])
-    assert len(data["settings"]["engine_alone_fps"]) == 3  # before, between and after the two runs
+    assert len(data["settings"]["engine_alone_fps"]) == 4  # before, between and after the three runs
+    assert re.match(r"median of rounds \d+\.\d\d / \d+\.\d\d;", by_key["peer_vs_engine"]["note"])
+    if sys.platform != "win32":  # the loop `sana-stream serve` gets from uvicorn once uvloop is installed
+        assert data["settings"]["event_loop"] == "uvloop"
     assert (tmp_path / "server.png").stat().st_size > 0 and (tmp_path / "server.md").exists()
 
 
 def test_trend_is_the_fitted_slope_per_minute():
     assert trend_ms_per_minute([(t, 0.5 + 0.001 * t) for t in range(60)]) == pytest.approx(60.0)
     assert math.isnan(trend_ms_per_minute([(0.0, 1.0)]))
+
+
+def test_median_round_is_the_middle_one_and_of_two_the_one_nearer_failing():
+    rounds = [Round(PeerRun([PeerResult(fps)], 0.0), engine_fps=2.0, steps=1, seconds=60.0) for fps in (1.8, 1.6, 2.0)]
+    assert median_round(rounds, lambda r: r.fps_ratio, higher_is_better=True).peer.fps == 1.8
+    two = rounds[:2]
+    assert median_round(two, lambda r: r.fps_ratio, higher_is_better=True).peer.fps == 1.6
+    assert median_round(two, lambda r: r.fps_ratio, higher_is_better=False).peer.fps == 1.8
