@@ -43,7 +43,7 @@ class Comparison:
     b: float
     unit: str  # of a and b
     ratio: float
-    ratio_of: str  # "A/B" or "B/A"
+    ratio_of: str  # "A/B", "B/A", or the formula spelt out, e.g. "(A-B)/output interval"
     target: Target | None = None
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)

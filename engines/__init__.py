@@ -6,7 +6,9 @@ Nothing heavy is imported here: onnxruntime and tensorrt load only when their ba
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Sequence
+import importlib.util
+import logging
+from typing import TYPE_CHECKING, Callable, Sequence
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderDC, SanaTransformer2DModel
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
     from engines.specs import BuildSpec
     from stream.models.controlnet import SprintControlNetModel
 
+logger = logging.getLogger(__name__)
+
 
 class BackendName(str, enum.Enum):
     TORCH = "torch"  # eager PyTorch
@@ -23,8 +27,38 @@ class BackendName(str, enum.Enum):
     TENSORRT = "tensorrt"  # TensorRT engines built from the same graphs (NVIDIA GPUs)
 
 
+AUTO = "auto"  # resolve_backend's choice for this machine
+
+
 def backend_names() -> list[str]:
     return [b.value for b in BackendName]
+
+
+def resolve_backend(name: BackendName | str, *, cuda: bool | None = None,
+                    installed: Callable[[str], bool] | None = None) -> BackendName:
+    """``name`` validated, with ``auto`` resolved for this machine (``cuda``: whether torch sees a GPU;
+    ``installed``: whether a module can be imported). On an NVIDIA GPU: TensorRT when installed, else torch.
+    On a CPU: onnxruntime when installed (faster than torch eager: benchmarks/results/backends.md; and one
+    call per part releases the GIL the server's event loop needs, where eager torch takes it back between
+    ops), else torch. The choice is logged; a missing compiled backend is logged as a warning."""
+    if name != AUTO:
+        try:
+            return BackendName(name)
+        except ValueError:
+            raise ValueError(f"backend must be {AUTO} or one of {', '.join(backend_names())}, got {name!r}") from None
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    installed = installed or (lambda module: importlib.util.find_spec(module) is not None)
+    best, module = (BackendName.TENSORRT, "tensorrt") if cuda else (BackendName.ONNXRUNTIME, "onnxruntime")
+    where = "an NVIDIA GPU" if cuda else "a CPU"
+    if installed(module):
+        logger.info("backend auto: %s on %s", best.value, where)
+        return best
+    logger.warning("backend auto: %s is not installed, so %s runs torch eager (slower; install the %s extra)",
+                   module, where, "tensorrt" if cuda else "onnx")
+    return BackendName.TORCH
 
 
 def create_backend(name: BackendName | str, transformer: SanaTransformer2DModel, vae: AutoencoderDC, *,

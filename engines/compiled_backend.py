@@ -196,5 +196,7 @@ class CompiledBackend(ModelBackend):
     def _note_chunks(self, component: PartId, rows: int, cap: int) -> None:
         if rows > cap and component not in self._warned_chunks:
             self._warned_chunks.add(component)
-            logger.warning("%s %s was built for batch %d but got %d rows: running it in %d calls (build for more "
-                           "streams to avoid this)", self.name, component.value, cap, rows, -(-rows // cap))
+            on_cpu = self.torch_backend.transformer.device.type == "cpu"  # where batching gains nothing
+            logger.log(logging.INFO if on_cpu else logging.WARNING, "%s %s was built for batch %d but got %d rows: "
+                       "running it in %d calls%s", self.name, component.value, cap, rows, -(-rows // cap),
+                       " (on a CPU, as fast as one batch)" if on_cpu else " (build for more streams to avoid this)")

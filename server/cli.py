@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bridge.cli import add_camera_parser
 from engines.build_cli import add_build_parser
+from engines import AUTO, backend_names
 from stream.exceptions import ModelNotFoundError
 from stream.tiny_model import TinyPreset, make_tiny_model
 
@@ -55,8 +56,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                         "else a tiny demo model)")
     p.add_argument("--host", default=_env("host", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(_env("port", "8080") or 8080))
-    p.add_argument("--backend", default=_env("backend", "torch"), choices=["torch", "onnxruntime", "tensorrt"],
-                   help="compiled backends are built on first use (cached; see `sana-stream build`)")
+    p.add_argument("--backend", default=_env("backend", AUTO), choices=[AUTO, *backend_names()],
+                   help="auto (default): tensorrt on an NVIDIA GPU, onnxruntime on a CPU, torch where those are "
+                        "not installed; compiled backends are built on first use (cached; see `sana-stream build`)")
     p.add_argument("--precision", default=_env("precision"), choices=["fp32", "fp16", "bf16"],
                    help="compiled graph precision (default: fp32 for onnxruntime, bf16 for tensorrt)")
     p.add_argument("--width", type=int, default=int(_env("width", "512") or 512))

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import uvicorn
 
+from engines import BackendName, resolve_backend
 from server.app import ModelInfo, create_app
 from server.cli import cache_dir, even_t_list
 from server.ice import include_loopback_candidates
 from server.settings import DEFAULT_MODEL, ServerSettings
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
-from stream.loading import resolve_model_dir
+from stream.loading import choose_placement, resolve_model_dir
 from stream.tiny_model import make_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -44,14 +45,15 @@ def choose_model(requested: str | None) -> tuple[str, bool]:
 
 
 def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
+    backend = resolve_backend(args.backend).value
     t_list = tuple(args.t_list) if args.t_list else even_t_list(args.strength, args.steps)
     controlnets = tuple(ControlNetConfig.from_option(c) for c in args.controlnet)
     stream = StreamConfig(width=args.width, height=args.height, t_list=t_list, prompt=args.prompt,
                           cfg_type=args.cfg_type, encoder=args.encoder, decoder=args.decoder,
                           tiny_vae=args.tiny_vae, similarity_filter=args.similarity_filter, seed=args.seed,
-                          backend=args.backend, controlnets=controlnets)
+                          backend=backend, controlnets=controlnets)
     max_viewers = None if args.max_viewers < 0 else args.max_viewers
-    return ServerSettings(model=model, host=args.host, port=args.port, backend=args.backend, stream=stream,
+    return ServerSettings(model=model, host=args.host, port=args.port, backend=backend, stream=stream,
                           token=args.token, max_peers=args.max_peers, max_viewers=max_viewers,
                           idle_timeout=args.idle_timeout,
                           cors_origins=tuple(args.cors_origin),
@@ -59,20 +61,28 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
                           allow_public_without_token=args.allow_public_without_token)
 
 
+def compiled_streams(stream: StreamConfig, max_peers: int) -> int:
+    """Streams the compiled parts are built for. On a GPU, ``--max-peers``: one model call serves every peer.
+    On a CPU, one: a batch there costs what its calls one by one cost (benchmarks/results/pipeline.md, 4 vs 1
+    streams), so a part built for four would only spend three padding rows on every single-peer call."""
+    on_gpu = choose_placement(stream.device, None).device.type == "cuda"
+    return max_peers if on_gpu else 1
+
+
 def run_server(args: argparse.Namespace) -> int:
     model, demo = choose_model(args.model)
     settings = build_settings(args, model)  # validates everything before the (slow) model load
     options = None
-    if settings.stream.backend.value != "torch":
+    if settings.stream.backend is not BackendName.TORCH:
         from engines.compile import CompileOptions
 
-        # one model call serves every peer at once: build for --max-peers streams
-        options = CompileOptions(streams=settings.max_peers, precision=args.precision)
+        streams = compiled_streams(settings.stream, settings.max_peers)
+        options = CompileOptions(streams=streams, precision=args.precision)
     engine = StreamEngine.from_pretrained(model, settings.stream, compile_options=options)
     if settings.is_loopback:
         include_loopback_candidates()
     app = create_app(settings, engine, ModelInfo(name=Path(model).name if demo else model, demo=demo,
-                                                 backend=args.backend))
+                                                 backend=settings.backend))
     scheme = "https" if settings.ssl_certfile else "http"
     logger.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, ssl_certfile=settings.ssl_certfile,

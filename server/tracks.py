@@ -20,7 +20,7 @@ from stream.prepare_schedule import smooth
 logger = logging.getLogger(__name__)
 REPEAT = "repeat"  # the announced kind of a repeated output (StreamOutputTrack)
 REPEAT_AFTER_S = 0.1  # send a new output again when no newer one came this soon ...
-SLOW_REPEAT_AFTER_S = 0.025  # ... or this soon, when the stream's outputs average SLOW_OUTPUT_S or more apart
+SLOW_REPEAT_AFTER_S = 0.0  # ... or at once, when the stream's outputs average SLOW_OUTPUT_S or more apart
 SLOW_OUTPUT_S = 0.25
 
 
@@ -66,15 +66,18 @@ class StreamOutputTrack(MediaStreamTrack):
     receiver (our camera bridge, scripts) completes a video frame only when the next frame's first packet
     arrives, so at 1-2 outputs a second every frame would reach it a whole output interval late; the repeat
     completes it when it is sent. Browsers, which complete frames on the RTP marker bit, just show the same
-    picture twice; the repeat costs one cheap inter-frame encode. How soon: ``SLOW_REPEAT_AFTER_S`` (25 ms) for
-    a stream whose outputs average ``SLOW_OUTPUT_S`` or more apart (a CPU, a big model: doubling 1-4 frames a
-    second costs no visible quality), else ``REPEAT_AFTER_S`` (100 ms), so outputs faster than 10 a second are
+    picture twice; the repeat costs one cheap inter-frame encode of the same frame object, not a second
+    conversion. How soon: at once (``SLOW_REPEAT_AFTER_S``: aiortc's sender asks for it only after sending the
+    new frame) for a stream whose outputs average ``SLOW_OUTPUT_S`` or more apart (a CPU, a big model: doubling
+    1-4 frames a second costs no visible quality; waiting 25 ms first only delayed every frame by that much),
+    else after ``REPEAT_AFTER_S`` (100 ms), so outputs faster than 10 a second are
     never repeated: the gain would be small, and the encoder's bitrate would be spread over twice the frames
     (a 50 ms repeat visibly lowered the quality of a ~15 fps stream).
 
-    The pipeline converts each output to a VideoFrame once; only one track may send that object, because every
-    track stamps its own pts on it and its encoder reformats it on a worker thread (two encoders reformatting one
-    frame at once crash in libswscale). Further tracks of the same stream (viewers) pass ``own_frames=True``."""
+    The pipeline converts each output to a yuv420p VideoFrame once; only one track may send that object, because
+    every track stamps its own pts on it while another track's encoder may be reading it on a worker thread (and
+    an RGB frame was reformatted there: two at once crashed in libswscale). Further tracks of the same stream
+    (viewers) pass ``own_frames=True``."""
 
     kind = "video"
 
@@ -91,6 +94,7 @@ class StreamOutputTrack(MediaStreamTrack):
         self._output_interval: float | None = None  # moving average of the time between new outputs
         self._start: float | None = None
         self._last_pts = -1
+        self._sent: av.VideoFrame | None = None  # the frame object recv() returned last
         self.channel: RTCDataChannel | None = None
 
     async def recv(self) -> av.VideoFrame:
@@ -100,8 +104,7 @@ class StreamOutputTrack(MediaStreamTrack):
             self._start = now
         pts = max(self._last_pts + 1, int((now - self._start) * VIDEO_CLOCK_RATE))
         self._last_pts = pts
-        shared = out.converted if not (self._own_frames or repeat) else None
-        frame: av.VideoFrame = shared if shared is not None else to_video_frame(out.image)
+        frame = self._frame_for(out, repeat)
         frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
         stamp: InputStamp | Any = out.timestamp
         if isinstance(stamp, InputStamp):
@@ -109,6 +112,17 @@ class StreamOutputTrack(MediaStreamTrack):
                 self._meter.record(now, now - stamp.received, out.kind.value)
             self._announce(pts, stamp.pts, REPEAT if repeat else out.kind.value)
         return frame
+
+    def _frame_for(self, out: OutputFrame, repeat: bool) -> av.VideoFrame:
+        """The frame to send: a repeat resends this track's last frame object. aiortc's sender calls recv() only
+        after encoding the previous frame, so the object is free again; an encoder sets ``pict_type`` to ask
+        for a keyframe, which must not carry over to the repeat."""
+        if repeat and self._sent is not None:
+            self._sent.pict_type = av.video.frame.PictureType.NONE
+            return self._sent
+        shared = out.converted if not self._own_frames else None
+        self._sent = shared if shared is not None else to_video_frame(out.image)
+        return self._sent
 
     async def _next_output(self) -> tuple[OutputFrame, bool]:
         """The stream's next output, or (after ``repeat_after`` without one) the last output again, once."""
@@ -154,5 +168,7 @@ def repeat_after(output_interval: float | None) -> float:
 
 
 def to_video_frame(image: Any) -> av.VideoFrame:
-    """uint8 (H, W, 3) RGB -> a VideoFrame; runs on the pipeline's postprocess thread via PipelineConfig.convert."""
-    return av.VideoFrame.from_ndarray(image, format="rgb24")
+    """uint8 (H, W, 3) RGB -> a yuv420p VideoFrame; runs on the pipeline's postprocess thread via
+    PipelineConfig.convert. yuv420p is what aiortc's VP8 and H.264 encoders take: given RGB, they would convert
+    on every send, a repeat included (~2.5 ms at 512 px each)."""
+    return av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from benchmarks.server import PeerResult, PeerRun, Round, main, median_round, trend_ms_per_minute
+from engines import resolve_backend
 
 COMPARISONS = {"peer_vs_engine", "p95_latency", "latency_drift", "four_peers"}
 
@@ -26,13 +27,15 @@ def test_quick_run_reports_every_comparison(tmp_path):
     assert set(by_key) == COMPARISONS
     for key, c in by_key.items():
         for name in ("a", "b", "ratio"):
-            assert isinstance(c[name], float) and math.isfinite(c[name]) and c[name] > 0, (key, name, c[name])
+            assert isinstance(c[name], float) and math.isfinite(c[name]), (key, name, c[name])
+        assert c["a"] > 0 and c["b"] > 0 and (c["ratio"] > 0 or key == "latency_drift"), c  # growth may be < 0
     assert [run["peers"] for run in data["runs"]] == [1, 1, 4]
     assert all(r["fps"] > 0 and r["latencies"] for run in data["runs"] for r in run["results"])
     assert len(data["settings"]["engine_alone_fps"]) == 4  # before, between and after the three runs
     assert re.match(r"median of rounds \d+\.\d\d / \d+\.\d\d;", by_key["peer_vs_engine"]["note"])
     if sys.platform != "win32":  # the loop `sana-stream serve` gets from uvicorn once uvloop is installed
         assert data["settings"]["event_loop"] == "uvloop"
+    assert data["settings"]["backend"] == resolve_backend("auto").value  # as `serve` picks it
     assert (tmp_path / "server.png").stat().st_size > 0 and (tmp_path / "server.md").exists()
 
 
@@ -47,3 +50,11 @@ def test_median_round_is_the_middle_one_and_of_two_the_one_nearer_failing():
     two = rounds[:2]
     assert median_round(two, lambda r: r.fps_ratio, higher_is_better=True).peer.fps == 1.6
     assert median_round(two, lambda r: r.fps_ratio, higher_is_better=False).peer.fps == 1.8
+
+
+def test_latency_growth_is_counted_in_output_intervals():
+    """At 2 fps (0.5 s intervals), a last window 0.25 s slower than the first is half an interval of growth."""
+    latencies = [(t / 2, 1.0 if t < 60 else 1.25) for t in range(120)]
+    round_ = Round(PeerRun([PeerResult(2.0, latencies)], 0.0), engine_fps=2.0, steps=1, seconds=60.0)
+    assert (round_.first, round_.last) == (1.0, 1.25)
+    assert round_.growth == pytest.approx(0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -10,8 +11,11 @@ import time
 
 import httpx
 import pytest
+import torch
 
+from engines import BackendName, resolve_backend
 from server.cli import build_parser, even_t_list, main
+from server.serve import build_settings, compiled_streams
 from stream.tiny_codecs import CONTROLNET_DIR
 
 
@@ -72,7 +76,8 @@ def test_serve_without_model_uses_the_demo_model_loudly(tmp_path):
                           env={"SANA_STREAM_CACHE": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub"),
                                "HF_HUB_OFFLINE": "1"})
     try:
-        assert wait_healthy(process, base)["demo_model"] is True
+        health = wait_healthy(process, base)
+        assert health["demo_model"] is True and health["backend"] == resolve_backend("auto").value
     finally:
         output = stop(process)
     assert "DEMO MODE" in output and "NOT a real style" in output
@@ -98,3 +103,27 @@ def test_bad_serve_options_exit_with_a_clear_message(caplog):
 def test_even_t_list():
     assert even_t_list(1.0, 2) == (1.0, 0.5)
     assert even_t_list(1.2, 3) == pytest.approx((1.2, 0.8, 0.4))
+
+
+def test_backend_auto_picks_the_compiled_backend_this_machine_has(caplog):
+    def only(*modules):
+        return lambda module: module in modules
+
+    assert resolve_backend("auto", cuda=True, installed=only("tensorrt")) is BackendName.TENSORRT
+    assert resolve_backend("auto", cuda=False, installed=only("onnxruntime")) is BackendName.ONNXRUNTIME
+    with caplog.at_level(logging.WARNING, logger="engines"):
+        assert resolve_backend("auto", cuda=True, installed=only("onnxruntime")) is BackendName.TORCH
+        assert resolve_backend("auto", cuda=False, installed=only()) is BackendName.TORCH
+    assert [r.levelno for r in caplog.records] == [logging.WARNING] * 2
+    assert "tensorrt is not installed" in caplog.records[0].message
+    assert resolve_backend("torch", cuda=True, installed=only("tensorrt")) is BackendName.TORCH  # as asked
+    with pytest.raises(ValueError, match="backend must be auto or one of torch, onnxruntime, tensorrt, got 'tvm'"):
+        resolve_backend("tvm")
+
+
+def test_serve_defaults_to_auto_and_builds_cpu_parts_for_one_stream():
+    args = build_parser().parse_args(["serve", "--max-peers", "4"])
+    assert args.backend == "auto"
+    settings = build_settings(args, "unused-model-id")
+    assert settings.backend == resolve_backend("auto").value  # onnxruntime here: the test extra installs it
+    assert compiled_streams(settings.stream, settings.max_peers) == (4 if torch.cuda.is_available() else 1)

@@ -12,8 +12,11 @@ import pytest
 from server.app import ModelInfo, create_app
 from server.ice import include_loopback_candidates
 from server.settings import ServerSettings
-from server.tracks import REPEAT_AFTER_S, SLOW_OUTPUT_S, SLOW_REPEAT_AFTER_S, repeat_after
+from server.metrics import StreamMeter
+from server.tracks import (REPEAT_AFTER_S, SLOW_OUTPUT_S, SLOW_REPEAT_AFTER_S, StreamOutputTrack, repeat_after,
+                           to_video_frame)
 from stream import StreamConfig, StreamEngine
+from stream.pipeline import FramePipeline, PipelineConfig
 from tests.webrtc_client import FRAME_PTS, connect, running
 
 SIZE = 128
@@ -105,7 +108,7 @@ def test_four_peers_with_their_own_prompts_stay_isolated(local_engine):
 
 def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(local_engine):
     """aiortc completes a received frame only when the next one starts arriving; the server's repeat of each new
-    output (25 ms later for a stream this slow) brings glass-to-glass latency down to about one engine call
+    output (at once for a stream this slow) brings glass-to-glass latency down to about one engine call
     instead of two."""
     from tests.backends import InstrumentedBackend
 
@@ -129,7 +132,8 @@ def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(lo
     latencies = [f.at - client.camera.sent[k * FRAME_PTS] for f in frames
                  for k, kind in [client.source(f)] if kind == "generated" and k is not None]
     assert len(latencies) >= 4
-    # measured: 0.57 s median with the repeat after 25 ms (0.59 s after 100 ms), 1.01 s without (one more interval)
+    # measured: 0.56 / 0.55 s median with the repeat at once, 0.56 / 0.60 s after 25 ms (0.59 s after 100 ms),
+    # 1.01 s without (one more interval)
     assert np.median(latencies) < 0.8
 
 
@@ -137,3 +141,29 @@ def test_repeats_come_sooner_for_slow_streams_and_never_for_fast_ones():
     assert repeat_after(None) == REPEAT_AFTER_S  # nothing measured yet
     assert repeat_after(SLOW_OUTPUT_S) == SLOW_REPEAT_AFTER_S < REPEAT_AFTER_S
     assert repeat_after(0.066) == REPEAT_AFTER_S > 0.066  # 15 outputs a second: the next one comes first
+
+
+def test_a_repeat_resends_the_same_yuv_frame_as_an_inter_frame_after_a_forced_keyframe(local_engine):
+    """The repeat costs an encode only: the track hands aiortc's encoder its last frame object again (already
+    yuv420p, so nothing is converted), and the keyframe the encoder forced on it last time does not stick."""
+    from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
+
+    def is_keyframe(payloads: list[bytes]) -> bool:
+        _, vp8 = VpxPayloadDescriptor.parse(payloads[0])
+        return vp8[0] & 1 == 0  # RFC 7741 / RFC 6386: the P bit of the frame tag is 0 on keyframes
+
+    async def main():
+        with FramePipeline(local_engine(), PipelineConfig(convert=to_video_frame)) as pipeline:
+            pipeline.open_stream("s")
+            track = StreamOutputTrack(pipeline, "s", StreamMeter())
+            pipeline.submit("s", np.full((SIZE, SIZE, 3), 128, np.uint8))
+            encoder = Vp8Encoder()
+            first = await asyncio.wait_for(track.recv(), 30)
+            assert first.format.name == "yuv420p"
+            assert is_keyframe(encoder.encode(first, force_keyframe=True)[0])
+            repeat = await asyncio.wait_for(track.recv(), 5)  # no newer output: the repeat
+            assert repeat is first and repeat.pts > 0
+            assert not is_keyframe(encoder.encode(repeat)[0])
+            track.stop()
+
+    asyncio.run(main())
