@@ -41,16 +41,17 @@ def diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(small[0] - small[1]).mean())
 
 
-def assert_shows(client, frames, reference, *, least: int = 4) -> None:
-    """Every announced generated frame is the engine's output for the input frame it names: closer to it
-    than to the outputs for the neighbouring inputs (whose coarse colours differ)."""
+def assert_shows(client, frames, reference, *, least: int = 4, bound: float = 3.5) -> None:
+    """Every announced generated frame is the engine's output for the input frame it names: within ``bound``
+    of it (VP8's error, in and out) and closer to it than to the outputs for the neighbouring inputs (whose
+    coarse colours differ)."""
     traced = [(f, k) for f in frames for k, kind in [client.source(f)] if kind == "generated"]
     assert len(traced) >= least
     for f, k in traced[-least:]:
         assert f.image.shape == (SIZE, SIZE, 3)
         expected = diff(f.image, reference(client.camera.pattern(k)))
         others = [diff(f.image, reference(client.camera.pattern(k + d))) for d in (-2, -1, 1, 2)]
-        assert expected < 3.5 and expected < 0.8 * min(others), (expected, others)
+        assert expected < bound and expected < 0.8 * min(others), (expected, others)
 
 
 def test_frames_flow_and_are_the_engines_output(local_engine):
@@ -102,8 +103,10 @@ def test_four_peers_with_their_own_prompts_stay_isolated(local_engine):
         return clients, received
 
     clients, received = asyncio.run(main())
+    # four encoders each way share 2 cores: VP8's error read 2.1-3.1 in 3 runs here, and 3.58 and 3.60 in the two
+    # fresh-clone runs it failed a 3.5 bound; the neighbouring inputs' outputs read ~14, so 5.0 still tells them apart
     for client, frames, prompt in zip(clients, received, prompts):
-        assert_shows(client, frames, local_engine(prompt=prompt), least=3)
+        assert_shows(client, frames, local_engine(prompt=prompt), least=3, bound=5.0)
 
 
 def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(local_engine):
