@@ -19,6 +19,7 @@ from stream.engine import DEFAULT_STREAM
 from stream.pipeline import FramePipeline
 
 logger = logging.getLogger(__name__)
+FIRST_INPUT_TIMEOUT_S = 10.0  # the least time a new peer gets for its first camera frame (Peers._watch_idle)
 
 
 class PeerKind(str, enum.Enum):
@@ -41,11 +42,13 @@ class Peer:
     state: PeerState = PeerState.CONNECTING
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     last_input: float = field(default_factory=time.monotonic)  # when the last camera frame arrived
+    has_input: bool = False  # whether any camera frame arrived yet
     output: StreamOutputTrack | None = None
     has_video: bool = False
 
     def touch(self) -> None:
         self.last_input = time.monotonic()
+        self.has_input = True
 
 
 def _parse_offer(sdp: str, kind: str) -> RTCSessionDescription:
@@ -136,12 +139,17 @@ class PeerManager:
 
     async def _watch_idle(self, peer: Peer) -> None:
         """Closes the peer when no input frame arrives for ``idle_timeout`` seconds (aiortc itself notices a
-        vanished peer only after ~30 s of failed consent checks)."""
+        vanished peer only after ~30 s of failed consent checks). Before its first frame a peer gets at least
+        FIRST_INPUT_TIMEOUT_S: ICE, DTLS and the first keyframe took over a second under load, and a short
+        ``--idle-timeout`` closed such peers before they had started."""
         # a plain sleep: on Python 3.11 asyncio.wait_for on an event set 30 times a second sometimes swallows the
         # cancellation from close(), which then waited a whole idle_timeout for this task
-        while (idle := time.monotonic() - peer.last_input) < self.idle_timeout:
-            await asyncio.sleep(self.idle_timeout - idle)
-        self.close_soon(peer.id, f"no input for {self.idle_timeout:g} s", only=peer)
+        while (idle := time.monotonic() - peer.last_input) < (limit := self._idle_limit(peer)):
+            await asyncio.sleep(min(limit - idle, self.idle_timeout))  # the limit shrinks at the first frame
+        self.close_soon(peer.id, f"no input for {limit:g} s", only=peer)
+
+    def _idle_limit(self, peer: Peer) -> float:
+        return self.idle_timeout if peer.has_input else max(self.idle_timeout, FIRST_INPUT_TIMEOUT_S)
 
     def _own(self, peer: Peer, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]

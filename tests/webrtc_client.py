@@ -72,9 +72,11 @@ class Client:
 
 
 async def connect(base: str, size: tuple[int, int] = (128, 128), offset: int = 0,
-                  headers: dict[str, str] | None = None, stream: str | None = None) -> Client:
-    """POST /offer with a synthetic camera; raises ``OfferRejected`` when the server refuses."""
+                  headers: dict[str, str] | None = None, stream: str | None = None, paused: bool = False) -> Client:
+    """POST /offer with a synthetic camera (sending nothing until unpaused when ``paused``); raises
+    ``OfferRejected`` when the server refuses."""
     camera = SyntheticCamera(size, offset)
+    camera.paused = paused
     return Client(await stream_connect(base, camera, headers, stream=stream), camera)
 
 
