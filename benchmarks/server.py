@@ -13,9 +13,9 @@ backend ``serve`` picks (``--backend auto``: onnxruntime on a CPU, built for one
 The peers run in a child process under SCHED_IDLE (the kernel gives them a core only when nothing else wants
 it). They stand in for cameras on other machines: here they share the server's 2 cores, and 30 VP8 encodes a
 second at normal priority took ~25% of a core from the engine's two intra-op threads (which wait for each
-other, so a stolen slice stalls both). So their camera is encoded before timing (``Camera``) and they only
-send it. The peers' CPU share is reported with the results; their receive path runs at that idle priority
-too, so the latencies measured include any wait for a free core on the receiving side.
+other, so a stolen slice stalls both). So their camera is encoded before timing (``benchmarks.webrtc_camera``)
+and they only send it. The peers' CPU share is reported with the results; their receive path runs at that idle
+priority too, so the latencies measured include any wait for a free core on the receiving side.
 
     python -m benchmarks.server [--quick] [--seconds 60] [--rounds 3] [--preset proportional|tiny]
                                 [--backend auto|torch|onnxruntime|tensorrt] [--output DIR]
@@ -31,84 +31,33 @@ import multiprocessing
 import os
 import tempfile
 import time
-from fractions import Fraction
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Sequence
 
-import av
 import numpy as np
 import uvicorn
-from aiortc import VideoStreamTrack
 
-from benchmarks.pipeline import camera_loop, run_engine_alone
+from benchmarks.pipeline import run_engine_alone
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
-from engines import AUTO, BackendName, backend_names, resolve_backend
-from engines.compile import CompileOptions
+from benchmarks.webrtc_camera import FRAME_PTS, Camera
+from engines import AUTO, backend_names, resolve_backend
 from server.app import ModelInfo, create_app
 from server.client import StreamClient, connect
 from server.ice import include_loopback_candidates
-from server.serve import compiled_streams
+from server.serve import compile_options
 from server.settings import ServerSettings
 from server.tracks import REPEAT
 from stream import StreamConfig, StreamEngine
 from stream.tiny_model import make_tiny_model
 
 logger = logging.getLogger("benchmarks.server")
-FRAME_PTS = 3000  # 90 kHz at 30 fps
 ENGINE_SLICE_S = 10.0  # each engine-alone slice
 MANY_PEERS = 4  # the last run; the rounds before it have one peer each
-LOOP_S = 10.0  # the camera's pre-encoded loop
-CAMERA_BITRATE = 1_000_000  # bits/s; aiortc's VP8 encoder reached ~1.1 Mbit/s sending this pattern here
 # "latency in the last 10 s no higher than in the first 10 s", judged as growth below a quarter of an output
 # interval: a queue grows latency by whole intervals, while with none the means of 10 s windows here wander by
 # ~0.1 interval (and by 10-15% in ms as the machine's speed drifts), so a strict "<= 1.0" would be a coin flip
 GROWTH_TOLERANCE = 0.25
-
-
-class Camera(VideoStreamTrack):
-    """A moving gradient at 30 fps (benchmarks.pipeline.camera_loop, in the YUV 4:2:0 webcams and browsers
-    deliver), VP8-encoded before timing as a camera's own machine would encode it, so the peers' process only
-    packetizes and sends; it remembers when it sent each pts.
-
-    Why pre-encoded: the peers run at idle priority on the server's 2 cores, and encoding 30 frames a second
-    there waited for whatever the engine left idle, which put up to hundreds of ms of the peers' own CPU
-    starvation into the measured latency. The loop is LOOP_S long with a keyframe at each start; its bitrate
-    is CAMERA_BITRATE, about what aiortc's encoder settles at here."""
-
-    def __init__(self, size: int, offset: int) -> None:
-        super().__init__()
-        planes = [av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
-                  for rgb in camera_loop(size)]
-        self.packets = encode_vp8([planes[(k + offset) % len(planes)] for k in range(int(LOOP_S * 30))], size)
-        self.sent: dict[int, float] = {}
-
-    async def recv(self) -> av.Packet:  # type: ignore[override]  # aiortc's senders take encoded packets too
-        pts, time_base = await self.next_timestamp()
-        packet = av.Packet(self.packets[(pts // FRAME_PTS) % len(self.packets)])
-        packet.pts, packet.time_base = pts, time_base
-        self.sent[pts] = time.monotonic()
-        return packet
-
-
-def encode_vp8(planes: list[np.ndarray], size: int) -> list[bytes]:
-    """``planes`` (yuv420p) as one VP8 frame each, the first a keyframe, with aiortc's realtime settings."""
-    codec = av.CodecContext.create("libvpx", "w")
-    codec.width = codec.height = size
-    codec.pix_fmt = "yuv420p"
-    codec.time_base, codec.framerate = Fraction(1, 30), Fraction(30, 1)
-    codec.bit_rate, codec.gop_size = CAMERA_BITRATE, len(planes)
-    codec.options = {"deadline": "realtime", "cpu-used": "-6", "lag-in-frames": "0", "minrate": str(CAMERA_BITRATE),
-                     "maxrate": str(CAMERA_BITRATE), "bufsize": str(CAMERA_BITRATE)}
-    packets: list[bytes] = []
-    for k, plane in enumerate(planes):
-        frame = av.VideoFrame.from_ndarray(plane, format="yuv420p")
-        frame.pts, frame.time_base = k, codec.time_base
-        packets += [bytes(p) for p in codec.encode(frame)]
-    packets += [bytes(p) for p in codec.encode(None)]
-    if len(packets) != len(planes):
-        raise RuntimeError(f"libvpx gave {len(packets)} packets for {len(planes)} frames")
-    return packets
 
 
 @dataclass
@@ -358,10 +307,8 @@ def build_engine(model: Path, size: int, backend: str, cache_dir: Path) -> Strea
     """The engine as ``sana-stream serve --backend`` builds it; compiled parts are exported fresh into
     ``cache_dir`` (before any timing)."""
     config = StreamConfig(width=size, height=size, t_list=(1.0,), backend=resolve_backend(backend))
-    options = None
-    if config.backend is not BackendName.TORCH:
-        options = CompileOptions(streams=compiled_streams(config, MANY_PEERS), cache_dir=cache_dir)
-    return StreamEngine.from_pretrained(model, config, compile_options=options)
+    return StreamEngine.from_pretrained(model, config,
+                                        compile_options=compile_options(config, MANY_PEERS, cache_dir=cache_dir))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

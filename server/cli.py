@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from bridge.cli import add_camera_parser
-from engines.build_cli import add_build_parser
 from engines import AUTO, backend_names
+from engines.build_cli import add_build_parser
 from stream.exceptions import ModelNotFoundError
 from stream.tiny_model import TinyPreset, make_tiny_model
 

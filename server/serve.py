@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -17,6 +18,9 @@ from stream import ModelNotFoundError, StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
 from stream.loading import choose_placement, resolve_model_dir
 from stream.tiny_model import make_tiny_model
+
+if TYPE_CHECKING:
+    from engines.compile import CompileOptions
 
 logger = logging.getLogger(__name__)
 
@@ -61,23 +65,23 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
                           allow_public_without_token=args.allow_public_without_token)
 
 
-def compiled_streams(stream: StreamConfig, max_peers: int) -> int:
-    """Streams the compiled parts are built for. On a GPU, ``--max-peers``: one model call serves every peer.
-    On a CPU, one: a batch there costs what its calls one by one cost (benchmarks/results/pipeline.md, 4 vs 1
-    streams), so a part built for four would only spend three padding rows on every single-peer call."""
+def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> CompileOptions | None:
+    """How ``serve`` builds the compiled backends (None for torch); ``options`` go to CompileOptions. The parts
+    are built for ``max_peers`` streams on a GPU, where one model call serves every peer, and for one on a CPU:
+    a batch there costs what its calls one by one cost (benchmarks/results/pipeline.md, 4 vs 1 streams), so a
+    part built for four would only spend three padding rows on every single-peer call."""
+    if stream.backend is BackendName.TORCH:
+        return None
+    from engines.compile import CompileOptions
+
     on_gpu = choose_placement(stream.device, None).device.type == "cuda"
-    return max_peers if on_gpu else 1
+    return CompileOptions(streams=max_peers if on_gpu else 1, **options)
 
 
 def run_server(args: argparse.Namespace) -> int:
     model, demo = choose_model(args.model)
     settings = build_settings(args, model)  # validates everything before the (slow) model load
-    options = None
-    if settings.stream.backend is not BackendName.TORCH:
-        from engines.compile import CompileOptions
-
-        streams = compiled_streams(settings.stream, settings.max_peers)
-        options = CompileOptions(streams=streams, precision=args.precision)
+    options = compile_options(settings.stream, settings.max_peers, precision=args.precision)
     engine = StreamEngine.from_pretrained(model, settings.stream, compile_options=options)
     if settings.is_loopback:
         include_loopback_candidates()

@@ -15,7 +15,7 @@ import torch
 
 from engines import BackendName, resolve_backend
 from server.cli import build_parser, even_t_list, main
-from server.serve import build_settings, compiled_streams
+from server.serve import build_settings, compile_options
 from stream.tiny_codecs import CONTROLNET_DIR
 
 
@@ -126,4 +126,4 @@ def test_serve_defaults_to_auto_and_builds_cpu_parts_for_one_stream():
     assert args.backend == "auto"
     settings = build_settings(args, "unused-model-id")
     assert settings.backend == resolve_backend("auto").value  # onnxruntime here: the test extra installs it
-    assert compiled_streams(settings.stream, settings.max_peers) == (4 if torch.cuda.is_available() else 1)
+    assert compile_options(settings.stream, settings.max_peers).streams == (4 if torch.cuda.is_available() else 1)
