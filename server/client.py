@@ -15,6 +15,8 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from server.frame_assembly import assemble_on_marker
+
 ANNOUNCE_CHANNEL = "sana-stream"  # a data channel of this label receives {"pts", "source_pts", "kind"} per frame
 
 
@@ -85,9 +87,12 @@ class StreamClient:
 
 
 async def connect(base: str, track: MediaStreamTrack, headers: dict[str, str] | None = None,
-                  http: httpx.AsyncClient | None = None, stream: str | None = None) -> StreamClient:
+                  http: httpx.AsyncClient | None = None, stream: str | None = None,
+                  marker_assembly: bool = True) -> StreamClient:
     """POST /offer with ``track`` and an announcement channel; starts reading the returned video. ``stream`` asks
-    for that stream id (a live peer holding it is replaced), so ``/view?stream=ID`` links survive reconnects."""
+    for that stream id (a live peer holding it is replaced), so ``/view?stream=ID`` links survive reconnects.
+    Received frames complete on their RTP marker bit (``server.frame_assembly``); ``marker_assembly=False`` keeps
+    aiortc's assembly, as other aiortc receivers have it (tests of the server's repeats use that)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     client = StreamClient(pc)
     channel = pc.createDataChannel(ANNOUNCE_CHANNEL)
@@ -101,6 +106,8 @@ async def connect(base: str, track: MediaStreamTrack, headers: dict[str, str] | 
                 del client.announcements[pts]
 
     pc.addTrack(track)
+    if marker_assembly:
+        assemble_on_marker(pc)
 
     @pc.on("track")
     def on_track(remote: MediaStreamTrack) -> None:

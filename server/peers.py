@@ -14,6 +14,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerCo
 
 from server.errors import ApiError
 from server.metrics import StreamMeter
+from server.frame_assembly import assemble_on_marker
 from server.tracks import StreamOutputTrack, drain, read_camera
 from stream.engine import DEFAULT_STREAM
 from stream.pipeline import FramePipeline
@@ -93,6 +94,7 @@ class PeerManager:
             await peer.pc.setRemoteDescription(offer)
             if not peer.has_video:
                 raise ApiError(400, "invalid_sdp", "the offer sends no video track")
+            assemble_on_marker(peer.pc)  # the camera's frames reach the pipeline a frame interval sooner
             await peer.pc.setLocalDescription(await peer.pc.createAnswer())
         except ApiError:
             await self.close(peer.id)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import av
 import cv2
 import httpx
 import numpy as np
 import pytest
+from aiortc.mediastreams import VIDEO_TIME_BASE
 
 from server.app import ModelInfo, create_app
 from server.ice import include_loopback_candidates
@@ -17,7 +20,7 @@ from server.tracks import (REPEAT_AFTER_S, SLOW_OUTPUT_S, SLOW_REPEAT_AFTER_S, S
                            to_video_frame)
 from stream import StreamConfig, StreamEngine
 from stream.pipeline import FramePipeline, PipelineConfig
-from tests.webrtc_client import FRAME_PTS, connect, running
+from tests.webrtc_client import FRAME_PTS, SyntheticCamera, connect, running
 
 SIZE = 128
 
@@ -110,9 +113,9 @@ def test_four_peers_with_their_own_prompts_stay_isolated(local_engine):
 
 
 def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(local_engine):
-    """aiortc completes a received frame only when the next one starts arriving; the server's repeat of each new
-    output (at once for a stream this slow) brings glass-to-glass latency down to about one engine call
-    instead of two."""
+    """aiortc completes a received frame only when the next one starts arriving (our own client completes it on
+    its marker packet; this one, as other aiortc receivers, does not); the server's repeat of each new output (at
+    once for a stream this slow) brings glass-to-glass latency down to about one engine call instead of two."""
     from tests.backends import InstrumentedBackend
 
     fast = local_engine(prompt="a watercolor painting")
@@ -121,7 +124,7 @@ def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(lo
 
     async def main():
         async with running(app) as base:
-            client = await connect(base, (SIZE, SIZE))
+            client = await connect(base, (SIZE, SIZE), marker_assembly=False)
             frames = await client.wait_frames(12, timeout=30)
             await client.close()
         return client, frames
@@ -138,6 +141,37 @@ def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(lo
     # measured: 0.57 / 0.55 s median with the repeat at once, 0.56 / 0.60 s after 25 ms (0.59 s after 100 ms),
     # 1.01 s without (one more interval)
     assert np.median(latencies) < 0.8
+
+
+class TwoFpsCamera(SyntheticCamera):
+    """The synthetic camera's frames, two a second."""
+
+    async def recv(self) -> av.VideoFrame:
+        k = len(self.sent)
+        if k:
+            await asyncio.sleep(0.5)
+        frame = av.VideoFrame.from_ndarray(self.pattern(k), format="rgb24")
+        frame.pts, frame.time_base = k * FRAME_PTS, VIDEO_TIME_BASE
+        self.sent[frame.pts] = time.monotonic()
+        return frame
+
+
+def test_a_camera_frame_is_restyled_without_waiting_for_the_next_one(local_engine):
+    """The server completes each received camera frame on its RTP marker packet (server.frame_assembly), and so
+    does the client each output: with aiortc's own assembly, a frame of a 2 fps camera would wait 0.5 s for the
+    next one's first packet."""
+    async def main():
+        async with running(make_app(local_engine)) as base:
+            client = await connect(base, camera=TwoFpsCamera((SIZE, SIZE)))
+            frames = await client.wait_frames(12, timeout=30)  # each output and its repeat
+            await client.close()
+        return client, frames
+
+    client, frames = asyncio.run(main())
+    latencies = [f.at - client.camera.sent[k * FRAME_PTS] for f in frames
+                 for k, kind in [client.source(f)] if kind == "generated" and k is not None]
+    assert len(latencies) >= 4
+    assert np.median(latencies) < 0.3, latencies  # read 0.06-0.08 s; 0.57 s with aiortc's assembly at the server
 
 
 def test_repeats_come_sooner_for_slow_streams_and_never_for_fast_ones():

@@ -72,12 +72,14 @@ class Client:
 
 
 async def connect(base: str, size: tuple[int, int] = (128, 128), offset: int = 0,
-                  headers: dict[str, str] | None = None, stream: str | None = None, paused: bool = False) -> Client:
-    """POST /offer with a synthetic camera (sending nothing until unpaused when ``paused``); raises
-    ``OfferRejected`` when the server refuses."""
-    camera = SyntheticCamera(size, offset)
-    camera.paused = paused
-    return Client(await stream_connect(base, camera, headers, stream=stream), camera)
+                  headers: dict[str, str] | None = None, stream: str | None = None, paused: bool = False,
+                  camera: SyntheticCamera | None = None, marker_assembly: bool = True) -> Client:
+    """POST /offer with a synthetic camera (``camera``, or a new one sending nothing until unpaused when ``paused``);
+    raises ``OfferRejected`` when the server refuses."""
+    if camera is None:
+        camera = SyntheticCamera(size, offset)
+        camera.paused = paused
+    return Client(await stream_connect(base, camera, headers, stream=stream, marker_assembly=marker_assembly), camera)
 
 
 @contextlib.asynccontextmanager
