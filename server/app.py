@@ -56,13 +56,21 @@ def _settings_out(s: StreamSettings) -> StreamSettingsOut:
                              delta=s.delta, control_scales=list(s.control_scales))
 
 
+def streams_per_call(engine: StreamEngine) -> int | None:
+    """PipelineConfig.max_batch for the server: on a GPU every stream in one call (it serves them all in about the
+    time of one); on a CPU one, the streams taking turns. A CPU batch costs what its calls one by one cost, so
+    the rate per stream is the same, but each output comes one call after its camera frame instead of after the
+    whole batch: with four peers, ~1 call instead of ~4 (benchmarks/results/server.md)."""
+    return None if engine.backend.geometry.device.type == "cuda" else 1
+
+
 def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo) -> FastAPI:
     """Builds the app around an engine; the pipeline and peers live as long as the app's lifespan."""
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        pipeline = FramePipeline(engine, PipelineConfig(convert=to_video_frame))
+        pipeline = FramePipeline(engine, PipelineConfig(convert=to_video_frame, max_batch=streams_per_call(engine)))
         state["pipeline"] = pipeline
         state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout)
         state["viewers"] = ViewerManager(pipeline, settings.viewer_cap)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Generic, Iterable, TypeVar
 
 T = TypeVar("T")
 
@@ -37,13 +37,18 @@ class LatestSlots(Generic[T]):
             self.changed.notify_all()
             return dropped
 
-    def take_each(self) -> dict[str, T]:
-        """Removes and returns the oldest item of every non-empty queue (call with ``changed`` held or not)."""
+    def take_each(self, keys: Iterable[str] | None = None) -> dict[str, T]:
+        """Removes and returns the oldest item of every non-empty queue, or of those of ``keys``."""
         with self.changed:
-            taken = {key: q.popleft() for key, q in self._queues.items() if q}
+            queues = self._queues.items() if keys is None else ((k, self._queues.get(k)) for k in keys)
+            taken = {key: q.popleft() for key, q in queues if q}
             if taken:
                 self.changed.notify_all()  # a producer may wait for room (wait_until_empty)
             return taken
+
+    def keys_with_items(self) -> list[str]:
+        with self.changed:
+            return [key for key, q in self._queues.items() if q]
 
     def wait_for_items(self, timeout: float | None = None) -> bool:
         """Blocks until some queue has an item or the slots are closed; True when items are ready."""

@@ -5,7 +5,8 @@
 
 Every queue is a bounded newest-wins slot per stream (DESIGN 2), so a model slower than the camera lowers
 the frame rate and never raises the latency. The worker batches every stream with a frame ready into one
-engine call. Skipped frames (similarity filter) go straight from preprocessing to postprocessing.
+engine call (with ``PipelineConfig.max_batch``, up to that many streams, taking turns). Skipped frames
+(similarity filter) go straight from preprocessing to postprocessing.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ class PipelineConfig:
     output_queue_size: int = 2  # engine results waiting for postprocessing, per stream
     convert: Callable[[np.ndarray], Any] | None = None  # to the caller's format, on the postprocess thread
     join_timeout: float = 10.0  # seconds close() waits for each thread
+    # streams per engine call; None: every stream with a frame ready. With a limit the streams take turns, the
+    # least recently prepared first, and each waits for its turn in the raw slot, where newer frames replace it
+    max_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch is not None and (isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int)
+                                           or self.max_batch < 1):
+            raise ValueError(f"max_batch must be None or a positive integer, got {self.max_batch!r}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class _Stream:
     latest: OutputFrame | None = None
     subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set)
     closed: bool = False
+    turn: int = -1  # when its frames were last prepared (PipelineConfig.max_batch); -1: never
 
 
 class FramePipeline:
@@ -82,6 +92,7 @@ class FramePipeline:
         self._lock = threading.Lock()
         self._published = threading.Condition(self._lock)
         self._schedule = PrepareSchedule()
+        self._turn_count = itertools.count()
         self.batches = 0
         self.batch_errors = 0
         self._threads = [
@@ -204,8 +215,22 @@ class FramePipeline:
             self._prepare_round()
             self._schedule.prepared(time.monotonic() - started)
 
+    def _next_turn(self) -> list[str] | None:
+        """The streams whose frames the next engine call takes: every one (None), or with ``max_batch`` the ones
+        prepared least recently, so that on a CPU, where a batch costs what its calls one by one cost, each
+        stream's output comes one call after its frame instead of a whole round of calls later."""
+        if self.config.max_batch is None:
+            return None
+        ready = self._raw.keys_with_items()
+        with self._lock:
+            waiting = [(self._streams[key].turn, key) for key in ready if key in self._streams]
+            turn = [key for _, key in sorted(waiting)[:self.config.max_batch]]
+            for key in turn:
+                self._streams[key].turn = next(self._turn_count)
+        return turn
+
     def _prepare_round(self) -> None:
-        for stream_id, (sequence, frame, timestamp) in self._raw.take_each().items():
+        for stream_id, (sequence, frame, timestamp) in self._raw.take_each(self._next_turn()).items():
             try:
                 prepared = self.engine.prepare(stream_id, to_rgb(frame), (sequence, timestamp))
             except KeyError:  # the stream closed while its frame waited

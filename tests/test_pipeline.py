@@ -132,6 +132,40 @@ def test_streams_with_frames_ready_share_one_engine_call(make_engine):
     assert max(sizes) > 2  # one stream brings at most 2 slots (2 steps): this call held several streams
 
 
+def test_with_max_batch_streams_take_turns_and_each_call_takes_a_fresh_frame(make_engine):
+    """max_batch=1 (a CPU server): one stream per call, in turn, and the frame a call takes is prepared just
+    before it, while the stream's newer camera frames replaced the older ones during the other streams' calls."""
+    engine, _ = instrumented(make_engine, delay=0.05)
+    calls: list[tuple[list[str], list[float]]] = []  # (streams, age of each frame) per engine call
+    run = engine.run
+    engine.run = lambda batch: calls.append(([p.stream_id for p in batch],
+                                             [time.monotonic() - p.tag[1] for p in batch])) or run(batch)
+    with FramePipeline(engine, PipelineConfig(max_batch=1)) as pipe:
+        streams = ["a", "b", "c"]
+        for sid in streams:
+            pipe.open_stream(sid)
+        start = time.monotonic()
+        for i in range(60):  # 2 s of three 30 fps cameras
+            for sid in streams:
+                pipe.submit(sid, camera_frame(i), time.monotonic())
+            time.sleep(max(0.0, start + (i + 1) / 30 - time.monotonic()))
+        stats = [pipe.stats(sid) for sid in streams]
+    order = [ids for ids, _ in calls]
+    assert all(len(ids) == 1 for ids in order)
+    steady = [ids[0] for ids in order[3:-1]]
+    assert all(steady[i] != steady[i + 1] for i in range(len(steady) - 1))  # turns, never the same stream twice
+    assert max(steady.count(sid) for sid in streams) - min(steady.count(sid) for sid in streams) <= 1
+    call = 2 * 0.05  # two steps: two transformer calls per engine call
+    assert np.median([age for _, ages in calls for age in ages]) < call  # a round of three calls would be 0.3 s
+    assert all(s.generated + s.warmup >= 4 for s in stats)
+
+
+def test_max_batch_must_be_a_positive_integer():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="max_batch"):
+            PipelineConfig(max_batch=bad)
+
+
 def test_adding_and_removing_streams_does_not_disturb_others(make_engine):
     frames = [camera_frame(k) for k in range(6)]
     alone = _outputs_alone(make_engine, PROMPTS[0], 3, frames)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import VIDEO_TIME_BASE
 
-from server.app import ModelInfo, create_app
+from server.app import ModelInfo, create_app, streams_per_call
 from server.ice import include_loopback_candidates
 from server.settings import ServerSettings
 from server.metrics import StreamMeter
@@ -110,6 +110,10 @@ def test_four_peers_with_their_own_prompts_stay_isolated(local_engine):
     # fresh-clone runs it failed a 3.5 bound; the neighbouring inputs' outputs read ~14, so 5.0 still tells them apart
     for client, frames, prompt in zip(clients, received, prompts):
         assert_shows(client, frames, local_engine(prompt=prompt), least=3, bound=5.0)
+
+
+def test_on_a_cpu_the_servers_streams_take_turns_one_per_engine_call(local_engine):
+    assert streams_per_call(local_engine()) == 1  # the pipeline's turns: tests/test_pipeline.py
 
 
 def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(local_engine):
