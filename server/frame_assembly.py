@@ -43,6 +43,10 @@ class MarkerJitterBuffer(JitterBuffer):
         if not behind:
             self._newest = packet.sequence_number
         pli, frame = super().add(packet)
+        if frame is not None and not frame.data:
+            # padding-only packets (bandwidth probes) after a frame that completed on its marker: aiortc would
+            # have joined them to that frame; alone they are no frame, and the decoder would fail on them
+            frame = None
         if frame is None and (packet.marker or behind):
             frame = self._remove_marked_frame()
         return pli, frame

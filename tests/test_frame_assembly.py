@@ -103,6 +103,19 @@ def test_a_frame_that_lost_a_packet_is_not_emitted_and_one_without_marker_waits_
     assert [i for i, _ in emitted] == [n, n + 1, n + 2, n + 2 + len(fourth) - 1]
 
 
+def test_padding_after_a_completed_frame_is_not_emitted_as_a_frame():
+    first, second = vp8_frames(2)
+    # a bandwidth probe: no payload, the last frame's timestamp, the next sequence number; `second` follows it
+    padding = RtpPacket(payload_type=96, marker=0, sequence_number=first[-1].sequence_number + 1,
+                        timestamp=first[-1].timestamp, payload=b"")
+    padding._data = b""  # type: ignore[attr-defined]  # as aiortc's receiver sets it for an empty payload
+    for p in second:
+        p.sequence_number += 1
+    emitted = feed(MarkerJitterBuffer(), [*first, padding, *second])
+    assert [i for i, _ in emitted] == [len(first) - 1, len(first) + len(second)]
+    assert all(frame.data for _, frame in emitted)
+
+
 class SlowCamera(VideoStreamTrack):
     """Two frames a second, each remembered with its send time."""
 
