@@ -44,10 +44,12 @@ def diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(small[0] - small[1]).mean())
 
 
-def assert_shows(client, frames, reference, *, least: int = 4, bound: float = 3.5) -> None:
+def assert_shows(client, frames, reference, *, least: int = 4, bound: float = 5.0) -> None:
     """Every announced generated frame is the engine's output for the input frame it names: within ``bound``
     of it (VP8's error, in and out) and closer to it than to the outputs for the neighbouring inputs (whose
-    coarse colours differ)."""
+    coarse colours differ). VP8's error here read 1.5-3.0 alone and 1.5-3.4 in a full local suite run, but 3.77,
+    4.08 (one peer) and 3.58, 3.60 (four peers) in fresh-clone runs that failed a 3.5 bound; the neighbouring
+    inputs' outputs read 3.5-15, so the 0.8 factor is what tells them apart."""
     traced = [(f, k) for f in frames for k, kind in [client.source(f)] if kind == "generated"]
     assert len(traced) >= least
     for f, k in traced[-least:]:
@@ -106,10 +108,8 @@ def test_four_peers_with_their_own_prompts_stay_isolated(local_engine):
         return clients, received
 
     clients, received = asyncio.run(main())
-    # four encoders each way share 2 cores: VP8's error read 2.1-3.1 in 3 runs here, and 3.58 and 3.60 in the two
-    # fresh-clone runs it failed a 3.5 bound; the neighbouring inputs' outputs read ~14, so 5.0 still tells them apart
     for client, frames, prompt in zip(clients, received, prompts):
-        assert_shows(client, frames, local_engine(prompt=prompt), least=3, bound=5.0)
+        assert_shows(client, frames, local_engine(prompt=prompt), least=3)
 
 
 def test_on_a_cpu_the_servers_streams_take_turns_one_per_engine_call(local_engine):
