@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Callable, Sequence
 
 if TYPE_CHECKING:
+    import torch
     from diffusers import AutoencoderDC, SanaTransformer2DModel
 
     from engines.base import ImageCodec, ModelBackend
@@ -32,6 +33,14 @@ AUTO = "auto"  # resolve_backend's choice for this machine
 
 def backend_names() -> list[str]:
     return [b.value for b in BackendName]
+
+
+def batching_pays(device: torch.device) -> bool:
+    """Whether one model call for several streams costs about what one stream's call costs (a GPU), so the
+    streams should share each call. On a CPU a batch costs what its calls one by one cost
+    (benchmarks/results/pipeline.md, 4 vs 1 streams): compiled parts are built for one stream there, and the
+    server's streams take turns, one per call."""
+    return device.type == "cuda"
 
 
 def resolve_backend(name: BackendName | str, *, cuda: bool | None = None,

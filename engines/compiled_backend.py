@@ -26,6 +26,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from engines import batching_pays
 from engines.base import CompiledEngine, ControlBatch, ModelBackend
 from engines.export import KV_MASK
 from engines.prompt_kv import KVBatch, PromptKV
@@ -196,7 +197,7 @@ class CompiledBackend(ModelBackend):
     def _note_chunks(self, component: PartId, rows: int, cap: int) -> None:
         if rows > cap and component not in self._warned_chunks:
             self._warned_chunks.add(component)
-            on_cpu = self.torch_backend.transformer.device.type == "cpu"  # where batching gains nothing
+            on_cpu = not batching_pays(self.torch_backend.transformer.device)
             logger.log(logging.INFO if on_cpu else logging.WARNING, "%s %s was built for batch %d but got %d rows: "
                        "running it in %d calls%s", self.name, component.value, cap, rows, -(-rows // cap),
                        " (on a CPU, as fast as one batch)" if on_cpu else " (build for more streams to avoid this)")

@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from engines import batching_pays
 from server.body_limit import BodyLimitMiddleware
 from server.errors import ApiError, install_error_handlers
 from server.metrics import exposition
@@ -57,11 +58,11 @@ def _settings_out(s: StreamSettings) -> StreamSettingsOut:
 
 
 def streams_per_call(engine: StreamEngine) -> int | None:
-    """PipelineConfig.max_batch for the server: on a GPU every stream in one call (it serves them all in about the
-    time of one); on a CPU one, the streams taking turns. A CPU batch costs what its calls one by one cost, so
-    the rate per stream is the same, but each output comes one call after its camera frame instead of after the
-    whole batch: with four peers, ~1 call instead of ~4 (benchmarks/results/server.md)."""
-    return None if engine.backend.geometry.device.type == "cuda" else 1
+    """PipelineConfig.max_batch for the server: every stream in one call where batching pays (a GPU,
+    ``engines.batching_pays``), else one, the streams taking turns: the rate per stream is the same, but each
+    output comes one call after its camera frame instead of after the whole batch (with four peers, ~1 call
+    instead of ~4: README, server benchmark)."""
+    return None if batching_pays(engine.backend.geometry.device) else 1
 
 
 def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo) -> FastAPI:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from engines import BackendName, resolve_backend
+from engines import BackendName, batching_pays, resolve_backend
 from server.app import ModelInfo, create_app
 from server.cli import cache_dir, even_t_list
 from server.ice import include_loopback_candidates
@@ -67,15 +67,14 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
 
 def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> CompileOptions | None:
     """How ``serve`` builds the compiled backends (None for torch); ``options`` go to CompileOptions. The parts
-    are built for ``max_peers`` streams on a GPU, where one model call serves every peer, and for one on a CPU:
-    a batch there costs what its calls one by one cost (benchmarks/results/pipeline.md, 4 vs 1 streams), so a
-    part built for four would only spend three padding rows on every single-peer call."""
+    are built for ``max_peers`` streams where one model call serves every peer (``engines.batching_pays``), else
+    for one: a part built for four would only spend three padding rows on every single-peer call."""
     if stream.backend is BackendName.TORCH:
         return None
     from engines.compile import CompileOptions
 
-    on_gpu = choose_placement(stream.device, None).device.type == "cuda"
-    return CompileOptions(streams=max_peers if on_gpu else 1, **options)
+    shared = batching_pays(choose_placement(stream.device, None).device)
+    return CompileOptions(streams=max_peers if shared else 1, **options)
 
 
 def run_server(args: argparse.Namespace) -> int:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
-import av
 import cv2
 import httpx
 import numpy as np
 import pytest
-from aiortc.mediastreams import VIDEO_TIME_BASE
 
 from server.app import ModelInfo, create_app, streams_per_call
 from server.ice import include_loopback_candidates
@@ -147,26 +144,13 @@ def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(lo
     assert np.median(latencies) < 0.8
 
 
-class TwoFpsCamera(SyntheticCamera):
-    """The synthetic camera's frames, two a second."""
-
-    async def recv(self) -> av.VideoFrame:
-        k = len(self.sent)
-        if k:
-            await asyncio.sleep(0.5)
-        frame = av.VideoFrame.from_ndarray(self.pattern(k), format="rgb24")
-        frame.pts, frame.time_base = k * FRAME_PTS, VIDEO_TIME_BASE
-        self.sent[frame.pts] = time.monotonic()
-        return frame
-
-
 def test_a_camera_frame_is_restyled_without_waiting_for_the_next_one(local_engine):
     """The server completes each received camera frame on its RTP marker packet (server.frame_assembly), and so
     does the client each output: with aiortc's own assembly, a frame of a 2 fps camera would wait 0.5 s for the
     next one's first packet."""
     async def main():
         async with running(make_app(local_engine)) as base:
-            client = await connect(base, camera=TwoFpsCamera((SIZE, SIZE)))
+            client = await connect(base, camera=SyntheticCamera((SIZE, SIZE), interval=0.5))
             frames = await client.wait_frames(12, timeout=30)  # each output and its repeat
             await client.close()
         return client, frames

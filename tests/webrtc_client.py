@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from fractions import Fraction
 from typing import AsyncIterator, Callable
 
 import av
 import numpy as np
 import uvicorn
 from aiortc import VideoStreamTrack
+from aiortc.mediastreams import VIDEO_TIME_BASE
 
 from server.client import OfferRejected, Received, StreamClient  # noqa: F401 - re-exported for tests
 from server.client import connect as stream_connect
@@ -23,11 +25,12 @@ PALETTE = [(250, 20, 20), (20, 250, 20), (20, 20, 250), (240, 240, 30), (30, 230
 
 
 class SyntheticCamera(VideoStreamTrack):
-    """A moving pattern at 30 fps; frame k has pts k * 3000 and is ``pattern(k)``."""
+    """A moving pattern at 30 fps, or one frame every ``interval`` seconds; frame k has pts k * 3000 and is
+    ``pattern(k)``."""
 
-    def __init__(self, size: tuple[int, int], offset: int = 0) -> None:
+    def __init__(self, size: tuple[int, int], offset: int = 0, interval: float | None = None) -> None:
         super().__init__()
-        self.size, self.offset = size, offset
+        self.size, self.offset, self.interval = size, offset, interval
         self.sent: dict[int, float] = {}  # pts -> monotonic send time
         self.paused = False
 
@@ -41,11 +44,18 @@ class SyntheticCamera(VideoStreamTrack):
     async def recv(self) -> av.VideoFrame:
         while self.paused:
             await asyncio.sleep(0.05)
-        pts, time_base = await self.next_timestamp()
+        pts, time_base = await self._next_pts()
         frame = av.VideoFrame.from_ndarray(self.pattern(pts // FRAME_PTS), format="rgb24")
         frame.pts, frame.time_base = pts, time_base
         self.sent[pts] = time.monotonic()
         return frame
+
+    async def _next_pts(self) -> tuple[int, Fraction]:
+        if self.interval is None:
+            return await self.next_timestamp()  # aiortc's 30 fps pacing
+        if self.sent:
+            await asyncio.sleep(self.interval)
+        return len(self.sent) * FRAME_PTS, VIDEO_TIME_BASE
 
 
 class Client:
