@@ -108,7 +108,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
     @app.post("/offer", response_model=Answer, dependencies=[Depends(authorize)])
     async def offer(body: Offer) -> Answer:
         """A browser or script sends its camera; the answer returns the restyled video on the same connection."""
-        peer, sdp = await peers().accept(body.sdp, body.type, PeerKind.CAMERA, body.stream)
+        peer, sdp = await peers().accept(body.sdp, body.type, PeerKind.CAMERA, body.stream, body.repeat)
         return Answer(sdp=sdp, type="answer", stream=peer.id)
 
     @app.post("/whip", status_code=201, dependencies=[Depends(authorize)],
@@ -134,7 +134,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
     async def view_offer(body: ViewOffer) -> ViewAnswer:
         """A receive-only viewer of one stream (the /view page, an OBS Browser Source): its offer receives video
         and sends nothing. 404 for an unknown stream; viewers have their own cap, apart from max_peers."""
-        viewer, sdp = await viewers().accept(body.sdp, body.type, body.stream)
+        viewer, sdp = await viewers().accept(body.sdp, body.type, body.stream, body.repeat)
         return ViewAnswer(sdp=sdp, type="answer", viewer=viewer.id)
 
     @app.get("/config", response_model=ServerConfig)

@@ -46,6 +46,7 @@ class Peer:
     has_input: bool = False  # whether any camera frame arrived yet
     output: StreamOutputTrack | None = None
     has_video: bool = False
+    repeat: bool = True  # whether its output track sends slow outputs twice (StreamOutputTrack)
 
     def touch(self) -> None:
         self.last_input = time.monotonic()
@@ -72,10 +73,11 @@ class PeerManager:
         self._releasing: dict[str, asyncio.Future[None]] = {}  # peers whose close() is under way
         self.on_close: Callable[[str], Awaitable[None]] | None = None  # called with the id once a peer is freed
 
-    async def accept(self, sdp: str, kind: str, peer_kind: PeerKind, stream_id: str | None = None) -> tuple[Peer, str]:
+    async def accept(self, sdp: str, kind: str, peer_kind: PeerKind, stream_id: str | None = None,
+                     repeat: bool = True) -> tuple[Peer, str]:
         """Answers an offer; raises ApiError 503 when full, 400 when the offer is unusable. A requested
         ``stream_id`` held by a live peer replaces that peer (a client reconnecting keeps its id, so links to
-        ``/view?stream=ID`` stay valid)."""
+        ``/view?stream=ID`` stay valid). ``repeat``: whether slow outputs are sent twice (StreamOutputTrack)."""
         offer = _parse_offer(sdp, kind)
         if stream_id is not None:
             if stream_id == DEFAULT_STREAM:
@@ -84,7 +86,8 @@ class PeerManager:
         if len(self.peers) >= self.max_peers:
             raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_peers} peers",
                            {"Retry-After": "5"})
-        peer = Peer(stream_id or uuid.uuid4().hex[:12], peer_kind, RTCPeerConnection(RTCConfiguration(iceServers=[])))
+        peer = Peer(stream_id or uuid.uuid4().hex[:12], peer_kind, RTCPeerConnection(RTCConfiguration(iceServers=[])),
+                    repeat=repeat)
         if peer.id in self.peers:  # another offer for the same id got in first
             raise ApiError(409, "stream_in_use", f"another connection just took stream {peer.id!r}")
         self.peers[peer.id] = peer
@@ -123,7 +126,7 @@ class PeerManager:
             peer.has_video = True
             self._own(peer, read_camera(track, self.pipeline, peer.id, peer.touch))
             if peer.kind is PeerKind.CAMERA:
-                peer.output = StreamOutputTrack(self.pipeline, peer.id, peer.meter)
+                peer.output = StreamOutputTrack(self.pipeline, peer.id, peer.meter, repeat=peer.repeat)
                 peer.pc.addTrack(peer.output)
 
         @peer.pc.on("datachannel")

@@ -8,6 +8,10 @@ from stream.prompt import MAX_PROMPT_CHARS
 
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 STREAM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+REPEAT_FIELD = Field(default=True, description="send each slow output (250 ms or more apart) a second time, so a "
+                     "receiver that completes a frame only when the next one starts arriving (aiortc's own assembly) "
+                     "shows it at once; a receiver that completes frames on the RTP marker bit (browsers, "
+                     "server.client) can send false and spare the server an encode and send per output")
 
 
 class Offer(BaseModel):
@@ -17,6 +21,7 @@ class Offer(BaseModel):
     stream: str | None = Field(default=None, pattern=STREAM_ID_PATTERN,
                                description="ask for this stream id (e.g. the one a reconnecting page had, so viewer "
                                            "links stay valid); a live peer holding it is replaced")
+    repeat: bool = REPEAT_FIELD
 
 
 class ViewOffer(BaseModel):
@@ -26,6 +31,7 @@ class ViewOffer(BaseModel):
     sdp: str = Field(max_length=64 * 1024)
     type: str = Field(max_length=16)
     stream: str = Field(pattern=STREAM_ID_PATTERN)
+    repeat: bool = REPEAT_FIELD
 
 
 class Answer(BaseModel):

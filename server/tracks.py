@@ -62,7 +62,8 @@ class StreamOutputTrack(MediaStreamTrack):
     frame. When a data channel is attached, each frame is announced on it first as JSON
     ``{"pts", "source_pts", "kind"}`` so a client can tell which input frame it shows (latency, tests).
 
-    A new output that no newer one follows soon is sent once more (announced with kind ``repeat``). Why: aiortc's
+    A new output that no newer one follows soon is sent once more (announced with kind ``repeat``), unless the
+    receiver said it needs no repeat (``repeat=False``: it completes frames on the marker bit). Why: aiortc's
     receiver (our camera bridge, scripts) completes a video frame only when the next frame's first packet
     arrives, so at 1-2 outputs a second every frame would reach it a whole output interval late; the repeat
     completes it when it is sent. Browsers, which complete frames on the RTP marker bit, just show the same
@@ -81,9 +82,11 @@ class StreamOutputTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, pipeline: FramePipeline, stream_id: str, meter: StreamMeter, own_frames: bool = False) -> None:
+    def __init__(self, pipeline: FramePipeline, stream_id: str, meter: StreamMeter, own_frames: bool = False,
+                 repeat: bool = True) -> None:
         super().__init__()
         self._own_frames = own_frames
+        self._repeat = repeat
         self._pipeline = pipeline
         self._stream_id = stream_id
         self._meter = meter
@@ -140,7 +143,7 @@ class StreamOutputTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError from None
         self._next = None
-        self._to_repeat = out
+        self._to_repeat = out if self._repeat else None
         self._measure_interval(time.monotonic())
         return out, False
 

@@ -58,8 +58,9 @@ class ViewerManager:
         self.viewers: dict[str, Viewer] = {}
         self._closing: dict[str, asyncio.Task[bool]] = {}
 
-    async def accept(self, sdp: str, kind: str, stream_id: str) -> tuple[Viewer, str]:
-        """Answers a receive-only offer for ``stream_id``: 404 for an unknown stream, 503 when full."""
+    async def accept(self, sdp: str, kind: str, stream_id: str, repeat: bool = True) -> tuple[Viewer, str]:
+        """Answers a receive-only offer for ``stream_id``: 404 for an unknown stream, 503 when full. ``repeat``:
+        whether slow outputs are sent twice (StreamOutputTrack)."""
         offer = _parse_view_offer(sdp, kind)
         try:
             self.pipeline.stats(stream_id)
@@ -70,7 +71,7 @@ class ViewerManager:
             raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_viewers} viewers",
                            {"Retry-After": "5"})
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        output = StreamOutputTrack(self.pipeline, stream_id, StreamMeter(), own_frames=True)
+        output = StreamOutputTrack(self.pipeline, stream_id, StreamMeter(), own_frames=True, repeat=repeat)
         viewer = Viewer(uuid.uuid4().hex[:12], stream_id, pc, output)
         self.viewers[viewer.id] = viewer
         try:

@@ -125,6 +125,7 @@ BAD_REQUESTS = [
     ("post", "/offer", dict(json={"sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "type": "offer"}), 400),
     ("post", "/offer", dict(json={"sdp": "v=0\r\nm=video\r\n", "type": "answer"}), 400),
     ("post", "/offer", dict(json={"sdp": "v=0", "type": "offer", "evil": 1}), 422),
+    ("post", "/offer", dict(json={"sdp": "v=0", "type": "offer", "repeat": "sometimes"}), 422),
     ("post", "/whip", dict(content="v=0\r\n", headers={"Content-Type": "text/plain"}), 415),
     ("post", "/whip", dict(content="garbage", headers={"Content-Type": "application/sdp"}), 400),
     ("post", "/prompt", dict(json={"prompt": "x" * 2001}), 422),

@@ -151,11 +151,13 @@ def test_a_camera_frame_is_restyled_without_waiting_for_the_next_one(local_engin
     async def main():
         async with running(make_app(local_engine)) as base:
             client = await connect(base, camera=SyntheticCamera((SIZE, SIZE), interval=0.5))
-            frames = await client.wait_frames(12, timeout=30)  # each output and its repeat
+            frames = await client.wait_frames(6, timeout=30)
             await client.close()
         return client, frames
 
     client, frames = asyncio.run(main())
+    kinds = [client.source(f)[1] for f in frames]
+    assert "repeat" not in kinds  # a stream this slow is repeated only for receivers that ask (repeat=True)
     latencies = [f.at - client.camera.sent[k * FRAME_PTS] for f in frames
                  for k, kind in [client.source(f)] if kind == "generated" and k is not None]
     assert len(latencies) >= 4
@@ -189,6 +191,26 @@ def test_a_repeat_resends_the_same_yuv_frame_as_an_inter_frame_after_a_forced_ke
             repeat = await asyncio.wait_for(track.recv(), 5)  # no newer output: the repeat
             assert repeat is first and repeat.pts > 0
             assert not is_keyframe(encoder.encode(repeat)[0])
+            track.stop()
+
+    asyncio.run(main())
+
+
+def test_a_track_told_not_to_repeat_waits_for_the_next_output(local_engine):
+    """repeat=False (a receiver completing frames on the marker bit): after an output, recv() returns only the
+    next new one, however slow the stream."""
+    async def main():
+        with FramePipeline(local_engine(), PipelineConfig(convert=to_video_frame)) as pipeline:
+            pipeline.open_stream("s")
+            track = StreamOutputTrack(pipeline, "s", StreamMeter(), repeat=False)
+            pipeline.submit("s", np.full((SIZE, SIZE, 3), 128, np.uint8))
+            first = await asyncio.wait_for(track.recv(), 30)
+            pending = asyncio.ensure_future(track.recv())
+            await asyncio.sleep(3 * REPEAT_AFTER_S)  # a repeating track would have sent the repeat by now
+            assert not pending.done()
+            pipeline.submit("s", np.full((SIZE, SIZE, 3), 64, np.uint8))
+            second = await asyncio.wait_for(pending, 30)
+            assert second is not first and second.pts > first.pts
             track.stop()
 
     asyncio.run(main())

@@ -203,7 +203,8 @@ async function connect(generation) {
     $("output").srcObject = event.streams[0] || new MediaStream([event.track]);
   });
   pc.addEventListener("connectionstatechange", () => onConnectionState(pc, generation));
-  const body = (sdp) => ({ sdp, type: "offer", ...(state.streamId ? { stream: state.streamId } : {}) });
+  // browsers complete frames on the RTP marker bit: the server's repeat of slow outputs is for aiortc receivers
+  const body = (sdp) => ({ sdp, type: "offer", repeat: false, ...(state.streamId ? { stream: state.streamId } : {}) });
   const answer = await negotiate(pc, (sdp) => request("/offer", { method: "POST", body: body(sdp) }));
   if (generation !== state.generation) return;
   state.streamId = answer.stream;

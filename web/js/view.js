@@ -52,7 +52,7 @@ async function connect() {
     if (pc.connectionState === "failed" || pc.connectionState === "closed") retry("Connection lost; reconnecting…");
   });
   try {
-    await negotiate(pc, (sdp) => request("/view/offer", { method: "POST", token, body: { sdp, type: "offer", stream: streamId } }));
+    await negotiate(pc, (sdp) => request("/view/offer", { method: "POST", token, body: { sdp, type: "offer", stream: streamId, repeat: false } }));
     show("connecting", "Connecting…");
   } catch (err) {
     if (generation !== state.generation) return;
