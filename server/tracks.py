@@ -63,12 +63,12 @@ class StreamOutputTrack(MediaStreamTrack):
     ``{"pts", "source_pts", "kind"}`` so a client can tell which input frame it shows (latency, tests).
 
     A new output that no newer one follows soon is sent once more (announced with kind ``repeat``), unless the
-    receiver said it needs no repeat (``repeat=False``: it completes frames on the marker bit). Why: aiortc's
-    receiver (our camera bridge, scripts) completes a video frame only when the next frame's first packet
-    arrives, so at 1-2 outputs a second every frame would reach it a whole output interval late; the repeat
-    completes it when it is sent. Browsers, which complete frames on the RTP marker bit, just show the same
-    picture twice; the repeat costs one cheap inter-frame encode of the same frame object, not a second
-    conversion. How soon: at once (``SLOW_REPEAT_AFTER_S``: aiortc's sender asks for it only after sending the
+    receiver said it needs no repeat (``repeat=False``). Why: aiortc's own receiver (scripts not using
+    server.client) completes a video frame only when the next frame's first packet arrives, so at 1-2 outputs a
+    second every frame would reach it a whole output interval late; the repeat completes it when it is sent.
+    Receivers that complete frames on the RTP marker bit (browsers, server.client and so the camera bridge) gain
+    nothing from it, and the web pages and server.client turn it off: a repeat costs an inter-frame encode of
+    the same frame object and its send (not a second conversion), and the receiver a decode. How soon: at once (``SLOW_REPEAT_AFTER_S``: aiortc's sender asks for it only after sending the
     new frame) for a stream whose outputs average ``SLOW_OUTPUT_S`` or more apart (a CPU, a big model: doubling
     1-4 frames a second costs no visible quality; waiting 25 ms first only delayed every frame by that much),
     else after ``REPEAT_AFTER_S`` (100 ms), so outputs faster than 10 a second are
