@@ -21,7 +21,7 @@ from diffusers import AutoencoderDC
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
 from benchmarks.timing import in_worker_thread
 from stream import FrameKind, StreamConfig, StreamEngine
-from stream.models.tiny_autoencoder import TinyAutoencoder, TinyDecoder, TinyEncoder
+from engines.models.tiny_autoencoder import TinyAutoencoder, TinyDecoder, TinyEncoder
 from stream.pipeline import FramePipeline
 from stream.tiny_model import make_tiny_model
 

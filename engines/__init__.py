@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from engines.base import ImageCodec, ModelBackend
     from engines.compile import CompileOptions
     from engines.specs import BuildSpec
-    from stream.models.controlnet import SprintControlNetModel
+    from engines.models.controlnet import SprintControlNetModel
 
 logger = logging.getLogger(__name__)
 

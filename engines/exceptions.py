@@ -1,4 +1,4 @@
-"""Errors of the compiled backends, each carrying what went wrong."""
+"""Errors of the model runtimes and their loaders, each carrying what went wrong."""
 
 from __future__ import annotations
 
@@ -65,3 +65,19 @@ class EngineLoadError(EngineError):
 
     def __repr__(self) -> str:
         return f"EngineLoadError(path={str(self.path)!r}, backend={self.backend!r})"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The weights named by ``model`` could not be found; ``missing`` lists what is absent."""
+
+    def __init__(self, model: str, missing: list[str], hint: str) -> None:
+        self.model = model
+        self.missing = missing
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"model {self.model!r} is missing {', '.join(self.missing)}: {self.hint}"
+
+    def __repr__(self) -> str:
+        return f"ModelNotFoundError(model={self.model!r}, missing={self.missing!r})"

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from engines.base import ImageCodec
 from engines.torch_backend import CachedCrossAttnProcessor, DcaeCodec
-from stream.models.controlnet import SprintControlNetModel
+from engines.models.controlnet import SprintControlNetModel
 
 EPS = 1e-15  # the epsilon of diffusers' Sana linear attention and DC-AE's SanaMultiscaleLinearAttention
 

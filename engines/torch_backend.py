@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from engines.base import ControlBatch, ImageCodec, ModelBackend, ModelGeometry
 from engines.prompt_kv import KVBatch, PromptKV
-from stream.models.controlnet import SprintControlNetModel
+from engines.models.controlnet import SprintControlNetModel
 
 logger = logging.getLogger(__name__)
 

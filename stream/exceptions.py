@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
+from engines.exceptions import ModelNotFoundError  # raised by the loaders below us; named here for callers
 
-class ModelNotFoundError(FileNotFoundError):
-    """The weights named by ``model`` could not be found; ``missing`` lists what is absent."""
-
-    def __init__(self, model: str, missing: list[str], hint: str) -> None:
-        self.model = model
-        self.missing = missing
-        self.hint = hint
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return f"model {self.model!r} is missing {', '.join(self.missing)}: {self.hint}"
-
-    def __repr__(self) -> str:
-        return f"ModelNotFoundError(model={self.model!r}, missing={self.missing!r})"
+__all__ = ["ModelNotFoundError", "UnknownStreamError"]
 
 
 class UnknownStreamError(KeyError):

@@ -18,9 +18,9 @@ from engines.base import ImageCodec
 from engines.torch_backend import DcaeCodec
 from stream.config import StreamConfig, VaeKind
 from stream.control import ControlNetConfig
-from stream.models.controlnet import SprintControlNetModel
+from engines.models.controlnet import SprintControlNetModel
 from stream.exceptions import ModelNotFoundError
-from stream.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConfig, load_tiny_autoencoder
+from engines.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConfig, load_tiny_autoencoder
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from diffusers import SanaControlNetModel, SanaSprintPipeline
 from stream import StreamConfig, StreamEngine
 from stream.control import Canny, ControlNetConfig, Passthrough, get_preprocessor
 from stream.frames import fit_frame, to_tensor
-from stream.models.controlnet import SprintControlNetModel
+from engines.models.controlnet import SprintControlNetModel
 from stream.tiny_codecs import CONTROLNET_DIR
 from tests.conftest import camera_frame
 

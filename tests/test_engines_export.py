@@ -21,8 +21,8 @@ from engines.parity import check_parity
 from engines.specs import BuildSpec, Component, ControlNetPart, ModelShapes, Precision
 from engines.torch_backend import TorchBackend
 from stream import StreamConfig, StreamEngine
-from stream.models.controlnet import SprintControlNetModel
-from stream.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConfig, TinyDecoder, TinyEncoder
+from engines.models.controlnet import SprintControlNetModel
+from engines.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConfig, TinyDecoder, TinyEncoder
 from stream.tiny_codecs import CONTROLNET_DIR, tiny_controlnet
 
 # the shapes the onnxruntime engine tests use too: the shared cache then exports each part once per session

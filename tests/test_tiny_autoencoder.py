@@ -1,4 +1,4 @@
-"""The TAESANA-compatible tiny autoencoder (stream/models/tiny_autoencoder.py), with random weights.
+"""The TAESANA-compatible tiny autoencoder (engines/models/tiny_autoencoder.py), with random weights.
 
 The published ``taesana_*.pth`` cannot be downloaded here, so their layout is checked against a
 transcription of ``F32Encoder`` / ``F32Decoder`` from madebyollin/taesd ``taesd.py`` at commit
@@ -15,7 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from stream.exceptions import ModelNotFoundError
-from stream.models.tiny_autoencoder import (
+from engines.models.tiny_autoencoder import (
     DCAE_SCALING_FACTOR,
     DECODER_FILENAME,
     ENCODER_FILENAME,

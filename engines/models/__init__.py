@@ -1,6 +1,6 @@
 """Small networks of our own that diffusers cannot express (see each module's docstring)."""
 
-from stream.models.tiny_autoencoder import (
+from engines.models.tiny_autoencoder import (
     DECODER_FILENAME,
     ENCODER_FILENAME,
     TinyAutoencoder,

@@ -54,7 +54,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 from torch import Tensor, nn
 
-from stream.exceptions import ModelNotFoundError
+from engines.exceptions import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
