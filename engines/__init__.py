@@ -1,6 +1,9 @@
-"""Model runtimes behind one small interface (``engines.base.ModelBackend``), chosen by ``create_backend``.
+"""Model runtimes behind one small interface (``engines.base.ModelBackend``): torch eager (``engines.torch_backend``)
+and compiled parts (``engines.compile``) on onnxruntime or tensorrt, with the model definitions they run
+(``engines.models``).
 
-Nothing heavy is imported here: onnxruntime and tensorrt load only when their backend is asked for.
+Only the backend's name and its choice for this machine live here, and nothing heavy is imported: the command
+line reads them without torch, and onnxruntime and tensorrt load only when their backend is asked for.
 """
 
 from __future__ import annotations
@@ -8,16 +11,10 @@ from __future__ import annotations
 import enum
 import importlib.util
 import logging
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import AutoencoderDC, SanaTransformer2DModel
-
-    from engines.base import ImageCodec, ModelBackend
-    from engines.compile import CompileOptions
-    from engines.specs import BuildSpec
-    from engines.models.controlnet import SprintControlNetModel
 
 logger = logging.getLogger(__name__)
 
@@ -68,25 +65,3 @@ def resolve_backend(name: BackendName | str, *, cuda: bool | None = None,
     logger.warning("backend auto: %s is not installed, so %s runs torch eager (slower; install the %s extra)",
                    module, where, "tensorrt" if cuda else "onnx")
     return BackendName.TORCH
-
-
-def create_backend(name: BackendName | str, transformer: SanaTransformer2DModel, vae: AutoencoderDC, *,
-                   encoder: ImageCodec | None = None, decoder: ImageCodec | None = None,
-                   build: BuildSpec | None = None, options: CompileOptions | None = None,
-                   controlnets: Sequence[SprintControlNetModel] = ()) -> ModelBackend:
-    """The backend called ``name`` over loaded torch modules. Compiled backends export and build their parts
-    for ``build``'s shapes into ``options.cache_dir`` (or load them from there): one transformer (with ControlNet
-    residual inputs, zeros when no net is on), the encoder, the decoder, and one part per ControlNet."""
-    try:
-        name = BackendName(name)
-    except ValueError:
-        raise ValueError(f"backend must be one of {', '.join(backend_names())}, got {name!r}") from None
-    from engines.torch_backend import TorchBackend
-
-    torch_backend = TorchBackend(transformer, vae, encoder=encoder, decoder=decoder, controlnets=controlnets)
-    if name is BackendName.TORCH:
-        return torch_backend
-    from engines.compile import CompileOptions, compile_backend
-    from engines.specs import BuildSpec
-
-    return compile_backend(torch_backend, build or BuildSpec(), options or CompileOptions(), name).backend

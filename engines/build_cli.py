@@ -67,12 +67,11 @@ def add_build_parser(subparsers: Any) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     """Loads the model, compiles every part (or finds it cached) and logs a summary. Returns the exit code."""
-    from engines.compile import CompileOptions, compile_backend
-    from engines.specs import BuildSpec
-    from engines.torch_backend import TorchBackend
+    from engines.compile import compile_backend
+    from engines.compile_options import CompileOptions
     from stream.config import StreamConfig
     from stream.control import ControlNetConfig
-    from stream.loading import choose_placement, load_codecs, load_controlnets, load_pipeline, resolve_model_dir
+    from stream.loading import build_spec, load_model
 
     t_list = tuple(args.t_list) if args.t_list else default_t_list(args.steps or 1)
     device = args.device or ("cpu" if args.backend == BackendName.ONNXRUNTIME.value else None)
@@ -86,16 +85,9 @@ def run_build(args: argparse.Namespace) -> int:
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
-    placement = choose_placement(config.device, config.dtype)
-    path = resolve_model_dir(args.model)
-    pipe = load_pipeline(path, placement)
-    encoder, decoder = load_codecs(path, config, placement, int(pipe.vae.config.latent_channels))
-    controlnets = load_controlnets(config.controlnets, placement)
-    torch_backend = TorchBackend(pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder, controlnets=controlnets)
-    spec = BuildSpec(width=config.width, height=config.height, steps=config.num_steps, streams=options.streams,
-                     cfg_type=config.cfg_type.value, kv_length=options.kv_length or config.max_sequence_length)
+    loaded = load_model(args.model, config)
     try:
-        parts = compile_backend(torch_backend, spec, options, config.backend)
+        parts = compile_backend(loaded.torch_backend, build_spec(config, options), options, config.backend)
     except ParityError as exc:
         logger.error("check failed: %s", exc)
         return 1

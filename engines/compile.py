@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,54 +19,17 @@ from torch import nn
 
 from engines import BackendName
 from engines.base import CompiledEngine
-from engines.cache import CacheKey, EngineCache, default_cache_dir, module_digest
+from engines.cache import CacheKey, EngineCache, module_digest
+from engines.compile_options import CompileOptions
 from engines.compiled_backend import CompiledBackend
-from engines.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ONNX_FILE, export_onnx, require_onnx_tools
+from engines.export import ONNX_FILE, export_onnx, require_onnx_tools
 from engines.graphs import ControlNetGraph, DecodeGraph, EncodeGraph, VelocityGraph
-from engines.parity import FP32_TOLERANCE, ParityReport, check_parity
+from engines.parity import ParityReport, check_parity
+from engines.part_loader import ExportedPart, PartLoader
 from engines.specs import BuildSpec, Component, ControlNetPart, ModelShapes, PartId, PartSpec, Precision, part_kind
 from engines.torch_backend import TorchBackend
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CompileOptions:
-    """How compiled parts are built. ``streams`` is the number of streams one model call is built for (more
-    run in several calls); ``precision`` None means fp32 for onnxruntime and bf16 for tensorrt."""
-
-    streams: int = 1
-    precision: Precision | None = None
-    kv_length: int | None = None  # prompt tokens the engines hold; None: the config's max_sequence_length (300)
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    opset: int = DEFAULT_OPSET
-    check: bool = False  # parity of every part (ORT vs torch, fp32) before use; a failure raises ParityError
-    tolerance: float = FP32_TOLERANCE
-    builder_optimization_level: int = 3  # TensorRT: 3 is NVIDIA's demo default; 5 builds far longer
-    cuda_graph: bool = True  # TensorRT: capture each part in a CUDA graph after its first run
-
-    def __post_init__(self) -> None:
-        if isinstance(self.streams, bool) or not isinstance(self.streams, int) or not 1 <= self.streams <= 64:
-            raise ValueError(f"streams must be an integer in [1, 64], got {self.streams!r}")
-        if self.precision is not None:
-            try:
-                object.__setattr__(self, "precision", Precision(self.precision))
-            except ValueError:
-                raise ValueError(f"precision must be one of {', '.join(p.value for p in Precision)}, "
-                                 f"got {self.precision!r}") from None
-        if self.kv_length is not None and (isinstance(self.kv_length, bool) or not isinstance(self.kv_length, int)
-                                           or not 1 <= self.kv_length <= 4096):
-            raise ValueError(f"kv_length must be None or an integer in [1, 4096], got {self.kv_length!r}")
-        if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            raise ValueError(f"opset must lie in [{MIN_OPSET}, {MAX_OPSET}], got {self.opset!r}")
-        if not 0 <= self.builder_optimization_level <= 5:
-            raise ValueError(f"builder_optimization_level must lie in [0, 5], got {self.builder_optimization_level!r}")
-        object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
-
-    def resolved_precision(self, backend: BackendName) -> Precision:
-        if self.precision is not None:
-            return self.precision
-        return Precision.BF16 if backend is BackendName.TENSORRT else Precision.FP32
 
 
 def model_shapes(backend: TorchBackend) -> ModelShapes:
@@ -164,6 +127,19 @@ class Compiler:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
+def part_loader(name: BackendName, cache: EngineCache, options: CompileOptions, device: torch.device) -> PartLoader:
+    """The loader of runtime ``name``; each imports its runtime only here."""
+    if name is BackendName.ONNXRUNTIME:
+        from engines.onnxruntime_backend import OnnxRuntimeLoader
+
+        return OnnxRuntimeLoader()
+    if name is BackendName.TENSORRT:
+        from engines.tensorrt_build import TensorRTLoader
+
+        return TensorRTLoader(cache, options, device)
+    raise ValueError(f"the {name.value} backend is not compiled; use TorchBackend directly")
+
+
 def compile_backend(backend: TorchBackend, spec: BuildSpec, options: CompileOptions,
                     name: BackendName | str) -> CompiledParts:
     """Builds (or loads from the cache) every part for ``name`` and returns the backend over them."""
@@ -171,33 +147,25 @@ def compile_backend(backend: TorchBackend, spec: BuildSpec, options: CompileOpti
     if name is BackendName.TORCH:
         raise ValueError("the torch backend is not compiled; use TorchBackend directly")
     require_onnx_tools()
-    if name is BackendName.TENSORRT:  # fail before minutes of export, not after
-        from engines.tensorrt_runtime import import_tensorrt, require_cuda
-
-        import_tensorrt()
-        require_cuda(backend.geometry.device)
     precision = options.resolved_precision(name)
     spec = BuildSpec(**{**spec.__dict__, "precision": precision})
     compiler = Compiler(backend, spec, options, name)
+    device = backend.geometry.device
+    loader = part_loader(name, compiler.cache, options, device)  # fails before minutes of export, not after
     parity: dict[PartId, ParityReport] = {}
     onnx_paths: dict[PartId, Path] = {}
     engine_paths: dict[PartId, Path] = {}
     engines: dict[PartId, CompiledEngine] = {}
-    device = backend.geometry.device
     for component in part_ids(backend):
         if options.check:
             parity[component] = compiler.check(component)
         onnx_paths[component] = compiler.onnx(component, precision)
         started = time.perf_counter()
-        if name is BackendName.ONNXRUNTIME:
-            from engines.onnxruntime_backend import OrtEngine
-
-            engines[component] = OrtEngine(onnx_paths[component], device)
-            engine_paths[component] = onnx_paths[component]
-        else:
-            from engines.tensorrt_build import load_or_build
-
-            engine_paths[component], engines[component] = load_or_build(compiler, component, onnx_paths[component])
+        loaded = loader.load(ExportedPart(component, onnx_paths[component], compiler.onnx_key(component, precision),
+                                          precision, device))
+        engine_paths[component], engines[component] = loaded.path, loaded.engine
+        if loaded.build_seconds:
+            compiler.seconds[f"build_{component.value}"] = loaded.build_seconds
         compiler.add_time(f"load_{component.value}", started)
     compiled = CompiledBackend(backend, engines, spec.kv_length, name.value)
     logger.info("%s backend ready (%s, transformer batch %d, frame batch %d, %d prompt tokens, %d ControlNets)",

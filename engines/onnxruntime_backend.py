@@ -15,6 +15,7 @@ import torch
 from engines.base import CompiledEngine
 from engines.exceptions import BackendUnavailableError, EngineLoadError
 from engines.io_buffers import IOBuffers, specs_from_onnx
+from engines.part_loader import ExportedPart, LoadedPart, PartLoader
 
 logger = logging.getLogger(__name__)
 
@@ -85,3 +86,10 @@ class OrtEngine(CompiledEngine):
     def close(self) -> None:
         self.binding.clear_binding_inputs()
         self.binding.clear_binding_outputs()
+
+
+class OnnxRuntimeLoader(PartLoader):
+    """ONNX Runtime runs the exported graph itself: nothing to build."""
+
+    def load(self, exported: ExportedPart) -> LoadedPart:
+        return LoadedPart(exported.onnx_path, OrtEngine(exported.onnx_path, exported.device))

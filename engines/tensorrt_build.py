@@ -16,18 +16,17 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from engines.cache import CacheKey
+from engines.cache import CacheKey, EngineCache
+from engines.compile_options import CompileOptions
 from engines.exceptions import EngineLoadError
 from engines.io_buffers import specs_from_onnx
-from engines.specs import PartId, Precision, TensorSpec
+from engines.part_loader import ExportedPart, LoadedPart, PartLoader
+from engines.specs import Precision, TensorSpec
 from engines.tensorrt_runtime import TrtEngine, import_tensorrt, require_cuda
-
-if TYPE_CHECKING:
-    from engines.compile import Compiler
 
 logger = logging.getLogger(__name__)
 
@@ -143,34 +142,47 @@ def build_engine(plan: TrtBuildPlan, out_path: Path) -> None:
                 out_path.stat().st_size / 1e6)
 
 
-def load_or_build(compiler: Compiler, component: PartId, onnx_path: Path) -> tuple[Path, TrtEngine]:
-    """The cached engine of ``component`` (built when missing, stale or corrupt), loaded on the GPU. Its key
-    identifies the part as the ONNX graph's key does (a ControlNet by its weights, not its index)."""
-    trt = import_tensorrt()
-    device = compiler.backend.geometry.device
-    require_cuda(device)
-    gpu_name, capability = gpu_identity(device)
-    options = compiler.options
-    precision = compiler.spec.precision
-    onnx_key = compiler.onnx_key(component, precision)
-    key = CacheKey(kind="tensorrt", model_digest=onnx_key.model_digest, component=onnx_key.component,
-                   shapes=onnx_key.shapes, precision=precision.value, opset=options.opset,
-                   trt_version=trt.__version__, gpu_name=gpu_name, compute_capability=capability,
-                   builder_optimization_level=options.builder_optimization_level)
-    plan = make_build_plan(onnx_path, precision, builder_optimization_level=options.builder_optimization_level,
-                           timing_cache=timing_cache_path(options.cache_dir, gpu_name, capability, trt.__version__))
+class TensorRTLoader(PartLoader):
+    """Builds each part's plan into the cache (or finds it there) and loads it on the GPU. Made before any
+    export, it fails at once where TensorRT or a GPU is missing, not after minutes of export."""
 
-    def build(directory: Path) -> None:
-        started = time.perf_counter()
-        build_engine(plan, directory / PLAN_FILE)
-        compiler.add_time(f"build_{component.value}", started)
+    def __init__(self, cache: EngineCache, options: CompileOptions, device: torch.device) -> None:
+        import_tensorrt()
+        require_cuda(device)
+        self.cache, self.options = cache, options
 
-    entry = compiler.cache.get_or_build(key, build, what="TensorRT engine")
-    expected = (plan.inputs, plan.outputs)
-    try:
-        engine = TrtEngine(entry / PLAN_FILE, device, cuda_graph=options.cuda_graph, expected_io=expected)
-    except (EngineLoadError, ValueError) as exc:  # refused plan or io mismatch: never use it, rebuild once
-        compiler.cache.invalidate(key, str(exc))
-        entry = compiler.cache.build(key, build)
-        engine = TrtEngine(entry / PLAN_FILE, device, cuda_graph=options.cuda_graph, expected_io=expected)
-    return entry / PLAN_FILE, engine
+    def load(self, exported: ExportedPart) -> LoadedPart:
+        """The cached engine of ``exported`` (built when missing, stale or corrupt), loaded on the GPU. Its key
+        identifies the part as the ONNX graph's key does (a ControlNet by its weights, not its index)."""
+        trt = import_tensorrt()
+        device = exported.device
+        require_cuda(device)
+        gpu_name, capability = gpu_identity(device)
+        options = self.options
+        precision = exported.precision
+        onnx_key = exported.onnx_key
+        key = CacheKey(kind="tensorrt", model_digest=onnx_key.model_digest, component=onnx_key.component,
+                       shapes=onnx_key.shapes, precision=precision.value, opset=options.opset,
+                       trt_version=trt.__version__, gpu_name=gpu_name, compute_capability=capability,
+                       builder_optimization_level=options.builder_optimization_level)
+        plan = make_build_plan(exported.onnx_path, precision,
+                               builder_optimization_level=options.builder_optimization_level,
+                               timing_cache=timing_cache_path(options.cache_dir, gpu_name, capability,
+                                                              trt.__version__))
+        build_seconds = 0.0
+
+        def build(directory: Path) -> None:
+            nonlocal build_seconds
+            started = time.perf_counter()
+            build_engine(plan, directory / PLAN_FILE)
+            build_seconds += time.perf_counter() - started
+
+        entry = self.cache.get_or_build(key, build, what="TensorRT engine")
+        expected = (plan.inputs, plan.outputs)
+        try:
+            engine = TrtEngine(entry / PLAN_FILE, device, cuda_graph=options.cuda_graph, expected_io=expected)
+        except (EngineLoadError, ValueError) as exc:  # refused plan or io mismatch: never use it, rebuild once
+            self.cache.invalidate(key, str(exc))
+            entry = self.cache.build(key, build)
+            engine = TrtEngine(entry / PLAN_FILE, device, cuda_graph=options.cuda_graph, expected_io=expected)
+        return LoadedPart(entry / PLAN_FILE, engine, build_seconds)

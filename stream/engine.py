@@ -105,27 +105,18 @@ class StreamEngine:
         and cfg type, with ``compile_options`` (an ``engines.compile.CompileOptions``: streams, precision,
         cache directory, parity check) or its defaults; each of ``config.controlnets`` becomes a part of its own
         next to one transformer that serves with and without them."""
-        from engines import BackendName, create_backend
-        from engines.specs import BuildSpec
-        from stream.loading import choose_placement, load_codecs, load_controlnets, load_pipeline, resolve_model_dir
+        from engines import BackendName
+        from stream.loading import build_spec, load_model
 
         config = config or StreamConfig()
-        placement = choose_placement(config.device, config.dtype)
-        path = resolve_model_dir(model, local_files_only)
-        pipe = load_pipeline(path, placement)
-        encoder, decoder = load_codecs(path, config, placement, int(pipe.vae.config.latent_channels), local_files_only)
-        build = None
+        loaded = load_model(model, config, local_files_only)
+        pipe = loaded.pipeline
+        backend: ModelBackend = loaded.torch_backend
         if config.backend is not BackendName.TORCH:
-            from engines.compile import CompileOptions
+            from engines.compile import CompileOptions, compile_backend
 
             options = compile_options or CompileOptions()
-            build = BuildSpec(width=config.width, height=config.height, steps=config.num_steps,
-                              streams=options.streams, cfg_type=config.cfg_type.value,
-                              kv_length=options.kv_length or config.max_sequence_length)
-            compile_options = options
-        controlnets = load_controlnets(config.controlnets, placement, local_files_only)
-        backend = create_backend(config.backend, pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder,
-                                 build=build, options=compile_options, controlnets=controlnets)
+            backend = compile_backend(backend, build_spec(config, options), options, config.backend).backend
         engine = cls(backend, PromptEncoder(pipe, config.max_sequence_length), config,
                      sigma_d=float(pipe.scheduler.config.sigma_data))
         engine.pipeline = pipe

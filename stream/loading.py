@@ -1,4 +1,5 @@
-"""Finds and loads Sana-Sprint weights in diffusers format: a local directory or a hub id."""
+"""Finds and loads Sana-Sprint weights in diffusers format (a local directory or a hub id): ``load_model`` is
+the one loading sequence both ``StreamEngine.from_pretrained`` and ``sana-stream build`` run."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from engines.base import ImageCodec
-from engines.torch_backend import DcaeCodec
+from engines.compile_options import CompileOptions
+from engines.specs import BuildSpec
+from engines.torch_backend import DcaeCodec, TorchBackend
 from stream.config import StreamConfig, VaeKind
 from stream.control import ControlNetConfig
 from engines.models.controlnet import SprintControlNetModel
@@ -152,3 +155,32 @@ def load_codecs(model_dir: Path, config: StreamConfig, placement: Placement, lat
     if config.decoder is VaeKind.DCAE_LITE:
         decoder = _dcae_lite(model_dir, config, placement, local_files_only)
     return encoder, decoder
+
+
+@dataclass
+class LoadedModel:
+    """A Sana-Sprint checkpoint loaded for a ``StreamConfig``: the diffusers pipeline (text encoder, tokenizer,
+    scheduler) and its networks, with the chosen encoder, decoder and ControlNets, on the torch backend."""
+
+    pipeline: SanaSprintPipeline
+    torch_backend: TorchBackend
+
+
+def load_model(model: str | os.PathLike[str], config: StreamConfig,
+               local_files_only: bool | None = None) -> LoadedModel:
+    """Resolves ``model``, loads it on ``config``'s device and dtype, with the autoencoders and ControlNets
+    ``config`` names; the torch backend over it runs as it is or is compiled (``engines.compile``)."""
+    placement = choose_placement(config.device, config.dtype)
+    path = resolve_model_dir(model, local_files_only)
+    pipe = load_pipeline(path, placement)
+    encoder, decoder = load_codecs(path, config, placement, int(pipe.vae.config.latent_channels), local_files_only)
+    controlnets = load_controlnets(config.controlnets, placement, local_files_only)
+    backend = TorchBackend(pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder, controlnets=controlnets)
+    return LoadedModel(pipe, backend)
+
+
+def build_spec(config: StreamConfig, options: CompileOptions) -> BuildSpec:
+    """The static shapes compiled parts are built for: ``config``'s size, steps and cfg type, ``options``' streams
+    and prompt length."""
+    return BuildSpec(width=config.width, height=config.height, steps=config.num_steps, streams=options.streams,
+                     cfg_type=config.cfg_type.value, kv_length=options.kv_length or config.max_sequence_length)
