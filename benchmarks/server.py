@@ -42,9 +42,9 @@ from benchmarks.pipeline import run_engine_alone
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
 from benchmarks.webrtc_camera import FRAME_PTS, Camera
 from engines import AUTO, backend_names, resolve_backend
+from rtc.client import StreamClient, connect
+from rtc.ice import include_loopback_candidates
 from server.app import ModelInfo, create_app
-from server.client import StreamClient, connect
-from server.ice import include_loopback_candidates
 from server.serve import compile_options
 from server.settings import ServerSettings
 from server.tracks import REPEAT

@@ -32,8 +32,8 @@ from bridge.background import ColorKey
 from bridge.errors import BridgeError, SinkClosed, SourceError
 from bridge.sinks import FrameSink, SinkWorker
 from bridge.sources import FrameSource
+from rtc.client import OfferRejected, Received, StreamClient, connect
 from stream.frames import fit_frame
-from server.client import OfferRejected, Received, StreamClient, connect
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
+from rtc.frame_assembly import assemble_on_marker
 from server.errors import ApiError
-from server.frame_assembly import assemble_on_marker
 from server.metrics import StreamMeter
 from server.tracks import StreamOutputTrack, drain, read_camera
 from stream.engine import DEFAULT_STREAM

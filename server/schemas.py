@@ -11,7 +11,7 @@ STREAM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 REPEAT_FIELD = Field(default=True, description="send each slow output (250 ms or more apart) a second time, so a "
                      "receiver that completes a frame only when the next one starts arriving (aiortc's own assembly) "
                      "shows it at once; a receiver that completes frames on the RTP marker bit (browsers, "
-                     "server.client) can send false and spare the server an encode and send per output")
+                     "rtc.client) can send false and spare the server an encode and send per output")
 
 
 class Offer(BaseModel):

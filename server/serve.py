@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from engines import BackendName, batching_pays, resolve_backend
+from rtc.ice import include_loopback_candidates
 from server.app import ModelInfo, create_app
 from server.cli import cache_dir, even_t_list
-from server.ice import include_loopback_candidates
 from server.settings import DEFAULT_MODEL, ServerSettings
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
 from stream.control import ControlNetConfig

@@ -28,10 +28,10 @@ from bridge.errors import SinkClosed, SinkError, SourceError
 from bridge.prompts import parse_prompt_line, read_stdin, watch_file
 from bridge.sinks import PreviewSink, RecordingSink, SinkWorker, VirtualCameraSink, virtual_camera_driver_hint
 from bridge.sources import Region, ScreenSource, VideoFileSource, WindowSource, parse_source
+from rtc.client import OfferRejected
+from rtc.ice import include_loopback_candidates
 from server.app import ModelInfo, create_app
 from server.cli import main
-from server.client import OfferRejected
-from server.ice import include_loopback_candidates
 from server.settings import ServerSettings
 from stream import StreamConfig, StreamEngine
 

@@ -1,4 +1,4 @@
-"""server.frame_assembly: video frames complete on their RTP marker packet, with aiortc's real VP8 packets and
+"""rtc.frame_assembly: video frames complete on their RTP marker packet, with aiortc's real VP8 packets and
 between two real aiortc peers over loopback."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from server.frame_assembly import MarkerJitterBuffer, assemble_on_marker
-from server.ice import include_loopback_candidates
+from rtc.frame_assembly import MarkerJitterBuffer, assemble_on_marker
+from rtc.ice import include_loopback_candidates
 from tests.conftest import camera_frame
 from tests.webrtc_client import FRAME_PTS, SyntheticCamera
 

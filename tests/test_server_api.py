@@ -10,7 +10,7 @@ import httpx
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from server.client import OfferRejected
+from rtc.client import OfferRejected
 from server.settings import ServerSettings
 from tests.test_server_stream import SIZE, local_engine, make_app  # noqa: F401 - fixture
 from tests.webrtc_client import SyntheticCamera, connect, eventually, running

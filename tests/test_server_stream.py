@@ -9,10 +9,10 @@ import httpx
 import numpy as np
 import pytest
 
+from rtc.ice import include_loopback_candidates
 from server.app import ModelInfo, create_app, streams_per_call
-from server.ice import include_loopback_candidates
-from server.settings import ServerSettings
 from server.metrics import StreamMeter
+from server.settings import ServerSettings
 from server.tracks import (REPEAT_AFTER_S, SLOW_OUTPUT_S, SLOW_REPEAT_AFTER_S, StreamOutputTrack, repeat_after,
                            to_video_frame)
 from stream import StreamConfig, StreamEngine
@@ -145,7 +145,7 @@ def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(lo
 
 
 def test_a_camera_frame_is_restyled_without_waiting_for_the_next_one(local_engine):
-    """The server completes each received camera frame on its RTP marker packet (server.frame_assembly), and so
+    """The server completes each received camera frame on its RTP marker packet (rtc.frame_assembly), and so
     does the client each output: with aiortc's own assembly, a frame of a 2 fps camera would wait 0.5 s for the
     next one's first packet."""
     async def main():

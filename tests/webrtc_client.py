@@ -1,4 +1,4 @@
-"""A real aiortc client for the server tests (server.client plus a synthetic camera): sends a synthetic camera, receives the restyled video and the
+"""A real aiortc client for the server tests (rtc.client plus a synthetic camera): sends a synthetic camera, receives the restyled video and the
 server's per-frame announcements, and keeps what it sent so outputs can be matched to inputs."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import uvicorn
 from aiortc import VideoStreamTrack
 from aiortc.mediastreams import VIDEO_TIME_BASE
 
-from server.client import OfferRejected, Received, StreamClient  # noqa: F401 - re-exported for tests
-from server.client import connect as stream_connect
+from rtc.client import OfferRejected, Received, StreamClient  # noqa: F401 - re-exported for tests
+from rtc.client import connect as stream_connect
 
 from tests.conftest import camera_frame
 

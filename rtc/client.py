@@ -17,7 +17,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from server.frame_assembly import assemble_on_marker
+from rtc.frame_assembly import assemble_on_marker
 
 ANNOUNCE_CHANNEL = "sana-stream"  # a data channel of this label receives {"pts", "source_pts", "kind"} per frame
 
@@ -100,7 +100,7 @@ async def connect(base: str, track: MediaStreamTrack, headers: dict[str, str] | 
                   marker_assembly: bool = True) -> StreamClient:
     """POST /offer with ``track`` and an announcement channel; starts reading the returned video. ``stream`` asks
     for that stream id (a live peer holding it is replaced), so ``/view?stream=ID`` links survive reconnects.
-    Received frames complete on their RTP marker bit (``server.frame_assembly``), so the server is asked not to
+    Received frames complete on their RTP marker bit (``rtc.frame_assembly``), so the server is asked not to
     repeat slow outputs; ``marker_assembly=False`` keeps aiortc's assembly and the repeats, as other aiortc
     receivers have them (tests of the server's repeats use that)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
