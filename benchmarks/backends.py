@@ -31,7 +31,8 @@ from benchmarks.engine import synthetic_frames
 from benchmarks.report import Comparison, machine_info, text_table, write_results
 from benchmarks.timing import MODEL_CALLS, TimedBackend, cpu_snapshot, interleave, median_of, other_cpu_share
 from engines import BackendName
-from engines.compile import CompileOptions, compile_backend
+from engines.compile import compile_backend
+from engines.compile_options import CompileOptions
 from engines.specs import BuildSpec
 from stream.config import StreamConfig
 from stream.engine import DEFAULT_STREAM, FrameKind, StreamEngine

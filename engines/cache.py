@@ -30,10 +30,16 @@ KEY_FILE = "key.json"
 FORMAT_VERSION = 1  # bump when export or build code changes what lands in an entry
 
 
-def default_cache_dir() -> Path:
-    """``$SANA_STREAM_CACHE`` when set, else ``~/.cache/sana-stream/engines``."""
+def cache_root() -> Path:
+    """sana-stream's cache: ``$SANA_STREAM_CACHE`` when set, else ``~/.cache/sana-stream``. It holds the compiled
+    parts (``engines/``) and the demo model (``demo-model/``); model weights stay in the Hugging Face cache."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sana-stream" / "engines"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "sana-stream"
+
+
+def default_cache_dir() -> Path:
+    """Where compiled parts are cached: ``engines/`` in ``cache_root()``."""
+    return cache_root() / "engines"
 
 
 def module_digest(module: nn.Module) -> str:

@@ -10,17 +10,18 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from engines import BackendName, batching_pays, resolve_backend
+from engines.cache import cache_root
 from rtc.ice import include_loopback_candidates
 from server.app import ModelInfo, create_app
-from server.cli import cache_dir, even_t_list
 from server.settings import DEFAULT_MODEL, ServerSettings
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
+from stream.config import even_t_list
 from stream.control import ControlNetConfig
 from stream.loading import choose_placement, resolve_model_dir
 from stream.tiny_model import make_tiny_model
 
 if TYPE_CHECKING:
-    from engines.compile import CompileOptions
+    from engines.compile_options import CompileOptions
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def choose_model(requested: str | None) -> tuple[str, bool]:
         return str(resolve_model_dir(DEFAULT_MODEL, local_files_only=True)), False
     except ModelNotFoundError:
         pass
-    demo = cache_dir() / "demo-model"
+    demo = cache_root() / "demo-model"
     if not (demo / "model_index.json").exists():
         make_tiny_model(demo)
     logger.warning(DEMO_BANNER, DEFAULT_MODEL)
@@ -71,7 +72,7 @@ def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> Com
     for one: a part built for four would only spend three padding rows on every single-peer call."""
     if stream.backend is BackendName.TORCH:
         return None
-    from engines.compile import CompileOptions
+    from engines.compile_options import CompileOptions
 
     shared = batching_pays(choose_placement(stream.device, None).device)
     return CompileOptions(streams=max_peers if shared else 1, **options)

@@ -38,6 +38,11 @@ def _require_finite(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
+def even_t_list(strength: float, steps: int) -> tuple[float, ...]:
+    """``steps`` angles from ``strength`` down, evenly spaced: 1.0 with 2 steps gives (1.0, 0.5)."""
+    return tuple(strength * (steps - i) / steps for i in range(steps))
+
+
 def validate_t_list(t_list: Sequence[float], *, name: str = "t_list") -> tuple[float, ...]:
     """Checks TrigFlow angles: 1-4 of them, strictly decreasing, each in (0, pi/2). Returns a tuple."""
     if isinstance(t_list, (str, bytes)) or not isinstance(t_list, Sequence):

@@ -113,7 +113,8 @@ class StreamEngine:
         pipe = loaded.pipeline
         backend: ModelBackend = loaded.torch_backend
         if config.backend is not BackendName.TORCH:
-            from engines.compile import CompileOptions, compile_backend
+            from engines.compile import compile_backend
+            from engines.compile_options import CompileOptions
 
             options = compile_options or CompileOptions()
             backend = compile_backend(backend, build_spec(config, options), options, config.backend).backend

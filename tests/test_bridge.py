@@ -30,8 +30,8 @@ from bridge.sinks import PreviewSink, RecordingSink, SinkWorker, VirtualCameraSi
 from bridge.sources import Region, ScreenSource, VideoFileSource, WindowSource, parse_source
 from rtc.client import OfferRejected
 from rtc.ice import include_loopback_candidates
+from sana_stream.cli import main
 from server.app import ModelInfo, create_app
-from server.cli import main
 from server.settings import ServerSettings
 from stream import StreamConfig, StreamEngine
 

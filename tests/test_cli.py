@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from engines import BackendName, resolve_backend
-from server.cli import build_parser, even_t_list, main
+from sana_stream.cli import build_parser, main
 from server.serve import build_settings, compile_options
+from stream.config import even_t_list
 from stream.tiny_codecs import CONTROLNET_DIR
 
 
@@ -27,7 +28,7 @@ def free_port() -> int:
 
 def serve(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), *args],
+    process = subprocess.Popen([sys.executable, "-m", "sana_stream", "serve", "--port", str(port), *args],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, **(env or {})})
     return process, f"http://127.0.0.1:{port}"
@@ -127,3 +128,16 @@ def test_serve_defaults_to_auto_and_builds_cpu_parts_for_one_stream():
     settings = build_settings(args, "unused-model-id")
     assert settings.backend == resolve_backend("auto").value  # onnxruntime here: the test extra installs it
     assert compile_options(settings.stream, settings.max_peers).streams == (4 if torch.cuda.is_available() else 1)
+
+
+def test_the_camera_command_parses_without_the_server_or_torch():
+    """The command line imports a subcommand's module only when that command runs: `sana-stream camera` on a
+    laptop must not pay for (or need) torch and the server."""
+    code = ("import sys\n"
+            "from sana_stream.cli import build_parser, requested_command\n"
+            "argv = ['--log-level', 'DEBUG', 'camera', '--source', 'screen', '--record', 'out', '--no-stdin']\n"
+            "args = build_parser(requested_command(argv)).parse_args(argv)\n"
+            "assert args.command == 'camera' and args.record is not None\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'server', 'stream')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

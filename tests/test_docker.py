@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.cli import build_parser
+from sana_stream.cli import build_parser
 
 try:
     import tomllib

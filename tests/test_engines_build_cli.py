@@ -14,8 +14,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from engines.build_cli import add_build_parser, default_t_list
 from engines.cache import KEY_FILE, file_hashes
+from sana_stream.cli import build_parser
+from stream.config import even_t_list
 from stream.tiny_codecs import CONTROLNET_DIR
 
 
@@ -25,9 +26,7 @@ def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="sana-stream")
-    add_build_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    return build_parser(argv[0]).parse_args(argv)
 
 
 def build_args(model: Path, cache: Path, *extra: str) -> argparse.Namespace:
@@ -38,7 +37,7 @@ def build_args(model: Path, cache: Path, *extra: str) -> argparse.Namespace:
 
 def built_paths(records: list[logging.LogRecord]) -> dict[str, Path]:
     """Each part's engine path from the summary the build logs at the end ("transformer  /cache/.../model.onnx")."""
-    lines = [r.getMessage().split() for r in records if r.name == "engines.build_cli"]
+    lines = [r.getMessage().split() for r in records if r.name == "sana_stream.commands.build"]
     return {words[0]: Path(words[1]) for words in lines if len(words) == 2 and words[1].endswith(".onnx")}
 
 
@@ -107,7 +106,7 @@ def test_bad_settings_exit_2(tiny_model_dir: Path, tmp_path: Path, caplog):
 
 
 def test_steps_become_evenly_spaced_angles():
-    assert default_t_list(1) == (1.0,)
-    assert default_t_list(4) == (1.0, 0.75, 0.5, 0.25)
+    assert even_t_list(1.0, 1) == (1.0,)
+    assert even_t_list(1.0, 4) == (1.0, 0.75, 0.5, 0.25)
     args = parse(["build", "--model", "m", "--t-list", "1.2", "0.6"])
     assert args.t_list == [1.2, 0.6] and args.steps is None and args.backend == "tensorrt"

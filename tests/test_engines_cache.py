@@ -119,7 +119,7 @@ def test_invalidate_removes_the_entry(tmp_path: Path, caplog):
 
 
 def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path: Path):
-    monkeypatch.setenv("SANA_STREAM_CACHE", str(tmp_path / "engines"))
+    monkeypatch.setenv("SANA_STREAM_CACHE", str(tmp_path))  # the cache root; compiled parts in its engines/
     assert default_cache_dir() == tmp_path / "engines"
     monkeypatch.delenv("SANA_STREAM_CACHE")
     assert default_cache_dir() == Path.home() / ".cache" / "sana-stream" / "engines"

@@ -14,7 +14,8 @@ from diffusers import SanaSprintPipeline
 from diffusers.models.attention_processor import SanaLinearAttnProcessor2_0
 
 from engines import BackendName
-from engines.compile import CompileOptions, Compiler, model_shapes
+from engines.compile import Compiler, model_shapes
+from engines.compile_options import CompileOptions
 from engines.export import FORBIDDEN_OPS, example_inputs, export_onnx
 from engines.graphs import DecodeGraph, EncodeGraph, GuardedLinearAttnProcessor, VelocityGraph, bound_kv, export_safe
 from engines.parity import check_parity

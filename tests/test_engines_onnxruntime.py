@@ -15,7 +15,8 @@ from torch import Tensor
 
 from engines import BackendName
 from engines.base import ControlBatch
-from engines.compile import CompileOptions, compile_backend
+from engines.compile import compile_backend
+from engines.compile_options import CompileOptions
 from engines.compiled_backend import CompiledBackend
 from engines.prompt_kv import KVBatch, batch_prompt_kv
 from engines.specs import BuildSpec, Component, ControlNetPart

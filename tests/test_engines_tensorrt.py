@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from engines import BackendName
-from engines.compile import CompileOptions, Compiler
+from engines.compile import Compiler
+from engines.compile_options import CompileOptions
 from engines.io_buffers import IOBuffers, specs_from_onnx
 from engines.specs import BuildSpec, Component, ControlNetPart, Precision, TensorSpec
 from engines.tensorrt_build import make_build_plan, timing_cache_path

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from server.cli import main
+from sana_stream.cli import main
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
 from stream.loading import choose_placement
 from tests.conftest import camera_frame

@@ -6,8 +6,6 @@
 ``serve``) adds each ControlNet's part; the transformer is the same with or without them. ``--check`` compares
 each exported part with torch (ONNX Runtime, fp32) and exits 1 when any relative error is above the tolerance
 (1e-3).
-Wire it into the command with ``add_build_parser(subparsers)``; ``python -m engines.build_cli build ...`` runs
-it on its own.
 """
 
 from __future__ import annotations
@@ -15,29 +13,24 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
 from engines import BackendName
 from engines.cache import CACHE_ENV, default_cache_dir
+from engines.compile import compile_backend
+from engines.compile_options import CompileOptions
 from engines.exceptions import EngineError, ParityError
 from engines.specs import Precision
+from stream.config import CfgType, StreamConfig, VaeKind, even_t_list
+from stream.control import ControlNetConfig
+from stream.loading import build_spec, load_model
 
 logger = logging.getLogger(__name__)
 
 COMPILED = [BackendName.ONNXRUNTIME.value, BackendName.TENSORRT.value]
 
 
-def default_t_list(steps: int) -> tuple[float, ...]:
-    """Evenly spaced angles from 1.0 rad down (only their number shapes the engines)."""
-    return tuple(round(1.0 * (steps - i) / steps, 4) for i in range(steps))
-
-
-def add_build_parser(subparsers: Any) -> None:
-    """Adds the ``build`` subcommand to an argparse subparsers object (``parser.add_subparsers()``)."""
-    from stream.config import CfgType, VaeKind
-
-    p = subparsers.add_parser("build", help="export and build compiled engines into the engine cache",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description, p.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
     p.add_argument("--model", required=True, help="diffusers-format Sana-Sprint directory or hub id")
     p.add_argument("--backend", default=BackendName.TENSORRT.value, choices=COMPILED)
     p.add_argument("--width", type=int, default=512)
@@ -53,7 +46,8 @@ def add_build_parser(subparsers: Any) -> None:
                    help="prompt tokens the transformer holds (default: all 300; fewer is faster, longer prompts fail)")
     p.add_argument("--check", action="store_true", help="compare every part with torch; exit 1 above 1e-3")
     p.add_argument("--cache-dir", type=Path, default=None,
-                   help=f"engine cache (default: ${CACHE_ENV} or {default_cache_dir()})")
+                   help=f"where compiled parts are cached (default: {default_cache_dir()}, the engines/ directory of "
+                        f"${CACHE_ENV} or ~/.cache/sana-stream)")
     p.add_argument("--encoder", default=VaeKind.DCAE.value, choices=[VaeKind.DCAE.value, VaeKind.TINY.value])
     p.add_argument("--decoder", default=VaeKind.DCAE.value, choices=[v.value for v in VaeKind])
     p.add_argument("--tiny-vae", default=None, help="directory of taesana_*.pth (for --encoder/--decoder tiny)")
@@ -67,13 +61,7 @@ def add_build_parser(subparsers: Any) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     """Loads the model, compiles every part (or finds it cached) and logs a summary. Returns the exit code."""
-    from engines.compile import compile_backend
-    from engines.compile_options import CompileOptions
-    from stream.config import StreamConfig
-    from stream.control import ControlNetConfig
-    from stream.loading import build_spec, load_model
-
-    t_list = tuple(args.t_list) if args.t_list else default_t_list(args.steps or 1)
+    t_list = tuple(args.t_list) if args.t_list else even_t_list(1.0, args.steps or 1)  # only their number counts
     device = args.device or ("cpu" if args.backend == BackendName.ONNXRUNTIME.value else None)
     try:
         config = StreamConfig(width=args.width, height=args.height, t_list=t_list, cfg_type=args.cfg_type,
@@ -103,15 +91,3 @@ def run_build(args: argparse.Namespace) -> int:
     parts.backend.close()
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sana-stream")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    add_build_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
