@@ -33,12 +33,12 @@ from bridge.errors import BridgeError, SinkClosed, SourceError
 from bridge.sinks import FrameSink, SinkWorker
 from bridge.sources import FrameSource
 from rtc.client import OfferRejected, Received, StreamClient, connect
+from stream.live_settings import LIVE_SETTING_NAMES as PROMPT_FIELDS
 from stream.frames import fit_frame
 
 logger = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90_000
-PROMPT_FIELDS = ("prompt", "negative_prompt", "seed", "strength", "guidance_scale", "cfg_scale", "control_scales")
 
 
 @dataclass

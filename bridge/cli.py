@@ -18,8 +18,9 @@ def build_options(args: argparse.Namespace) -> Any:
     from bridge.background import parse_background
     from bridge.bridge import BridgeOptions
 
-    prompt = {k: v for k, v in (("prompt", args.prompt), ("negative_prompt", args.negative_prompt),
-                                ("seed", args.seed), ("strength", args.strength)) if v is not None}
+    from stream.live_settings import LIVE_SETTING_NAMES
+
+    prompt = {name: getattr(args, name) for name in LIVE_SETTING_NAMES if getattr(args, name, None) is not None}
     if (args.width is None) != (args.height is None):
         raise ValueError("--width and --height go together")
     size = (args.width, args.height) if args.width is not None else None

@@ -23,18 +23,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from stream.live_settings import LIVE_SETTINGS, LiveSetting
+
 logger = logging.getLogger(__name__)
 
-COMMANDS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "seed": ("seed", int),
-    "strength": ("strength", float),
-    "negative": ("negative_prompt", str),
-    "guidance": ("guidance_scale", float),
-    "cfg": ("cfg_scale", float),
-    "prompt": ("prompt", str),
-    "control": ("control_scales", lambda text: [float(x) for x in text.split(",")]),
-}
-HELP = "type a prompt, or /seed N, /strength X, /negative TEXT, /guidance X, /cfg X, /control X[,Y]"
+COMMANDS: dict[str, LiveSetting] = {s.command: s for s in LIVE_SETTINGS}
+HELP = "type a prompt, or " + ", ".join(f"/{s.command} {s.placeholder}" for s in LIVE_SETTINGS if s.name != "prompt")
 
 SetPrompt = Callable[..., Awaitable[Any]]
 
@@ -49,13 +43,12 @@ def parse_prompt_line(line: str) -> dict[str, Any] | None:
     name, _, rest = text[1:].partition(" ")
     if name not in COMMANDS:
         raise ValueError(f"unknown command /{name}: {HELP}")
-    field, convert = COMMANDS[name]
+    setting = COMMANDS[name]
     rest = rest.strip()
     try:
-        return {field: convert(rest)}
+        return {setting.name: setting.parse(rest)}
     except ValueError:
-        kind = "list of numbers" if name == "control" else convert.__name__
-        raise ValueError(f"/{name} needs a {kind} value, got {rest!r}") from None
+        raise ValueError(f"/{name} needs a {setting.kind_name} value, got {rest!r}") from None
 
 
 async def apply_line(set_prompt: SetPrompt, line: str) -> None:

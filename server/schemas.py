@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
-from stream.prompt import MAX_PROMPT_CHARS
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from stream.live_settings import LIVE_SETTINGS, LiveSetting
 
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 STREAM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -40,19 +42,21 @@ class Answer(BaseModel):
     stream: str = Field(description="the id of the stream this peer feeds; use it with /prompt and /view")
 
 
-class PromptUpdate(BaseModel):
+class StreamChoice(BaseModel):
     """Changes live settings; only the fields given change. Without ``stream`` every stream changes."""
 
     model_config = Strict
-    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
-    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     stream: str | None = Field(default=None, max_length=64)
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
-    strength: float | None = Field(default=None, gt=0, lt=1.5708, description="t_list[0] in radians")
-    guidance_scale: float | None = Field(default=None, ge=0, le=20)
-    cfg_scale: float | None = Field(default=None, ge=0, le=20)
-    control_scales: list[float] | None = Field(default=None, max_length=8,
-                                               description="one conditioning scale per ControlNet (0 turns it off)")
+
+
+def _optional_field(setting: LiveSetting) -> tuple[Any, Any]:
+    kind = list[setting.kind] if setting.many else setting.kind
+    return kind | None, Field(default=None, description=setting.description, **setting.bounds)
+
+
+# the stream, then every live setting (stream.live_settings), each optional
+PromptUpdate = create_model("PromptUpdate", __base__=StreamChoice, __doc__=StreamChoice.__doc__,
+                            **{s.name: _optional_field(s) for s in LIVE_SETTINGS})
 
 
 class StreamSettingsOut(BaseModel):

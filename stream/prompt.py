@@ -10,7 +10,7 @@ import torch
 from diffusers import SanaSprintPipeline
 from torch import Tensor
 
-MAX_PROMPT_CHARS = 2000  # Gemma sees at most max_sequence_length tokens anyway; this bounds tokenizer work
+from stream.live_settings import MAX_PROMPT_CHARS
 
 
 def default_complex_human_instruction() -> list[str]:

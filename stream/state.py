@@ -19,7 +19,7 @@ from torch import Tensor
 from engines.prompt_kv import PromptKV
 from stream import trigflow
 from stream.config import MAX_RCFG_ANGLE, CfgType, StreamConfig, _require_finite, validate_t_list
-from stream.prompt import MAX_PROMPT_CHARS
+from stream.live_settings import ALIASES, MAX_PROMPT_CHARS, SEED_LIMIT
 from stream.similarity_filter import SimilarityFilter
 
 
@@ -43,7 +43,7 @@ class StreamSettings:
 
     def replace(self, cfg_type: CfgType, **changes: Any) -> StreamSettings:
         """A validated copy with ``changes``; unknown names and bad values raise ValueError naming them."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)} - {"strength"}
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)} - ALIASES
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         if "strength" in changes:  # t_list[0] becomes the strength; later angles scale by the same factor
@@ -61,7 +61,7 @@ class StreamSettings:
                     raise ValueError(f"{name} must be at most {MAX_PROMPT_CHARS} characters, got {len(text)}")
         if "seed" in changes:
             seed = changes["seed"]
-            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
                 raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
         if "t_list" in changes:
             changes["t_list"] = validate_t_list(changes["t_list"])

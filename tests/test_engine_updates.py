@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
 import numpy as np
 import pytest
 
-from stream import FrameKind, StreamConfig, UnknownStreamError
+from stream import FrameKind, StreamConfig, StreamSettings, UnknownStreamError
+from stream.live_settings import ALIASES, LIVE_SETTING_NAMES
 from tests.conftest import camera_frame
 
 
@@ -154,3 +156,17 @@ def test_bad_strength_and_unknown_stream(make_engine):
 def test_bad_config_raises_value_error_naming_the_field(kwargs, name):
     with pytest.raises(ValueError, match=name):
         StreamConfig(**kwargs)
+
+
+def test_every_live_setting_of_the_api_and_the_bridge_is_one_the_engine_takes(make_engine):
+    """stream.live_settings declares what POST /prompt and the bridge may change; each must be a StreamSettings
+    field (or strength, which sets t_list), and each is applied by update."""
+    engine = make_engine(t_list=(1.0, 0.5))
+    fields = {f.name for f in dataclasses.fields(StreamSettings)}
+    assert set(LIVE_SETTING_NAMES) - fields == set(ALIASES)
+    changes = {"prompt": "a fox", "negative_prompt": "blur", "seed": 3, "strength": 0.8, "guidance_scale": 3.0,
+               "cfg_scale": 1.5, "control_scales": ()}
+    assert set(changes) == set(LIVE_SETTING_NAMES)
+    new = engine.update(**changes)["default"]
+    assert (new.prompt, new.negative_prompt, new.seed, new.t_list, new.guidance_scale, new.cfg_scale) == (
+        "a fox", "blur", 3, pytest.approx((0.8, 0.4)), 3.0, 1.5)
