@@ -286,10 +286,6 @@ class Bridge:
     def stop(self) -> None:
         self._stop.set()
 
-    @property
-    def prompt_settings(self) -> dict[str, Any]:
-        return dict(self._prompt)
-
     async def run(self) -> None:
         pump, worker = FramePump(self.source), SinkWorker(self.sink)
         self._http = httpx.AsyncClient(base_url=self.options.server, timeout=self.options.http_timeout,

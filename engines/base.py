@@ -7,7 +7,6 @@ math, noise, slots, guidance) lives in ``stream/`` and is the same for every bac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -89,13 +88,6 @@ class CompiledEngine(ABC):
     @abstractmethod
     def execute(self) -> None:
         """Runs once on the current contents of the input buffers, filling the output buffers."""
-
-    def infer(self, feeds: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Writes ``feeds`` (every input, the same number of rows each), runs, and returns copies of those rows
-        of every output."""
-        rows = self.buffers.write_all(feeds)
-        self.execute()
-        return {t.name: self.buffers.read(t.name, rows) for t in self.buffers.outputs}
 
     def close(self) -> None:
         """Releases the runtime's objects."""

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from engines.exceptions import BackendUnavailableError, ExportError
 from engines.graphs import export_safe
-from engines.specs import PartSpec, TensorSpec
+from engines.specs import PartSpec
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +174,3 @@ def check_graph(model: onnx.ModelProto, spec: PartSpec) -> None:  # noqa: F821
     if bad:
         raise ExportError(spec.component.value, f"the graph holds ops TensorRT or ONNX Runtime reject: {bad}")
 
-
-def io_names(specs: tuple[TensorSpec, ...]) -> list[str]:
-    return [t.name for t in specs]

@@ -36,13 +36,6 @@ class Precision(str, enum.Enum):
     def dtype(self) -> torch.dtype:
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.value]
 
-    @classmethod
-    def of(cls, dtype: torch.dtype) -> Precision:
-        for p in cls:
-            if p.dtype == dtype:
-                return p
-        raise ValueError(f"no precision for dtype {dtype}; allowed: float32, float16, bfloat16")
-
 
 class Component(str, enum.Enum):
     """The parts the stream engine runs, each exported and built on its own."""

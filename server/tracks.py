@@ -87,8 +87,6 @@ class StreamOutputTrack(MediaStreamTrack):
         super().__init__()
         self._own_frames = own_frames
         self._repeat = repeat
-        self._pipeline = pipeline
-        self._stream_id = stream_id
         self._meter = meter
         self._frames = pipeline.frames(stream_id)
         self._next: asyncio.Future[OutputFrame] | None = None  # the pending __anext__, kept across a repeat

@@ -65,6 +65,11 @@ class PendingResult:
     tag: Any
     pixels: Tensor | None = None
 
+    @classmethod
+    def skipped_frame(cls, prepared: PreparedFrame) -> PendingResult:
+        """The result of a frame the similarity filter skipped: ``finish`` shows the stream's last output."""
+        return cls(prepared, FrameKind.SKIPPED, prepared.tag)
+
 
 class StreamEngine:
     """Restyles frames of one or more streams. Each stream has its own prompt K/V, noise, frames in flight
@@ -223,7 +228,7 @@ class StreamEngine:
         if len({p.stream_id for p in prepared}) != len(prepared):
             raise ValueError("prepared must hold at most one frame per stream")
         work = [p for p in prepared if not p.skipped]
-        results = {id(p): PendingResult(p, FrameKind.SKIPPED, p.tag) for p in prepared if p.skipped}
+        results = {id(p): PendingResult.skipped_frame(p) for p in prepared if p.skipped}
         if work:
             with self._run_lock:
                 results.update({id(r.prepared): r for r in self._denoise(work)})

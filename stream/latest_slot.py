@@ -1,7 +1,7 @@
 """Bounded per-stream queues where the newest item wins (DESIGN 2).
 
 A model slower than the camera must lower the frame rate, never raise the latency: when a queue is full
-the oldest item is dropped and counted.
+the oldest item is dropped, and ``put`` says so (the pipeline counts it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ class LatestSlots(Generic[T]):
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
         self.capacity = capacity
         self._queues: dict[str, deque[T]] = {}
-        self._dropped: dict[str, int] = {}
         self._closed = False
         self.changed = threading.Condition()
 
@@ -32,7 +31,6 @@ class LatestSlots(Generic[T]):
             dropped = len(queue) >= self.capacity
             if dropped:
                 queue.popleft()
-                self._dropped[key] = self._dropped.get(key, 0) + 1
             queue.append(item)
             self.changed.notify_all()
             return dropped
@@ -66,17 +64,8 @@ class LatestSlots(Generic[T]):
         """Forgets a key's queue; returns how many items were in it."""
         with self.changed:
             queue = self._queues.pop(key, None)
-            self._dropped.pop(key, None)
             self.changed.notify_all()  # a producer waiting for room (wait_until_empty) may go on
             return len(queue) if queue else 0
-
-    def dropped(self, key: str) -> int:
-        with self.changed:
-            return self._dropped.get(key, 0)
-
-    def pending(self) -> int:
-        with self.changed:
-            return sum(len(q) for q in self._queues.values())
 
     def close(self) -> None:
         with self.changed:

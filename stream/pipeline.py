@@ -48,6 +48,14 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class FrameTag:
+    """What the pipeline tags each input frame with; the engine hands it back with the frame's result."""
+
+    sequence: int  # submission number within the stream
+    timestamp: Any  # the caller's, from submit()
+
+
+@dataclass(frozen=True)
 class OutputFrame:
     image: np.ndarray  # (height, width, 3) uint8 RGB
     timestamp: Any  # the timestamp submitted with the input frame this image came from
@@ -85,7 +93,7 @@ class FramePipeline:
     def __init__(self, engine: StreamEngine, config: PipelineConfig | None = None) -> None:
         self.engine = engine
         self.config = config or PipelineConfig()
-        self._raw: LatestSlots[tuple[int, np.ndarray | DecodedFrame, Any]] = LatestSlots(self.config.input_queue_size)
+        self._raw: LatestSlots[tuple[FrameTag, np.ndarray | DecodedFrame]] = LatestSlots(self.config.input_queue_size)
         self._ready: LatestSlots[PreparedFrame] = LatestSlots(self.config.ready_queue_size)
         self._pending: LatestSlots[PendingResult] = LatestSlots(self.config.output_queue_size)
         self._streams: dict[str, _Stream] = {}
@@ -145,7 +153,7 @@ class FramePipeline:
             stream = self._get(stream_id)
             stream.stats.submitted += 1
             sequence = next(stream.sequence)
-        if self._raw.put(stream_id, (sequence, frame, timestamp)):
+        if self._raw.put(stream_id, (FrameTag(sequence, timestamp), frame)):
             self._count(stream_id, "dropped")
 
     def latest(self, stream_id: str) -> OutputFrame | None:
@@ -230,17 +238,17 @@ class FramePipeline:
         return turn
 
     def _prepare_round(self) -> None:
-        for stream_id, (sequence, frame, timestamp) in self._raw.take_each(self._next_turn()).items():
+        for stream_id, (tag, frame) in self._raw.take_each(self._next_turn()).items():
             try:
-                prepared = self.engine.prepare(stream_id, to_rgb(frame), (sequence, timestamp))
+                prepared = self.engine.prepare(stream_id, to_rgb(frame), tag)
             except KeyError:  # the stream closed while its frame waited
                 continue
             except ValueError:  # a DecodedFrame that gave no valid RGB frame: this frame is lost, not the stream
-                logger.exception("frame %d of stream %r could not be converted", sequence, stream_id)
+                logger.exception("frame %d of stream %r could not be converted", tag.sequence, stream_id)
                 self._count(stream_id, "errors")
                 continue
             if prepared.skipped:
-                if self._pending.put(stream_id, PendingResult(prepared, FrameKind.SKIPPED, prepared.tag)):
+                if self._pending.put(stream_id, PendingResult.skipped_frame(prepared)):
                     self._count(stream_id, "dropped_output")
             elif self._ready.put(stream_id, prepared):
                 self._count(stream_id, "dropped")
@@ -269,15 +277,16 @@ class FramePipeline:
             for stream_id, pending in self._pending.take_each().items():
                 result = self.engine.finish(pending)
                 converted = self.config.convert(result.image) if self.config.convert else None
-                self._publish(stream_id, pending.prepared.tag[0], result, converted)
+                self._publish(stream_id, pending.prepared.tag.sequence, result, converted)
 
     def _publish(self, stream_id: str, sequence: int, result: FrameResult, converted: Any) -> None:
-        source_sequence, timestamp = result.tag
+        source: FrameTag = result.tag
         with self._published:
             stream = self._streams.get(stream_id)
             if stream is None or (stream.latest is not None and stream.latest.sequence >= sequence):
                 return  # closed, or a skipped frame's result already overtook this one
-            stream.latest = OutputFrame(result.image, timestamp, result.kind, sequence, source_sequence, converted)
+            stream.latest = OutputFrame(result.image, source.timestamp, result.kind, sequence, source.sequence,
+                                        converted)
             counter = {FrameKind.GENERATED: "generated", FrameKind.SKIPPED: "skipped", FrameKind.WARMUP: "warmup"}
             setattr(stream.stats, counter[result.kind], getattr(stream.stats, counter[result.kind]) + 1)
             self._published.notify_all()

@@ -34,7 +34,3 @@ class SimilarityFilter:
         self._skips_in_a_row = 0
         self._last = frame
         return False
-
-    def reset(self) -> None:
-        self._last = None
-        self._skips_in_a_row = 0

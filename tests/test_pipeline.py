@@ -63,7 +63,7 @@ def test_prepares_only_what_the_engine_takes_just_before_it_takes_it(make_engine
     prepares, ages = [], []
     prepare, run = engine.prepare, engine.run
     engine.prepare = lambda *a: prepares.append(1) or prepare(*a)
-    engine.run = lambda batch: ages.extend(time.monotonic() - p.tag[1] for p in batch) or run(batch)
+    engine.run = lambda batch: ages.extend(time.monotonic() - p.tag.timestamp for p in batch) or run(batch)
     with FramePipeline(engine) as pipe:
         pipe.open_stream("cam")
         start = time.monotonic()
@@ -139,7 +139,7 @@ def test_with_max_batch_streams_take_turns_and_each_call_takes_a_fresh_frame(mak
     calls: list[tuple[list[str], list[float]]] = []  # (streams, age of each frame) per engine call
     run = engine.run
     engine.run = lambda batch: calls.append(([p.stream_id for p in batch],
-                                             [time.monotonic() - p.tag[1] for p in batch])) or run(batch)
+                                             [time.monotonic() - p.tag.timestamp for p in batch])) or run(batch)
     with FramePipeline(engine, PipelineConfig(max_batch=1)) as pipe:
         streams = ["a", "b", "c"]
         for sid in streams:
