@@ -9,9 +9,9 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import psutil
 import torch
 from torch import Tensor, nn
 
@@ -138,22 +138,17 @@ def median_of(samples: list[Sample], key: str = "wall") -> float:
 @dataclass(frozen=True)
 class CpuSnapshot:
     wall: float  # seconds (monotonic)
-    busy: float  # CPU seconds the whole machine spent busy (all cores, steal included), from /proc/stat
+    busy: float  # CPU seconds the whole machine spent busy (all cores, steal included)
     own: float  # CPU seconds this process spent
 
 
-def cpu_snapshot() -> CpuSnapshot | None:
-    """Busy time of the machine and of this process; None where /proc/stat does not exist (not Linux)."""
-    stat = Path("/proc/stat")
-    if not stat.exists():
-        return None
-    import resource  # Unix only, like /proc/stat
-
-    fields = [float(v) for v in stat.read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return CpuSnapshot(wall=time.monotonic(), busy=(sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"),
-                       own=usage.ru_utime + usage.ru_stime)
+def cpu_snapshot() -> CpuSnapshot:
+    """Busy time of the machine and of this process (psutil)."""
+    machine = psutil.cpu_times()
+    idle = machine.idle + getattr(machine, "iowait", 0.0)
+    guest = getattr(machine, "guest", 0.0) + getattr(machine, "guest_nice", 0.0)  # Linux counts these in user, nice
+    own = psutil.Process().cpu_times()
+    return CpuSnapshot(wall=time.monotonic(), busy=sum(machine) - idle - guest, own=own.user + own.system)
 
 
 def other_cpu_share(start: CpuSnapshot | None, end: CpuSnapshot | None) -> float | None:
