@@ -36,7 +36,7 @@ from engines.compile_options import CompileOptions
 from engines.specs import BuildSpec
 from stream.config import StreamConfig
 from stream.engine import DEFAULT_STREAM, FrameKind, StreamEngine
-from stream.tiny_model import TinyPreset, make_tiny_model
+from stream.demo_model import DemoPreset, make_demo_model
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 @dataclass(frozen=True)
 class BackendBenchConfig:
-    preset: str = TinyPreset.PROPORTIONAL.value
+    preset: str = DemoPreset.PROPORTIONAL.value
     width: int = 512
     height: int = 512
     frames: int = 20  # timed frames per side
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 frames per side, 256 px, for a smoke run")
     parser.add_argument("--frames", type=int, default=None)
-    parser.add_argument("--preset", default=TinyPreset.PROPORTIONAL.value, choices=[p.value for p in TinyPreset])
+    parser.add_argument("--preset", default=DemoPreset.PROPORTIONAL.value, choices=[p.value for p in DemoPreset])
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--model", default=None, help="real weights (directory or hub id) instead of a tiny model")
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                                 decoder=args.decoder, tiny_vae=args.tiny_vae, kv_length=args.kv_length)
     torch.manual_seed(config.seed)
     with tempfile.TemporaryDirectory(prefix="sana-stream-bench-") as tmp:
-        model = args.model or make_tiny_model(Path(tmp) / "model", preset=config.preset)
+        model = args.model or make_demo_model(Path(tmp) / "model", preset=config.preset)
         comparisons, meta = run_benchmark(config, model, config.cache_dir or Path(tmp) / "engines")
     meta["settings"]["model"] = str(args.model or f"tiny:{config.preset}")
     meta["settings"]["frames"] = config.frames

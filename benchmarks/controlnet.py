@@ -18,8 +18,8 @@ from benchmarks.report import Comparison, machine_info, text_table, write_result
 from benchmarks.timing import in_worker_thread, interleave, median_of
 from stream import StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
-from stream.tiny_codecs import CONTROLNET_DIR
-from stream.tiny_model import make_tiny_model
+from stream.demo_extras import CONTROLNET_DIR
+from stream.demo_model import make_demo_model
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     size, frames = (128, 3) if args.quick else (args.size, args.frames)
     comparisons = []
     with tempfile.TemporaryDirectory() as tmp:
-        model = make_tiny_model(Path(tmp) / "model", preset=args.preset)
+        model = make_demo_model(Path(tmp) / "model", preset=args.preset)
         net = (ControlNetConfig(str(model / CONTROLNET_DIR), "canny"),)
         for encoder in ("dcae", "tiny"):
             config = dict(width=size, height=size, t_list=(1.0,), encoder=encoder, decoder=encoder)

@@ -43,11 +43,11 @@ from benchmarks.timing import (MODEL_CALLS, ModuleTimer, Sample, TimedBackend, c
 from engines.base import ModelBackend
 from engines.prompt_kv import KVBatch, batch_prompt_kv
 from stream import trigflow
-from stream.config import CfgType, StreamConfig, VaeKind
+from stream.config import CfgType, StreamConfig, AutoencoderKind
 from stream.engine import DEFAULT_STREAM, FrameKind, StreamEngine
 from stream.frames import fit_frame, to_tensor, to_uint8
 from stream.prompt import PromptEncoder
-from stream.tiny_model import TinyPreset, make_tiny_model
+from stream.demo_model import DemoPreset, make_demo_model
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ NOISY_SHARE = 0.05  # other processes using more of the CPUs than this make timi
 
 @dataclass(frozen=True)
 class BenchConfig:
-    preset: str = TinyPreset.PROPORTIONAL.value
+    preset: str = DemoPreset.PROPORTIONAL.value
     width: int = 512
     height: int = 512
     frames: int = 30  # timed frames (or calls) per side of each comparison
@@ -83,13 +83,14 @@ class BenchConfig:
         return StreamConfig(width=self.width, height=self.height, t_list=tuple(t_list), cfg_type=cfg_type,
                             cfg_scale=self.cfg_scale, guidance_scale=self.guidance_scale, seed=self.seed,
                             prompt=self.prompt, negative_prompt=self.negative_prompt,
-                            encoder=VaeKind.DCAE, decoder=VaeKind.DCAE)  # the model's own DC-AE, as the pipeline
+                            # the model's own DC-AE, as the pipeline
+                            encoder=AutoencoderKind.DCAE, decoder=AutoencoderKind.DCAE)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["output_dir"] = str(self.output_dir)
         data["kv_calls"] = self.kv_calls
-        data["autoencoder"] = VaeKind.DCAE.value  # both sides encode and decode with the model's DC-AE
+        data["autoencoder"] = AutoencoderKind.DCAE.value  # both sides encode and decode with the model's DC-AE
         return data
 
 
@@ -439,7 +440,7 @@ def run_benchmark(config: BenchConfig) -> tuple[list[Comparison], dict[str, Any]
     started = time.perf_counter()
     machine = machine_info()
     with tempfile.TemporaryDirectory(prefix="sana-stream-bench-") as tmp:
-        model_dir = make_tiny_model(Path(tmp) / config.preset, preset=config.preset)
+        model_dir = make_demo_model(Path(tmp) / config.preset, preset=config.preset)
         setup = load_setup(config, model_dir)
         prompt_tokens = int(setup.encoder.encode(config.prompt).shape[0])
         flops = pipeline_flops(setup.engine.pipeline, config.width, config.height, prompt_tokens=prompt_tokens)
@@ -484,7 +485,7 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke test: 2 frames per side")
     parser.add_argument("--frames", type=int, help="timed frames per side (default 30; 2 with --quick)")
-    parser.add_argument("--preset", choices=[p.value for p in TinyPreset], default=BenchConfig.preset)
+    parser.add_argument("--preset", choices=[p.value for p in DemoPreset], default=BenchConfig.preset)
     parser.add_argument("--width", type=int, default=BenchConfig.width)
     parser.add_argument("--height", type=int, default=BenchConfig.height)
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)

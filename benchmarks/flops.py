@@ -18,7 +18,7 @@ from transformers import Gemma2Model, PreTrainedTokenizerBase
 from engines.prompt_kv import batch_prompt_kv
 from engines.torch_backend import TorchBackend
 from stream.prompt import default_complex_human_instruction
-from stream.tiny_model import TinyModelSpec, build_text_encoder, build_tokenizer, build_transformer, build_vae
+from stream.demo_model import DemoModelSpec, build_text_encoder, build_tokenizer, build_transformer, build_vae
 
 META = torch.device("meta")
 PARTS = ("encode", "decode", "transformer", "text_encoder")
@@ -112,7 +112,7 @@ def pipeline_flops(pipe: SanaSprintPipeline, width: int, height: int, max_sequen
                          text_tokens=max_sequence_length, prompt_tokens=prompt_tokens)
 
 
-def spec_flops(spec: TinyModelSpec, width: int = 512, height: int = 512, max_sequence_length: int = 300) -> ModelFlops:
+def spec_flops(spec: DemoModelSpec, width: int = 512, height: int = 512, max_sequence_length: int = 300) -> ModelFlops:
     """FLOPs of the tiny model ``spec`` describes, without building its weights."""
     tokenizer = build_tokenizer(spec.vocab_size)
     with META:

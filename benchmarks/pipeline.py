@@ -23,7 +23,7 @@ from benchmarks.timing import in_worker_thread
 from stream import FrameKind, StreamConfig, StreamEngine
 from engines.models.tiny_autoencoder import TinyAutoencoder, TinyDecoder, TinyEncoder
 from stream.pipeline import FramePipeline
-from stream.tiny_model import make_tiny_model
+from stream.demo_model import make_demo_model
 
 logger = logging.getLogger("benchmarks.pipeline")
 CAMERA_FPS = 30.0
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seconds = 6.0 if args.quick else args.seconds
     size = 128 if args.quick else args.size
     with tempfile.TemporaryDirectory() as tmp:
-        model = make_tiny_model(Path(tmp) / "model", preset=args.preset)
+        model = make_demo_model(Path(tmp) / "model", preset=args.preset)
         runs, alone = [], {}
         for vae in ("dcae", "tiny"):
             config = StreamConfig(width=size, height=size, t_list=(1.0,), encoder=vae, decoder=vae)

@@ -49,7 +49,7 @@ from server.serve import compile_options
 from server.settings import ServerSettings
 from server.tracks import REPEAT
 from stream import StreamConfig, StreamEngine
-from stream.tiny_model import make_tiny_model
+from stream.demo_model import make_demo_model
 
 logger = logging.getLogger("benchmarks.server")
 ENGINE_SLICE_S = 10.0  # each engine-alone slice
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seconds, size = (4.0, 128) if args.quick else (args.seconds, args.size)
     include_loopback_candidates()
     with tempfile.TemporaryDirectory() as tmp:
-        model = make_tiny_model(Path(tmp) / "model", preset=args.preset)
+        model = make_demo_model(Path(tmp) / "model", preset=args.preset)
         engine = build_engine(model, size, args.backend, Path(tmp) / "engines")
         alone, rounds, many = interleaved(engine, seconds, min(ENGINE_SLICE_S, seconds / 2), args.rounds)
     found = comparisons(rounds, many)

@@ -41,7 +41,7 @@ class ControlBatch:
     scales: tuple[Tensor, ...]
 
 
-class ImageCodec(Protocol):
+class Autoencoder(Protocol):
     """An autoencoder in DC-AE's conventions: images (B, 3, H, W) in [-1, 1], latents unscaled."""
 
     def encode(self, images: Tensor) -> Tensor: ...
@@ -77,7 +77,7 @@ class ModelBackend(ABC):
         """Releases what the backend holds."""
 
 
-class CompiledEngine(ABC):
+class CompiledPart(ABC):
     """One compiled part (ONNX Runtime session, TensorRT engine) with static shapes and buffers allocated once.
 
     ``buffers`` holds a tensor per input and output at fixed addresses; ``execute`` runs the part on them.

@@ -1,7 +1,7 @@
-"""The engine cache: exported ONNX graphs and TensorRT plans on disk, keyed by everything that shapes them.
+"""The part cache: exported ONNX graphs and TensorRT plans on disk, keyed by everything that shapes them.
 
 An entry is a directory ``<root>/<slot>/`` holding the artifact files and ``key.json`` (the full key plus a
-SHA-256 of every file). The slot name holds what identifies *which* engine it is (model digest, component,
+SHA-256 of every file). The slot name holds what identifies *which* part it is (model digest, component,
 shapes, precision, GPU); the rest of the key (TensorRT, torch and exporter versions, opset, builder level)
 must match too. A slot whose key differs is stale (say, TensorRT was upgraded) and one whose files do not
 match their hashes is corrupt: either way it is rebuilt over, with a warning, and never used.
@@ -92,7 +92,7 @@ def file_hashes(directory: Path) -> dict[str, str]:
     return hashes
 
 
-class EngineCache:
+class PartCache:
     """Looks entries up, verifies them, and builds them atomically (a temporary directory renamed into place)."""
 
     def __init__(self, root: Path) -> None:

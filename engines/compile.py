@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from engines import BackendName
-from engines.base import CompiledEngine
-from engines.cache import CacheKey, EngineCache, module_digest
+from engines.base import CompiledPart
+from engines.cache import CacheKey, PartCache, module_digest
 from engines.compile_options import CompileOptions
 from engines.compiled_backend import CompiledBackend
 from engines.export import ONNX_FILE, export_onnx, require_onnx_tools
@@ -58,20 +58,20 @@ def part_ids(backend: TorchBackend) -> list[PartId]:
 def graph_modules(backend: TorchBackend) -> dict[PartId, nn.Module]:
     """The module each part is exported from (sharing the backend's weights)."""
     modules: dict[PartId, nn.Module] = {Component.TRANSFORMER: VelocityGraph(backend.transformer),
-                                        Component.ENCODER: EncodeGraph(backend.encoder_codec),
-                                        Component.DECODER: DecodeGraph(backend.decoder_codec)}
+                                        Component.ENCODER: EncodeGraph(backend.encoder),
+                                        Component.DECODER: DecodeGraph(backend.decoder)}
     for i, net in enumerate(backend.controlnets):
         modules[ControlNetPart(i)] = ControlNetGraph(net)
     return modules
 
 
 @dataclass
-class CompiledParts:
+class CompileResult:
     """What ``compile_backend`` produced, with timings for benchmarks and the build command."""
 
     backend: CompiledBackend
     onnx_paths: dict[PartId, Path]
-    engine_paths: dict[PartId, Path]
+    part_paths: dict[PartId, Path]
     parity: dict[PartId, ParityReport]
     seconds: dict[str, float]
 
@@ -81,7 +81,7 @@ class Compiler:
 
     def __init__(self, backend: TorchBackend, spec: BuildSpec, options: CompileOptions, name: BackendName) -> None:
         self.backend, self.spec, self.options, self.name = backend, spec, options, BackendName(name)
-        self.cache = EngineCache(options.cache_dir)
+        self.cache = PartCache(options.cache_dir)
         self.modules = graph_modules(backend)
         self.shapes = model_shapes(backend)
         self._digests: dict[PartId, str] = {}
@@ -127,7 +127,7 @@ class Compiler:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
-def part_loader(name: BackendName, cache: EngineCache, options: CompileOptions, device: torch.device) -> PartLoader:
+def part_loader(name: BackendName, cache: PartCache, options: CompileOptions, device: torch.device) -> PartLoader:
     """The loader of runtime ``name``; each imports its runtime only here."""
     if name is BackendName.ONNXRUNTIME:
         from engines.onnxruntime_backend import OnnxRuntimeLoader
@@ -141,7 +141,7 @@ def part_loader(name: BackendName, cache: EngineCache, options: CompileOptions, 
 
 
 def compile_backend(backend: TorchBackend, spec: BuildSpec, options: CompileOptions,
-                    name: BackendName | str) -> CompiledParts:
+                    name: BackendName | str) -> CompileResult:
     """Builds (or loads from the cache) every part for ``name`` and returns the backend over them."""
     name = BackendName(name)
     if name is BackendName.TORCH:
@@ -154,8 +154,8 @@ def compile_backend(backend: TorchBackend, spec: BuildSpec, options: CompileOpti
     loader = part_loader(name, compiler.cache, options, device)  # fails before minutes of export, not after
     parity: dict[PartId, ParityReport] = {}
     onnx_paths: dict[PartId, Path] = {}
-    engine_paths: dict[PartId, Path] = {}
-    engines: dict[PartId, CompiledEngine] = {}
+    part_paths: dict[PartId, Path] = {}
+    compiled_parts: dict[PartId, CompiledPart] = {}
     for component in part_ids(backend):
         if options.check:
             parity[component] = compiler.check(component)
@@ -163,12 +163,12 @@ def compile_backend(backend: TorchBackend, spec: BuildSpec, options: CompileOpti
         started = time.perf_counter()
         loaded = loader.load(ExportedPart(component, onnx_paths[component], compiler.onnx_key(component, precision),
                                           precision, device))
-        engine_paths[component], engines[component] = loaded.path, loaded.engine
+        part_paths[component], compiled_parts[component] = loaded.path, loaded.compiled
         if loaded.build_seconds:
             compiler.seconds[f"build_{component.value}"] = loaded.build_seconds
         compiler.add_time(f"load_{component.value}", started)
-    compiled = CompiledBackend(backend, engines, spec.kv_length, name.value)
+    compiled = CompiledBackend(backend, compiled_parts, spec.kv_length, name.value)
     logger.info("%s backend ready (%s, transformer batch %d, frame batch %d, %d prompt tokens, %d ControlNets)",
                 name.value, precision.value, spec.velocity_batch, spec.frame_batch, spec.kv_length,
                 len(backend.controlnets))
-    return CompiledParts(compiled, onnx_paths, engine_paths, parity, compiler.seconds)
+    return CompileResult(compiled, onnx_paths, part_paths, parity, compiler.seconds)

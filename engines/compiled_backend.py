@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from engines import batching_pays
-from engines.base import CompiledEngine, ControlBatch, ModelBackend
+from engines.base import CompiledPart, ControlBatch, ModelBackend
 from engines.export import KV_MASK
 from engines.prompt_kv import KVBatch, PromptKV
 from engines.specs import Component, ControlNetPart, PartId
@@ -39,13 +39,13 @@ logger = logging.getLogger(__name__)
 class CompiledBackend(ModelBackend):
     """Encode, decode, velocity and ControlNets on compiled parts; prompt K/V in torch. ``name`` is for logs."""
 
-    def __init__(self, torch_backend: TorchBackend, engines: Mapping[PartId, CompiledEngine], kv_length: int,
+    def __init__(self, torch_backend: TorchBackend, parts: Mapping[PartId, CompiledPart], kv_length: int,
                  name: str) -> None:
         self._nets = [ControlNetPart(i) for i in range(len(torch_backend.controlnets))]
-        missing = {*Component, *self._nets} - set(engines)
+        missing = {*Component, *self._nets} - set(parts)
         if missing:
-            raise ValueError(f"engines must hold every part, missing {sorted(p.value for p in missing)}")
-        self.torch_backend, self.engines, self.kv_length, self.name = torch_backend, dict(engines), kv_length, name
+            raise ValueError(f"parts must hold every part, missing {sorted(p.value for p in missing)}")
+        self.torch_backend, self.parts, self.kv_length, self.name = torch_backend, dict(parts), kv_length, name
         self.geometry = torch_backend.geometry
         self._kv_blocks = self._kv_layout(torch_backend)
         self._kv_total = sum(len(blocks) for blocks in self._kv_blocks.values())
@@ -54,7 +54,7 @@ class CompiledBackend(ModelBackend):
         num_blocks = len(torch_backend.transformer.transformer_blocks)
         self._control_names = [f"control_{i}" for i in range(num_blocks - 1)]
         self._controls_written = 0  # leading control inputs that may hold residuals; the rest are zero
-        tensors = self.engines[Component.TRANSFORMER].buffers.tensors
+        tensors = self.parts[Component.TRANSFORMER].buffers.tensors
         for control in self._control_names:
             tensors[control].zero_()
 
@@ -73,7 +73,7 @@ class CompiledBackend(ModelBackend):
     def prompt_kv(self, embeds: Tensor) -> PromptKV:
         kv = self.torch_backend.prompt_kv(embeds)
         if kv.length > self.kv_length:
-            raise ValueError(f"the prompt has {kv.length} tokens but the {self.name} engines were built for at most "
+            raise ValueError(f"the prompt has {kv.length} tokens but the {self.name} parts were built for at most "
                              f"{self.kv_length} (max_sequence_length)")
         return kv
 
@@ -91,8 +91,8 @@ class CompiledBackend(ModelBackend):
         if len(kv.keys) != self._kv_total:
             raise ValueError(f"kv holds {len(kv.keys)} blocks, the transformer and ControlNets have {self._kv_total}")
         active = self._active_nets(x_in, control)
-        engine = self.engines[Component.TRANSFORMER]
-        buffers, cap = engine.buffers, engine.buffers.batch
+        compiled = self.parts[Component.TRANSFORMER]
+        buffers, cap = compiled.buffers, compiled.buffers.batch
         self._note_chunks(Component.TRANSFORMER, B, cap)
         out = []
         for start in range(0, B, cap):
@@ -102,26 +102,26 @@ class CompiledBackend(ModelBackend):
             buffers.write("timestep", timestep[start:stop])
             buffers.write("guidance", guidance[start:stop])
             self._fill_kv(Component.TRANSFORMER, kv, start, stop)
-            engine.execute()
+            compiled.execute()
             out.append(buffers.read("velocity", stop - start))
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def close(self) -> None:
-        for engine in self.engines.values():
-            engine.close()
+        for compiled in self.parts.values():
+            compiled.close()
         self.torch_backend.close()
 
     # ---- internals -----------------------------------------------------------------------------------
 
     def _run_rows(self, component: PartId, input_name: str, x: Tensor, output_name: str) -> Tensor:
-        engine = self.engines[component]
-        cap = engine.buffers.batch
+        compiled = self.parts[component]
+        cap = compiled.buffers.batch
         self._note_chunks(component, x.shape[0], cap)
         out = []
         for start in range(0, x.shape[0], cap):
-            rows = engine.buffers.write(input_name, x[start:start + cap])
-            engine.execute()
-            out.append(engine.buffers.read(output_name, rows))
+            rows = compiled.buffers.write(input_name, x[start:start + cap])
+            compiled.execute()
+            out.append(compiled.buffers.read(output_name, rows))
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def _active_nets(self, x_in: Tensor, control: ControlBatch | None) -> list[tuple[ControlNetPart, Tensor, Tensor]]:
@@ -149,17 +149,17 @@ class CompiledBackend(ModelBackend):
         """Runs each active ControlNet on rows ``start:stop`` and sums its residuals into the transformer's
         ``control_i`` inputs. Residuals past the last input are dropped (diffusers never adds them either);
         inputs no net wrote this time but one did before are zeroed."""
-        controls = self.engines[Component.TRANSFORMER].buffers.tensors
+        controls = self.parts[Component.TRANSFORMER].buffers.tensors
         rows, written = stop - start, 0
         for part, cond, scale in active:
-            engine = self.engines[part]
+            compiled = self.parts[part]
             feeds = {"hidden_states": x_in, "timestep": timestep, "guidance": guidance, "control": cond,
                      "conditioning_scale": scale}
             for name, value in feeds.items():
-                engine.buffers.write(name, value[start:stop])
+                compiled.buffers.write(name, value[start:stop])
             self._fill_kv(part, kv, start, stop)
-            engine.execute()
-            outputs = engine.buffers.tensors
+            compiled.execute()
+            outputs = compiled.buffers.tensors
             names = self._control_names[:len(self._kv_blocks[part])]  # one residual per block of the net
             for i, name in enumerate(names):
                 residual = outputs[f"residual_{i}"][:rows]  # (rows, N, D)
@@ -180,8 +180,8 @@ class CompiledBackend(ModelBackend):
             return
         rows, length = stop - start, kv.keys[0].shape[2]
         if length > self.kv_length:
-            raise ValueError(f"K/V hold {length} tokens, the engine {self.kv_length}")
-        tensors = self.engines[part].buffers.tensors
+            raise ValueError(f"K/V hold {length} tokens, the part {self.kv_length}")
+        tensors = self.parts[part].buffers.tensors
         for i, block in enumerate(self._kv_blocks[part]):
             for name, source in ((f"key_{i}", kv.keys[block]), (f"value_{i}", kv.values[block])):
                 buf = tensors[name]  # (batch, heads, kv_length, head_dim)

@@ -19,8 +19,8 @@ from diffusers import SanaTransformer2DModel
 from diffusers.models.attention_processor import Attention, SanaLinearAttnProcessor2_0, SanaMultiscaleLinearAttention
 from torch import Tensor, nn
 
-from engines.base import ImageCodec
-from engines.torch_backend import CachedCrossAttnProcessor, DcaeCodec
+from engines.base import Autoencoder
+from engines.torch_backend import CachedCrossAttnProcessor, DcaeAutoencoder
 from engines.models.controlnet import SprintControlNetModel
 
 EPS = 1e-15  # the epsilon of diffusers' Sana linear attention and DC-AE's SanaMultiscaleLinearAttention
@@ -161,19 +161,19 @@ class ControlNetGraph(nn.Module):
             return self.net(hidden_states, placeholder, timestep, guidance, control, conditioning_scale)
 
 
-def codec_module(codec: ImageCodec) -> nn.Module:
-    """The nn.Module holding an ImageCodec's weights (DcaeCodec keeps its AutoencoderDC in ``vae``)."""
+def codec_module(codec: Autoencoder) -> nn.Module:
+    """The nn.Module holding an Autoencoder's weights (DcaeAutoencoder keeps its AutoencoderDC in ``vae``)."""
     if isinstance(codec, nn.Module):
         return codec
-    if isinstance(codec, DcaeCodec):
+    if isinstance(codec, DcaeAutoencoder):
         return codec.vae
-    raise TypeError(f"cannot export a {type(codec).__name__}: it is neither an nn.Module nor a DcaeCodec")
+    raise TypeError(f"cannot export a {type(codec).__name__}: it is neither an nn.Module nor a DcaeAutoencoder")
 
 
 class EncodeGraph(nn.Module):
     """``codec.encode``: images (B, 3, H, W) in [-1, 1] -> unscaled latents (B, C, H/f, W/f)."""
 
-    def __init__(self, codec: ImageCodec) -> None:
+    def __init__(self, codec: Autoencoder) -> None:
         super().__init__()
         self.codec = codec
         self.weights = codec_module(codec)  # registered, so digests and dtype casts see the weights
@@ -185,7 +185,7 @@ class EncodeGraph(nn.Module):
 class DecodeGraph(nn.Module):
     """``codec.decode``: unscaled latents (B, C, h, w) -> images (B, 3, f*h, f*w) in about [-1, 1]."""
 
-    def __init__(self, codec: ImageCodec) -> None:
+    def __init__(self, codec: Autoencoder) -> None:
         super().__init__()
         self.codec = codec
         self.weights = codec_module(codec)

@@ -1,4 +1,4 @@
-"""ONNX Runtime engine: one InferenceSession per part, run with IO binding on preallocated buffers.
+"""ONNX Runtime parts: one InferenceSession per part, run with IO binding on preallocated buffers.
 
 CPU uses the CPU execution provider; a CUDA device needs onnxruntime-gpu's CUDA provider, and its
 absence is an error, never a quiet move to the CPU.
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.base import CompiledEngine
+from engines.base import CompiledPart
 from engines.exceptions import BackendUnavailableError, EngineLoadError
 from engines.io_buffers import IOBuffers, specs_from_onnx
 from engines.part_loader import ExportedPart, LoadedPart, PartLoader
@@ -38,7 +38,7 @@ def providers_for(device: torch.device) -> list[str | tuple[str, dict[str, objec
     raise ValueError(f"onnxruntime runs on cpu or cuda devices, got {device}")
 
 
-class OrtEngine(CompiledEngine):
+class OrtPart(CompiledPart):
     """An ONNX graph with static shapes, bound once to ``IOBuffers`` and run with ``run_with_iobinding``."""
 
     def __init__(self, path: Path, device: torch.device, *, threads: int = 0) -> None:
@@ -92,4 +92,4 @@ class OnnxRuntimeLoader(PartLoader):
     """ONNX Runtime runs the exported graph itself: nothing to build."""
 
     def load(self, exported: ExportedPart) -> LoadedPart:
-        return LoadedPart(exported.onnx_path, OrtEngine(exported.onnx_path, exported.device))
+        return LoadedPart(exported.onnx_path, OrtPart(exported.onnx_path, exported.device))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from engines.base import CompiledEngine
+from engines.base import CompiledPart
 from engines.cache import CacheKey
 from engines.specs import PartId, Precision
 
@@ -28,7 +28,7 @@ class ExportedPart:
 @dataclass
 class LoadedPart:
     path: Path  # the file the part runs: the ONNX graph itself, or the plan built from it
-    engine: CompiledEngine
+    compiled: CompiledPart
     build_seconds: float = 0.0  # of the load, the time spent building (TensorRT)
 
 

@@ -114,7 +114,7 @@ class PartSpec:
         return self.inputs[0].shape[0]
 
     def describe(self) -> str:
-        """A canonical one-line description of every tensor (part of the engine cache key)."""
+        """A canonical one-line description of every tensor (part of the part cache key)."""
         return ";".join(t.describe() for t in (*self.inputs, *self.outputs))
 
     def input(self, name: str) -> TensorSpec:

@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 
-from engines.cache import CacheKey, EngineCache
+from engines.cache import CacheKey, PartCache
 from engines.compile_options import CompileOptions
 from engines.exceptions import EngineLoadError
 from engines.io_buffers import specs_from_onnx
 from engines.part_loader import ExportedPart, LoadedPart, PartLoader
 from engines.specs import Precision, TensorSpec
-from engines.tensorrt_runtime import TrtEngine, import_tensorrt, require_cuda
+from engines.tensorrt_runtime import TrtPart, import_tensorrt, require_cuda
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class TensorRTLoader(PartLoader):
     """Builds each part's plan into the cache (or finds it there) and loads it on the GPU. Made before any
     export, it fails at once where TensorRT or a GPU is missing, not after minutes of export."""
 
-    def __init__(self, cache: EngineCache, options: CompileOptions, device: torch.device) -> None:
+    def __init__(self, cache: PartCache, options: CompileOptions, device: torch.device) -> None:
         import_tensorrt()
         require_cuda(device)
         self.cache, self.options = cache, options
@@ -180,9 +180,9 @@ class TensorRTLoader(PartLoader):
         entry = self.cache.get_or_build(key, build, what="TensorRT engine")
         expected = (plan.inputs, plan.outputs)
         try:
-            engine = TrtEngine(entry / PLAN_FILE, device, cuda_graph=options.cuda_graph, expected_io=expected)
+            engine = TrtPart(entry / PLAN_FILE, device, cuda_graph=options.cuda_graph, expected_io=expected)
         except (EngineLoadError, ValueError) as exc:  # refused plan or io mismatch: never use it, rebuild once
             self.cache.invalidate(key, str(exc))
             entry = self.cache.build(key, build)
-            engine = TrtEngine(entry / PLAN_FILE, device, cuda_graph=options.cuda_graph, expected_io=expected)
+            engine = TrtPart(entry / PLAN_FILE, device, cuda_graph=options.cuda_graph, expected_io=expected)
         return LoadedPart(entry / PLAN_FILE, engine, build_seconds)

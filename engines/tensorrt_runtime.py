@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from engines.base import CompiledEngine
+from engines.base import CompiledPart
 from engines.exceptions import BackendUnavailableError, EngineLoadError
 from engines.io_buffers import IOBuffers
 from engines.specs import TensorSpec
@@ -62,7 +62,7 @@ def check_engine_io(engine: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]
                              f"{[t.describe() for t in want]}")
 
 
-class TrtEngine(CompiledEngine):
+class TrtPart(CompiledPart):
     """A deserialized plan with one execution context whose tensor addresses never change.
 
     The first ``execute`` runs eagerly (TensorRT's warm-up); with ``cuda_graph`` it is then captured once

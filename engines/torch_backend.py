@@ -11,7 +11,7 @@ from diffusers import AutoencoderDC, SanaTransformer2DModel
 from diffusers.models.attention_processor import Attention
 from torch import Tensor, nn
 
-from engines.base import ControlBatch, ImageCodec, ModelBackend, ModelGeometry
+from engines.base import ControlBatch, Autoencoder, ModelBackend, ModelGeometry
 from engines.prompt_kv import KVBatch, PromptKV
 from engines.models.controlnet import SprintControlNetModel
 
@@ -52,8 +52,8 @@ class CachedCrossAttnProcessor:
         return attn.to_out[1](attn.to_out[0](out))
 
 
-class DcaeCodec:
-    """diffusers' AutoencoderDC (DC-AE or DC-AE-Lite) as an ``ImageCodec``."""
+class DcaeAutoencoder:
+    """diffusers' AutoencoderDC (DC-AE or DC-AE-Lite) as an ``Autoencoder``."""
 
     def __init__(self, vae: AutoencoderDC) -> None:
         self.vae = vae.eval().requires_grad_(False)
@@ -65,7 +65,7 @@ class DcaeCodec:
         return self.vae.decode(latents.to(self.vae.dtype)).sample
 
 
-def codec_chunk(device: torch.device) -> int | None:
+def autoencoder_chunk(device: torch.device) -> int | None:
     """Frames per autoencoder call: one at a time on a CPU, all at once elsewhere. On the 2-core CPU four
     512 px frames took 1.20 s to encode and 1.31 s to decode through the proportional DC-AE as one batch, and
     0.91 s / 1.04 s as four calls (full-resolution activations of four frames outgrow the caches); the tiny
@@ -78,15 +78,15 @@ class TorchBackend(ModelBackend):
 
     ``vae`` (the model's DC-AE) fixes the latent geometry; ``encoder``/``decoder`` replace it for encoding
     or decoding (the tiny autoencoder, DC-AE-Lite) and must share its latent space. Several frames go
-    through the autoencoder in chunks of ``codec_chunk(device)``."""
+    through the autoencoder in chunks of ``autoencoder_chunk(device)``."""
 
     def __init__(self, transformer: SanaTransformer2DModel, vae: AutoencoderDC, *,
-                 encoder: ImageCodec | None = None, decoder: ImageCodec | None = None,
+                 encoder: Autoencoder | None = None, decoder: Autoencoder | None = None,
                  controlnets: Sequence[SprintControlNetModel] = ()) -> None:
         self.transformer = transformer.eval().requires_grad_(False)
         self.controlnets = [net.eval().requires_grad_(False) for net in controlnets]
-        self._encoder: ImageCodec = encoder or DcaeCodec(vae)
-        self._decoder: ImageCodec = decoder or DcaeCodec(vae)
+        self._encoder: Autoencoder = encoder or DcaeAutoencoder(vae)
+        self._decoder: Autoencoder = decoder or DcaeAutoencoder(vae)
         param = next(self.transformer.parameters())
         self.geometry = ModelGeometry(
             latent_channels=int(vae.config.latent_channels),
@@ -108,11 +108,11 @@ class TorchBackend(ModelBackend):
         self._caption_channels = int(transformer.config.caption_channels)
 
     @property
-    def encoder_codec(self) -> ImageCodec:
+    def encoder(self) -> Autoencoder:
         return self._encoder
 
     @property
-    def decoder_codec(self) -> ImageCodec:
+    def decoder(self) -> Autoencoder:
         return self._decoder
 
     @torch.inference_mode()
@@ -124,7 +124,7 @@ class TorchBackend(ModelBackend):
         return self._in_chunks(self._decoder.decode, latents)
 
     def _in_chunks(self, run: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        chunk = codec_chunk(self.geometry.device)
+        chunk = autoencoder_chunk(self.geometry.device)
         if chunk is None or x.shape[0] <= chunk:
             return run(x)
         return torch.cat([run(part) for part in x.split(chunk)])

@@ -18,7 +18,7 @@ from stream import ModelNotFoundError, StreamConfig, StreamEngine
 from stream.config import even_t_list
 from stream.control import ControlNetConfig
 from stream.loading import choose_placement, resolve_model_dir
-from stream.tiny_model import make_tiny_model
+from stream.demo_model import make_demo_model
 
 if TYPE_CHECKING:
     from engines.compile_options import CompileOptions
@@ -34,7 +34,7 @@ DEMO_BANNER = """
 
 
 def choose_model(requested: str | None) -> tuple[str, bool]:
-    """The model to load and whether it is the tiny demo: a requested model as it is, else cached real
+    """The model to load and whether it is the demo model: a requested model as it is, else cached real
     weights, else the demo model (written once under the cache directory)."""
     if requested:
         return requested, False
@@ -44,7 +44,7 @@ def choose_model(requested: str | None) -> tuple[str, bool]:
         pass
     demo = cache_root() / "demo-model"
     if not (demo / "model_index.json").exists():
-        make_tiny_model(demo)
+        make_demo_model(demo)
     logger.warning(DEMO_BANNER, DEFAULT_MODEL)
     return str(demo), True
 

@@ -16,7 +16,7 @@ MAX_ANGLE = math.pi / 2  # t = pi/2 is pure noise; every angle must lie strictly
 MAX_RCFG_ANGLE = math.atan(80 / 0.5)
 
 
-class VaeKind(str, enum.Enum):
+class AutoencoderKind(str, enum.Enum):
     """Which autoencoder encodes frames / decodes outputs (DESIGN 4: the autoencoder is ~92% of a frame)."""
 
     DCAE = "dcae"  # the model's own DC-AE f32c32: best quality, slowest
@@ -84,8 +84,8 @@ class StreamConfig:
     prompt: str = ""
     negative_prompt: str = ""
     max_sequence_length: int = 300  # the pipeline's default; Sprint was trained with it
-    encoder: VaeKind = VaeKind.DCAE  # dcae or tiny
-    decoder: VaeKind = VaeKind.DCAE  # dcae, tiny or dcae-lite
+    encoder: AutoencoderKind = AutoencoderKind.DCAE  # dcae or tiny
+    decoder: AutoencoderKind = AutoencoderKind.DCAE  # dcae, tiny or dcae-lite
     tiny_vae: str | None = None  # directory or hub id of taesana_*.pth; None: the model's tiny_autoencoder/
     dcae_lite: str | None = None  # DC-AE-Lite directory or hub id; None: the model's vae_lite/, else the hub's
     controlnets: tuple[ControlNetConfig, ...] = ()  # each with its own preprocessor and scale
@@ -104,9 +104,9 @@ class StreamConfig:
             raise ValueError(f"cfg_type must be one of {allowed}, got {self.cfg_type!r}") from None
         for name in ("encoder", "decoder"):
             try:
-                object.__setattr__(self, name, VaeKind(getattr(self, name)))
+                object.__setattr__(self, name, AutoencoderKind(getattr(self, name)))
             except ValueError:
-                allowed = ", ".join(v.value for v in VaeKind)
+                allowed = ", ".join(v.value for v in AutoencoderKind)
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}") from None
         try:
             object.__setattr__(self, "backend", BackendName(self.backend))
@@ -115,7 +115,7 @@ class StreamConfig:
         object.__setattr__(self, "controlnets", tuple(self.controlnets))
         if not all(isinstance(c, ControlNetConfig) for c in self.controlnets):
             raise ValueError("controlnets must be a sequence of stream.control.ControlNetConfig")
-        if self.encoder is VaeKind.DCAE_LITE:
+        if self.encoder is AutoencoderKind.DCAE_LITE:
             raise ValueError("encoder must be dcae or tiny: DC-AE-Lite shares DC-AE's encoder, use encoder='dcae'")
         for name in ("guidance_scale", "cfg_scale", "delta", "similarity_threshold"):
             _require_finite(name, getattr(self, name))

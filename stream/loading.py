@@ -15,11 +15,11 @@ from diffusers import AutoencoderDC, SanaSprintPipeline
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
-from engines.base import ImageCodec
+from engines.base import Autoencoder
 from engines.compile_options import CompileOptions
 from engines.specs import BuildSpec
-from engines.torch_backend import DcaeCodec, TorchBackend
-from stream.config import StreamConfig, VaeKind
+from engines.torch_backend import DcaeAutoencoder, TorchBackend
+from stream.config import StreamConfig, AutoencoderKind
 from stream.control import ControlNetConfig
 from engines.models.controlnet import SprintControlNetModel
 from stream.exceptions import ModelNotFoundError
@@ -28,9 +28,9 @@ from engines.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConf
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
-TINY_VAE_DIR = "tiny_autoencoder"  # taesana_*.pth (+ tiny_autoencoder.json when not the published plan)
-TINY_VAE_PLAN = "tiny_autoencoder.json"
-LITE_VAE_DIR = "vae_lite"
+TINY_AUTOENCODER_DIR = "tiny_autoencoder"  # taesana_*.pth (+ tiny_autoencoder.json when not the published plan)
+TINY_AUTOENCODER_PLAN = "tiny_autoencoder.json"
+DCAE_LITE_DIR = "vae_lite"
 DCAE_LITE_HUB_ID = "mit-han-lab/dc-ae-lite-f32c32-sana-1.1-diffusers"
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -106,25 +106,26 @@ def load_pipeline(path: Path, placement: Placement) -> SanaSprintPipeline:
 
 def _tiny_autoencoder(model_dir: Path, config: StreamConfig, placement: Placement,
                       local_files_only: bool | None) -> TinyAutoencoder:
-    source: str | Path = config.tiny_vae or model_dir / TINY_VAE_DIR
+    source: str | Path = config.tiny_vae or model_dir / TINY_AUTOENCODER_DIR
     if config.tiny_vae is None and not Path(source).is_dir():
-        raise ModelNotFoundError(str(model_dir), [TINY_VAE_DIR],
+        raise ModelNotFoundError(str(model_dir), [TINY_AUTOENCODER_DIR],
                                  "the tiny autoencoder was asked for: pass tiny_vae=DIR holding taesana_*.pth")
-    plan_file = Path(source) / TINY_VAE_PLAN
+    plan_file = Path(source) / TINY_AUTOENCODER_PLAN
     plan = TinyAutoencoderConfig(**json.loads(plan_file.read_text())) if plan_file.is_file() else None
     return load_tiny_autoencoder(source, device=placement.device, dtype=placement.dtype, config=plan,
-                                 encoder=config.encoder is VaeKind.TINY, decoder=config.decoder is VaeKind.TINY,
+                                 encoder=config.encoder is AutoencoderKind.TINY,
+                                 decoder=config.decoder is AutoencoderKind.TINY,
                                  local_files_only=local_files_only)
 
 
 def _dcae_lite(model_dir: Path, config: StreamConfig, placement: Placement,
-               local_files_only: bool | None) -> DcaeCodec:
-    bundled = model_dir / LITE_VAE_DIR
+               local_files_only: bool | None) -> DcaeAutoencoder:
+    bundled = model_dir / DCAE_LITE_DIR
     source = config.dcae_lite or (str(bundled) if bundled.is_dir() else DCAE_LITE_HUB_ID)
     path = Path(source) if Path(source).is_dir() else resolve_snapshot(source, local_files_only, ["config.json"])
     vae = AutoencoderDC.from_pretrained(path, dtype=placement.dtype, local_files_only=True).to(placement.device)
     logger.info("decoding with DC-AE-Lite from %s", source)
-    return DcaeCodec(vae)
+    return DcaeAutoencoder(vae)
 
 
 def load_controlnets(configs: tuple[ControlNetConfig, ...], placement: Placement,
@@ -141,18 +142,18 @@ def load_controlnets(configs: tuple[ControlNetConfig, ...], placement: Placement
     return nets
 
 
-def load_codecs(model_dir: Path, config: StreamConfig, placement: Placement, latent_channels: int,
-                local_files_only: bool | None = None) -> tuple[ImageCodec | None, ImageCodec | None]:
+def load_autoencoders(model_dir: Path, config: StreamConfig, placement: Placement, latent_channels: int,
+                local_files_only: bool | None = None) -> tuple[Autoencoder | None, Autoencoder | None]:
     """The encoder and decoder ``config`` asks for instead of the model's DC-AE (None: use DC-AE)."""
     tiny = None
-    if VaeKind.TINY in (config.encoder, config.decoder):
+    if AutoencoderKind.TINY in (config.encoder, config.decoder):
         tiny = _tiny_autoencoder(model_dir, config, placement, local_files_only)
         if tiny.latent_channels != latent_channels or tiny.spatial_compression_ratio != 32:
             raise ValueError(f"tiny_vae makes {tiny.latent_channels}-channel latents at "
                              f"{tiny.spatial_compression_ratio}x, the model needs {latent_channels} at 32x")
-    encoder = tiny if config.encoder is VaeKind.TINY else None
-    decoder: ImageCodec | None = tiny if config.decoder is VaeKind.TINY else None
-    if config.decoder is VaeKind.DCAE_LITE:
+    encoder = tiny if config.encoder is AutoencoderKind.TINY else None
+    decoder: Autoencoder | None = tiny if config.decoder is AutoencoderKind.TINY else None
+    if config.decoder is AutoencoderKind.DCAE_LITE:
         decoder = _dcae_lite(model_dir, config, placement, local_files_only)
     return encoder, decoder
 
@@ -173,7 +174,8 @@ def load_model(model: str | os.PathLike[str], config: StreamConfig,
     placement = choose_placement(config.device, config.dtype)
     path = resolve_model_dir(model, local_files_only)
     pipe = load_pipeline(path, placement)
-    encoder, decoder = load_codecs(path, config, placement, int(pipe.vae.config.latent_channels), local_files_only)
+    latent_channels = int(pipe.vae.config.latent_channels)
+    encoder, decoder = load_autoencoders(path, config, placement, latent_channels, local_files_only)
     controlnets = load_controlnets(config.controlnets, placement, local_files_only)
     backend = TorchBackend(pipe.transformer, pipe.vae, encoder=encoder, decoder=decoder, controlnets=controlnets)
     return LoadedModel(pipe, backend)

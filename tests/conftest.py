@@ -1,4 +1,4 @@
-"""Shared fixtures: one tiny random Sana-Sprint written to disk per test session and loaded back through
+"""Shared fixtures: one random demo Sana-Sprint written to disk per test session and loaded back through
 the real loading code."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.tiny_model import make_tiny_model
+from stream.demo_model import make_demo_model
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sana-sprint")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo_model(tmp_path_factory.mktemp("models") / "demo-sana-sprint")
 
 
 def camera_frame(index: int, height: int = 96, width: int = 128) -> np.ndarray:
@@ -26,21 +26,21 @@ def camera_frame(index: int, height: int = 96, width: int = 128) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def reference(tiny_model_dir: Path):
+def reference(demo_model_dir: Path):
     from diffusers import SanaSprintPipeline
 
     from tests.reference import ReferenceSprint
 
-    return ReferenceSprint(SanaSprintPipeline.from_pretrained(tiny_model_dir))
+    return ReferenceSprint(SanaSprintPipeline.from_pretrained(demo_model_dir))
 
 
 @pytest.fixture
-def make_engine(tiny_model_dir: Path):
+def make_engine(demo_model_dir: Path):
     from stream import StreamConfig, StreamEngine
 
     def make(**config):
         config.setdefault("width", 64)
         config.setdefault("height", 64)
-        return StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(**config))
+        return StreamEngine.from_pretrained(demo_model_dir, StreamConfig(**config))
 
     return make

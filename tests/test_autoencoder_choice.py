@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stream import FrameKind, ModelNotFoundError, StreamConfig, StreamEngine
-from stream.loading import LITE_VAE_DIR, TINY_VAE_DIR
+from stream.loading import DCAE_LITE_DIR, TINY_AUTOENCODER_DIR
 from tests.conftest import camera_frame
 
 
@@ -18,26 +18,26 @@ def run(engine: StreamEngine, frames: int = 2) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("encoder, decoder", [("tiny", "tiny"), ("dcae", "tiny"), ("tiny", "dcae"),
                                               ("dcae", "dcae-lite")])
-def test_each_choice_loads_from_the_model_directory_and_changes_the_output(tiny_model_dir, encoder, decoder):
+def test_each_choice_loads_from_the_model_directory_and_changes_the_output(demo_model_dir, encoder, decoder):
     config = dict(width=64, height=64, t_list=(1.0,))
-    default = run(StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(**config)))
-    chosen = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(**config, encoder=encoder, decoder=decoder))
+    default = run(StreamEngine.from_pretrained(demo_model_dir, StreamConfig(**config)))
+    chosen = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(**config, encoder=encoder, decoder=decoder))
     outputs = run(chosen)
     assert all(o.shape == (64, 64, 3) and o.dtype == np.uint8 for o in outputs)
     assert np.abs(outputs[-1].astype(int) - default[-1]).mean() > 1.0
 
 
-def test_tiny_autoencoder_from_an_explicit_directory(tiny_model_dir, tmp_path):
-    shutil.copytree(tiny_model_dir / TINY_VAE_DIR, tmp_path / "taesana")
+def test_tiny_autoencoder_from_an_explicit_directory(demo_model_dir, tmp_path):
+    shutil.copytree(demo_model_dir / TINY_AUTOENCODER_DIR, tmp_path / "taesana")
     config = StreamConfig(width=64, height=64, encoder="tiny", decoder="tiny", tiny_vae=str(tmp_path / "taesana"))
-    engine = StreamEngine.from_pretrained(tiny_model_dir, config)
+    engine = StreamEngine.from_pretrained(demo_model_dir, config)
     assert engine.process({"default": camera_frame(0)})["default"].kind is FrameKind.GENERATED
 
 
-def test_missing_tiny_autoencoder_is_a_clear_error(tiny_model_dir, tmp_path):
+def test_missing_tiny_autoencoder_is_a_clear_error(demo_model_dir, tmp_path):
     bare = tmp_path / "bare"
-    shutil.copytree(tiny_model_dir, bare, ignore=shutil.ignore_patterns(TINY_VAE_DIR, LITE_VAE_DIR))
-    with pytest.raises(ModelNotFoundError, match=TINY_VAE_DIR):
+    shutil.copytree(demo_model_dir, bare, ignore=shutil.ignore_patterns(TINY_AUTOENCODER_DIR, DCAE_LITE_DIR))
+    with pytest.raises(ModelNotFoundError, match=TINY_AUTOENCODER_DIR):
         StreamEngine.from_pretrained(bare, StreamConfig(width=64, height=64, decoder="tiny"))
     with pytest.raises(ModelNotFoundError, match="dc-ae-lite"):
         StreamEngine.from_pretrained(bare, StreamConfig(width=64, height=64, decoder="dcae-lite"),

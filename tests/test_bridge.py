@@ -66,12 +66,12 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def make_engine(tiny_model_dir):
+def make_engine(demo_model_dir):
     include_loopback_candidates()
 
     def make(prompt: str = OLD[0], seed: int = OLD[1]) -> StreamEngine:
         return StreamEngine.from_pretrained(
-            tiny_model_dir, StreamConfig(width=SIZE, height=SIZE, t_list=(1.0,), prompt=prompt, seed=seed))
+            demo_model_dir, StreamConfig(width=SIZE, height=SIZE, t_list=(1.0,), prompt=prompt, seed=seed))
 
     return make
 

@@ -17,7 +17,7 @@ from engines import BackendName, resolve_backend
 from sana_stream.cli import build_parser, main
 from server.serve import build_settings, compile_options
 from stream.config import even_t_list
-from stream.tiny_codecs import CONTROLNET_DIR
+from stream.demo_extras import CONTROLNET_DIR
 
 
 def free_port() -> int:
@@ -57,9 +57,9 @@ def stop(process: subprocess.Popen) -> str:
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_serve_runs_a_model_with_a_controlnet_on_each_backend(tiny_model_dir, tmp_path, backend):
-    net = f"{tiny_model_dir / CONTROLNET_DIR}:canny:0.8"
-    process, base = serve(["--model", str(tiny_model_dir), "--width", "64", "--height", "64", "--backend", backend,
+def test_serve_runs_a_model_with_a_controlnet_on_each_backend(demo_model_dir, tmp_path, backend):
+    net = f"{demo_model_dir / CONTROLNET_DIR}:canny:0.8"
+    process, base = serve(["--model", str(demo_model_dir), "--width", "64", "--height", "64", "--backend", backend,
                            "--max-peers", "1", "--controlnet", net], env={"SANA_STREAM_CACHE": str(tmp_path / "cache")})
     try:
         health = wait_healthy(process, base)

@@ -13,7 +13,7 @@ from stream import StreamConfig, StreamEngine
 from stream.control import Canny, ControlNetConfig, Passthrough, get_preprocessor
 from stream.frames import fit_frame, to_tensor
 from engines.models.controlnet import SprintControlNetModel
-from stream.tiny_codecs import CONTROLNET_DIR
+from stream.demo_extras import CONTROLNET_DIR
 from tests.conftest import camera_frame
 
 T3 = (1.2, 0.8, 0.4)
@@ -23,36 +23,36 @@ def level_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
-def engine_with(tiny_model_dir, net_dir=None, scale=1.0, **config) -> StreamEngine:
+def engine_with(demo_model_dir, net_dir=None, scale=1.0, **config) -> StreamEngine:
     nets = () if net_dir is None else (ControlNetConfig(str(net_dir), "canny", scale),)
     config.setdefault("t_list", (1.0,))
-    return StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(width=64, height=64, controlnets=nets,
+    return StreamEngine.from_pretrained(demo_model_dir, StreamConfig(width=64, height=64, controlnets=nets,
                                                                      prompt="a cat", **config))
 
 
 @pytest.fixture(scope="module")
-def zero_net_dir(tiny_model_dir, tmp_path_factory):
-    pipe = SanaSprintPipeline.from_pretrained(tiny_model_dir)
+def zero_net_dir(demo_model_dir, tmp_path_factory):
+    pipe = SanaSprintPipeline.from_pretrained(demo_model_dir)
     path = tmp_path_factory.mktemp("nets") / "zero"
     SprintControlNetModel.from_transformer(pipe.transformer, num_layers=2).save_pretrained(path)
     return path
 
 
-def test_zero_initialised_controlnet_changes_nothing_exactly(tiny_model_dir, zero_net_dir):
-    plain, controlled = engine_with(tiny_model_dir, t_list=T3), engine_with(tiny_model_dir, zero_net_dir, t_list=T3)
+def test_zero_initialised_controlnet_changes_nothing_exactly(demo_model_dir, zero_net_dir):
+    plain, controlled = engine_with(demo_model_dir, t_list=T3), engine_with(demo_model_dir, zero_net_dir, t_list=T3)
     for k in range(4):
         assert np.array_equal(plain(camera_frame(k)), controlled(camera_frame(k)))
 
 
-def test_trained_controlnet_changes_the_output(tiny_model_dir):
-    plain, controlled = engine_with(tiny_model_dir), engine_with(tiny_model_dir, tiny_model_dir / CONTROLNET_DIR)
+def test_trained_controlnet_changes_the_output(demo_model_dir):
+    plain, controlled = engine_with(demo_model_dir), engine_with(demo_model_dir, demo_model_dir / CONTROLNET_DIR)
     assert level_diff(plain(camera_frame(2)), controlled(camera_frame(2))) > 1.0
 
 
-def test_scale_zero_equals_off_and_scales_change_live(tiny_model_dir):
-    net = tiny_model_dir / CONTROLNET_DIR
-    plain, off = engine_with(tiny_model_dir), engine_with(tiny_model_dir, net, scale=0.0)
-    live = engine_with(tiny_model_dir, net)
+def test_scale_zero_equals_off_and_scales_change_live(demo_model_dir):
+    net = demo_model_dir / CONTROLNET_DIR
+    plain, off = engine_with(demo_model_dir), engine_with(demo_model_dir, net, scale=0.0)
+    live = engine_with(demo_model_dir, net)
     frame = camera_frame(3)
     assert np.array_equal(plain(frame), off(frame))
     assert not np.array_equal(plain(frame), live(frame))
@@ -64,10 +64,10 @@ def test_scale_zero_equals_off_and_scales_change_live(tiny_model_dir):
         live.update(control_scales=(math.nan,))
 
 
-def test_each_slot_is_conditioned_on_its_own_frame(tiny_model_dir, reference):
+def test_each_slot_is_conditioned_on_its_own_frame(demo_model_dir, reference):
     """3 steps: output k is frame k-2 denoised sequentially with frame k-2's control map at every step."""
-    net_dir = tiny_model_dir / CONTROLNET_DIR
-    engine = engine_with(tiny_model_dir, net_dir, t_list=T3, seed=2)
+    net_dir = demo_model_dir / CONTROLNET_DIR
+    engine = engine_with(demo_model_dir, net_dir, t_list=T3, seed=2)
     stock = SprintControlNetModel.from_pretrained(net_dir)
     frames = [camera_frame(5 * k) for k in range(5)]
     outputs = [engine(f) for f in frames]
@@ -125,7 +125,7 @@ def test_preprocessors():
         ControlNetConfig("some/net", preprocessor="depth")
 
 
-def test_controlnet_option_and_live_scales_over_http(tiny_model_dir):
+def test_controlnet_option_and_live_scales_over_http(demo_model_dir):
     import asyncio
 
     import httpx
@@ -141,7 +141,7 @@ def test_controlnet_option_and_live_scales_over_http(tiny_model_dir):
         parse("net:canny:loud")
     with pytest.raises(ValueError, match=r"PATH\[:PREPROCESSOR\[:SCALE\]\]"):
         parse("a:b:c:d")
-    engine = engine_with(tiny_model_dir, tiny_model_dir / CONTROLNET_DIR)
+    engine = engine_with(demo_model_dir, demo_model_dir / CONTROLNET_DIR)
     app = create_app(ServerSettings(stream=engine.config), engine, ModelInfo("tiny", True, "torch"))
 
     async def main():

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 from engines.cache import KEY_FILE, file_hashes
 from sana_stream.cli import build_parser
 from stream.config import even_t_list
-from stream.tiny_codecs import CONTROLNET_DIR
+from stream.demo_extras import CONTROLNET_DIR
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,8 @@ def built_paths(records: list[logging.LogRecord]) -> dict[str, Path]:
     return {words[0]: Path(words[1]) for words in lines if len(words) == 2 and words[1].endswith(".onnx")}
 
 
-def test_build_with_check_passes_and_fills_the_cache(tiny_model_dir: Path, engine_cache: Path, caplog):
-    args = build_args(tiny_model_dir, engine_cache, "--check")
+def test_build_with_check_passes_and_fills_the_cache(demo_model_dir: Path, engine_cache: Path, caplog):
+    args = build_args(demo_model_dir, engine_cache, "--check")
     with caplog.at_level(logging.INFO):
         assert args.func(args) == 0
     checks = [r.getMessage() for r in caplog.records if r.getMessage().startswith("check ")]
@@ -50,11 +50,11 @@ def test_build_with_check_passes_and_fills_the_cache(tiny_model_dir: Path, engin
     assert {p.name.split("-")[0] for p in engine_cache.iterdir() if p.is_dir()} >= {"transformer", "encoder", "decoder"}
 
 
-def test_check_fails_when_a_graph_disagrees_with_torch(tiny_model_dir: Path, engine_cache: Path, tmp_path: Path,
+def test_check_fails_when_a_graph_disagrees_with_torch(demo_model_dir: Path, engine_cache: Path, tmp_path: Path,
                                                        caplog):
     """An exporter that got the numbers wrong: one weight of the cached transformer graph is scaled, and the
     entry re-recorded so that the cache itself accepts it. Only the parity check can catch that."""
-    first = build_args(tiny_model_dir, engine_cache)
+    first = build_args(demo_model_dir, engine_cache)
     with caplog.at_level(logging.INFO):
         assert first.func(first) == 0
     cache = tmp_path / "cache"
@@ -71,18 +71,18 @@ def test_check_fails_when_a_graph_disagrees_with_torch(tiny_model_dir: Path, eng
     record["files"] = file_hashes(entry)
     (entry / KEY_FILE).write_text(json.dumps(record))
 
-    args = build_args(tiny_model_dir, cache, "--check")
+    args = build_args(demo_model_dir, cache, "--check")
     with caplog.at_level(logging.ERROR):
         assert args.func(args) == 1
     assert any("check failed: transformer" in r.getMessage() and "above the tolerance 0.001" in r.getMessage()
                for r in caplog.records)
 
 
-def test_build_with_a_controlnet_adds_its_part_and_keeps_the_transformer(tiny_model_dir: Path, engine_cache: Path,
+def test_build_with_a_controlnet_adds_its_part_and_keeps_the_transformer(demo_model_dir: Path, engine_cache: Path,
                                                                           caplog):
-    plain = build_args(tiny_model_dir, engine_cache)
-    controlled = build_args(tiny_model_dir, engine_cache, "--check", "--controlnet",
-                            f"{tiny_model_dir / CONTROLNET_DIR}:passthrough:0.5")
+    plain = build_args(demo_model_dir, engine_cache)
+    controlled = build_args(demo_model_dir, engine_cache, "--check", "--controlnet",
+                            f"{demo_model_dir / CONTROLNET_DIR}:passthrough:0.5")
     with caplog.at_level(logging.INFO):
         assert plain.func(plain) == 0
         without = built_paths(caplog.records)
@@ -97,8 +97,8 @@ def test_build_with_a_controlnet_adds_its_part_and_keeps_the_transformer(tiny_mo
     assert paths["transformer"] == without["transformer"]  # one transformer serves with and without ControlNets
 
 
-def test_bad_settings_exit_2(tiny_model_dir: Path, tmp_path: Path, caplog):
-    args = parse(["build", "--model", str(tiny_model_dir), "--backend", "onnxruntime", "--width", "70",
+def test_bad_settings_exit_2(demo_model_dir: Path, tmp_path: Path, caplog):
+    args = parse(["build", "--model", str(demo_model_dir), "--backend", "onnxruntime", "--width", "70",
                   "--cache-dir", str(tmp_path)])
     with caplog.at_level(logging.ERROR):
         assert args.func(args) == 2

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engines.cache import KEY_FILE, CacheKey, EngineCache, default_cache_dir, module_digest
+from engines.cache import KEY_FILE, CacheKey, PartCache, default_cache_dir, module_digest
 
 KEY = CacheKey(kind="tensorrt", model_digest="a" * 64, component="transformer",
                shapes="hidden_states:4x32x2x2:bfloat16;velocity:4x32x2x2:bfloat16", precision="bf16", opset=18,
@@ -40,7 +40,7 @@ def test_changed_fields_cover_the_whole_key():
 def test_every_field_changes_the_key(field: str, tmp_path: Path):
     other = dataclasses.replace(KEY, **{field: CHANGED[field]})
     assert other.to_dict() != KEY.to_dict()
-    cache, build = EngineCache(tmp_path), Builds()
+    cache, build = PartCache(tmp_path), Builds()
     cache.get_or_build(KEY, build)
     # identifying fields pick another slot; version fields find the same slot and call it stale
     if field in CacheKey.SLOT_FIELDS:
@@ -52,7 +52,7 @@ def test_every_field_changes_the_key(field: str, tmp_path: Path):
 
 
 def test_a_valid_entry_is_reused(tmp_path: Path, caplog):
-    cache, build = EngineCache(tmp_path), Builds()
+    cache, build = PartCache(tmp_path), Builds()
     first = cache.get_or_build(KEY, build)
     with caplog.at_level(logging.INFO, logger="engines.cache"):
         again = cache.get_or_build(KEY, build)
@@ -62,7 +62,7 @@ def test_a_valid_entry_is_reused(tmp_path: Path, caplog):
 
 
 def test_corrupt_engine_is_rebuilt_with_a_log_line(tmp_path: Path, caplog):
-    cache, build = EngineCache(tmp_path), Builds()
+    cache, build = PartCache(tmp_path), Builds()
     entry = cache.get_or_build(KEY, build)
     (entry / "engine.plan").write_bytes(b"garbage")  # a half-written or damaged plan
     with caplog.at_level(logging.WARNING, logger="engines.cache"):
@@ -72,7 +72,7 @@ def test_corrupt_engine_is_rebuilt_with_a_log_line(tmp_path: Path, caplog):
 
 
 def test_stale_engine_is_rebuilt_with_a_log_line(tmp_path: Path, caplog):
-    cache, build = EngineCache(tmp_path), Builds()
+    cache, build = PartCache(tmp_path), Builds()
     entry = cache.get_or_build(dataclasses.replace(KEY, trt_version="10.8.0"), build)  # built by an older TensorRT
     with caplog.at_level(logging.WARNING, logger="engines.cache"):
         again = cache.get_or_build(KEY, build)
@@ -82,7 +82,7 @@ def test_stale_engine_is_rebuilt_with_a_log_line(tmp_path: Path, caplog):
 
 @pytest.mark.parametrize("damage", ["delete", "garble", "extra file", "missing file"])
 def test_damaged_entries_are_never_used(damage: str, tmp_path: Path):
-    cache, build = EngineCache(tmp_path), Builds()
+    cache, build = PartCache(tmp_path), Builds()
     entry = cache.get_or_build(KEY, build)
     if damage == "delete":
         (entry / KEY_FILE).unlink()
@@ -98,7 +98,7 @@ def test_damaged_entries_are_never_used(damage: str, tmp_path: Path):
 
 
 def test_a_failed_build_leaves_no_entry(tmp_path: Path):
-    cache = EngineCache(tmp_path)
+    cache = PartCache(tmp_path)
 
     def fails(directory: Path) -> None:
         (directory / "engine.plan").write_bytes(b"partial")
@@ -110,7 +110,7 @@ def test_a_failed_build_leaves_no_entry(tmp_path: Path):
 
 
 def test_invalidate_removes_the_entry(tmp_path: Path, caplog):
-    cache = EngineCache(tmp_path)
+    cache = PartCache(tmp_path)
     cache.get_or_build(KEY, Builds())
     with caplog.at_level(logging.WARNING, logger="engines.cache"):
         cache.invalidate(KEY, "deserialize_cuda_engine returned None")

@@ -24,7 +24,7 @@ from engines.torch_backend import TorchBackend
 from stream import StreamConfig, StreamEngine
 from engines.models.controlnet import SprintControlNetModel
 from engines.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConfig, TinyDecoder, TinyEncoder
-from stream.tiny_codecs import CONTROLNET_DIR, tiny_controlnet
+from stream.demo_extras import CONTROLNET_DIR, demo_controlnet
 
 # the shapes the onnxruntime engine tests use too: the shared cache then exports each part once per session
 BUILD = BuildSpec(width=64, height=64, steps=2, streams=2, kv_length=300)
@@ -36,8 +36,8 @@ def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def torch_backend(tiny_model_dir: Path):
-    return StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(width=64, height=64)).backend
+def torch_backend(demo_model_dir: Path):
+    return StreamEngine.from_pretrained(demo_model_dir, StreamConfig(width=64, height=64)).backend
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +46,13 @@ def compiler(torch_backend, engine_cache: Path) -> Compiler:
 
 
 @pytest.fixture(scope="module")
-def controlled_compiler(tiny_model_dir: Path, engine_cache: Path) -> Compiler:
+def controlled_compiler(demo_model_dir: Path, engine_cache: Path) -> Compiler:
     """Two trained-like ControlNets (random, non-zero projections): the model's one-block net, and a net of two
     blocks, deeper than the tiny transformer's one residual input. Its own pipeline: a TorchBackend installs
     its K/V processors on the transformer it gets, which would unbind the other fixture's graph."""
-    pipe = SanaSprintPipeline.from_pretrained(tiny_model_dir)
-    nets = [SprintControlNetModel.from_pretrained(tiny_model_dir / CONTROLNET_DIR),
-            tiny_controlnet(pipe.transformer, num_layers=2, seed=5)]
+    pipe = SanaSprintPipeline.from_pretrained(demo_model_dir)
+    nets = [SprintControlNetModel.from_pretrained(demo_model_dir / CONTROLNET_DIR),
+            demo_controlnet(pipe.transformer, num_layers=2, seed=5)]
     backend = TorchBackend(pipe.transformer, pipe.vae, controlnets=nets)
     return Compiler(backend, BUILD, CompileOptions(cache_dir=engine_cache), BackendName.ONNXRUNTIME)
 

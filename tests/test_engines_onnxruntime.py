@@ -23,7 +23,7 @@ from engines.specs import BuildSpec, Component, ControlNetPart
 from engines.torch_backend import TorchBackend
 from stream import FrameKind, StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
-from stream.tiny_codecs import CONTROLNET_DIR, tiny_controlnet
+from stream.demo_extras import CONTROLNET_DIR, demo_controlnet
 from tests.conftest import camera_frame
 
 SHORT, LONG = "a cat", "a watercolor painting of a city street at night with neon lighting and a dragon"
@@ -36,11 +36,11 @@ def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engines(tiny_model_dir: Path, engine_cache: Path) -> tuple[StreamEngine, StreamEngine]:
+def engines(demo_model_dir: Path, engine_cache: Path) -> tuple[StreamEngine, StreamEngine]:
     options = CompileOptions(streams=2, cache_dir=engine_cache)  # built for 2 streams: batch 4, frames 2
-    compiled = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="onnxruntime", **CONFIG),
+    compiled = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(backend="onnxruntime", **CONFIG),
                                             compile_options=options)
-    eager = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(**CONFIG))
+    eager = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(**CONFIG))
     return compiled, eager
 
 
@@ -56,7 +56,7 @@ def run_both(engines, frames: dict[str, np.ndarray]) -> dict[str, tuple]:
 def test_backend_is_compiled_onnxruntime(engines):
     compiled, _ = engines
     assert isinstance(compiled.backend, CompiledBackend) and compiled.backend.name == "onnxruntime"
-    assert compiled.backend.engines[Component.TRANSFORMER].buffers.batch == 4
+    assert compiled.backend.parts[Component.TRANSFORMER].buffers.batch == 4
 
 
 def test_streams_warmup_and_prompts_of_different_lengths_match_torch(engines):
@@ -91,7 +91,7 @@ def test_prompt_change_refills_kv(engines):
 
 def test_buffers_keep_their_addresses(engines):
     compiled, _ = engines
-    buffers = compiled.backend.engines[Component.TRANSFORMER].buffers
+    buffers = compiled.backend.parts[Component.TRANSFORMER].buffers
     before = buffers.addresses()
     compiled.process({"default": camera_frame(30)})
     assert buffers.addresses() == before
@@ -116,7 +116,7 @@ def test_more_rows_than_built_run_in_chunks_noted_once(engines, caplog):
 def test_cpu_sessions_do_not_spin_between_ops(engines):
     """Spinning pool threads would take every idle cycle from the server's event loop and encoders."""
     compiled, _ = engines
-    for engine in compiled.backend.engines.values():
+    for engine in compiled.backend.parts.values():
         options = engine.session.get_session_options()
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
@@ -140,11 +140,11 @@ def test_unknown_backend_is_rejected_naming_the_field():
         StreamConfig(backend="tvm")
 
 
-def test_shorter_kv_length_matches_torch_and_refuses_longer_prompts(tiny_model_dir: Path, engine_cache: Path):
+def test_shorter_kv_length_matches_torch_and_refuses_longer_prompts(demo_model_dir: Path, engine_cache: Path):
     options = CompileOptions(streams=2, cache_dir=engine_cache, kv_length=16)
-    compiled = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="onnxruntime", **CONFIG),
+    compiled = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(backend="onnxruntime", **CONFIG),
                                             compile_options=options)
-    eager = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(**CONFIG))
+    eager = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(**CONFIG))
     assert eager.backend.prompt_kv(eager.prompt_encoder.encode(LONG)).length > 16
     for k in range(3):
         ours, theirs = (e.process({"default": camera_frame(40 + k)})["default"] for e in (compiled, eager))
@@ -157,20 +157,20 @@ def test_shorter_kv_length_matches_torch_and_refuses_longer_prompts(tiny_model_d
 # ---- ControlNets ------------------------------------------------------------------------------------------
 
 
-def test_controlnet_matches_torch_and_scale_zero_equals_the_engine_without_it(tiny_model_dir: Path,
+def test_controlnet_matches_torch_and_scale_zero_equals_the_engine_without_it(demo_model_dir: Path,
                                                                               engine_cache: Path):
     """The model's trained-like ControlNet on onnxruntime against torch; scale 0 then gives exactly the frames of
     an engine without ControlNets, which runs the same transformer engine (one cache entry)."""
     options = CompileOptions(streams=2, cache_dir=engine_cache)
-    nets = (ControlNetConfig(str(tiny_model_dir / CONTROLNET_DIR), "canny", 1.0),)
-    plain = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="onnxruntime", **CONFIG),
+    nets = (ControlNetConfig(str(demo_model_dir / CONTROLNET_DIR), "canny", 1.0),)
+    plain = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(backend="onnxruntime", **CONFIG),
                                          compile_options=options)
-    controlled = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="onnxruntime", controlnets=nets,
+    controlled = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(backend="onnxruntime", controlnets=nets,
                                                                            **CONFIG), compile_options=options)
-    eager = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(controlnets=nets, **CONFIG))
-    engines = controlled.backend.engines
-    assert set(engines) == {*Component, ControlNetPart(0)}
-    assert engines[Component.TRANSFORMER].path == plain.backend.engines[Component.TRANSFORMER].path
+    eager = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(controlnets=nets, **CONFIG))
+    parts = controlled.backend.parts
+    assert set(parts) == {*Component, ControlNetPart(0)}
+    assert parts[Component.TRANSFORMER].path == plain.backend.parts[Component.TRANSFORMER].path
     for k in range(3):
         frame = {"default": camera_frame(k)}
         ours, theirs, off = (e.process(frame)["default"] for e in (controlled, eager, plain))
@@ -185,14 +185,14 @@ def test_controlnet_matches_torch_and_scale_zero_equals_the_engine_without_it(ti
 
 
 @pytest.fixture(scope="module")
-def deep_backends(tiny_model_dir: Path, engine_cache: Path) -> tuple[TorchBackend, CompiledBackend]:
+def deep_backends(demo_model_dir: Path, engine_cache: Path) -> tuple[TorchBackend, CompiledBackend]:
     """A three-block transformer (two residual inputs) with two trained-like ControlNets: one of three blocks
     (its third residual is never used, as in diffusers) and one of a single block (it leaves ``control_1`` zero).
     The autoencoder parts come from the shared cache."""
-    pipe = SanaSprintPipeline.from_pretrained(tiny_model_dir)
+    pipe = SanaSprintPipeline.from_pretrained(demo_model_dir)
     torch.manual_seed(7)
     transformer = SanaTransformer2DModel.from_config({**pipe.transformer.config, "num_layers": 3})
-    nets = [tiny_controlnet(transformer, num_layers=3, seed=8), tiny_controlnet(transformer, num_layers=1, seed=9)]
+    nets = [demo_controlnet(transformer, num_layers=3, seed=8), demo_controlnet(transformer, num_layers=1, seed=9)]
     eager = TorchBackend(transformer, pipe.vae, controlnets=nets)
     build = BuildSpec(width=64, height=64, steps=2, streams=2, kv_length=16)
     compiled = compile_backend(eager, build, CompileOptions(cache_dir=engine_cache), BackendName.ONNXRUNTIME).backend

@@ -19,23 +19,23 @@ from engines.tensorrt_build import make_build_plan, timing_cache_path
 from engines.tensorrt_runtime import check_engine_io, engine_io
 from stream import StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
-from stream.tiny_codecs import CONTROLNET_DIR
+from stream.demo_extras import CONTROLNET_DIR
 from tests.conftest import camera_frame
 
 BUILD = BuildSpec(width=64, height=64, steps=2, streams=2, kv_length=300)  # as test_engines_export
 
 
 @pytest.fixture(scope="module")
-def compiler(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Compiler:
-    backend = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(width=64, height=64)).backend
+def compiler(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Compiler:
+    backend = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(width=64, height=64)).backend
     return Compiler(backend, BUILD, CompileOptions(cache_dir=tmp_path_factory.getbasetemp() / "engine-cache"),
                     BackendName.TENSORRT)
 
 
 @pytest.fixture(scope="module")
-def controlled_compiler(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Compiler:
-    nets = (ControlNetConfig(str(tiny_model_dir / CONTROLNET_DIR)),)
-    backend = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(width=64, height=64, controlnets=nets)).backend
+def controlled_compiler(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Compiler:
+    nets = (ControlNetConfig(str(demo_model_dir / CONTROLNET_DIR)),)
+    backend = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(width=64, height=64, controlnets=nets)).backend
     return Compiler(backend, BUILD, CompileOptions(cache_dir=tmp_path_factory.getbasetemp() / "engine-cache"),
                     BackendName.TENSORRT)
 
@@ -160,13 +160,13 @@ def test_engine_io_is_checked_against_the_onnx_graph(transformer_onnx: Path):
         check_engine_io(engine_io(FakeEngine(*wrong), FakeTrt), onnx_io)
 
 
-def test_tensorrt_backend_without_a_gpu_is_an_error_not_a_fallback(tiny_model_dir: Path, tmp_path: Path):
+def test_tensorrt_backend_without_a_gpu_is_an_error_not_a_fallback(demo_model_dir: Path, tmp_path: Path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     from engines.exceptions import BackendUnavailableError
 
     with pytest.raises(BackendUnavailableError, match="tensorrt"):
-        StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(width=64, height=64, backend="tensorrt"),
+        StreamEngine.from_pretrained(demo_model_dir, StreamConfig(width=64, height=64, backend="tensorrt"),
                                      compile_options=CompileOptions(cache_dir=tmp_path))
 
 
@@ -185,12 +185,12 @@ def gpu_engine_settings(tmp_path_factory: pytest.TempPathFactory, precision: str
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
-def test_tensorrt_engine_matches_torch(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, precision):
+def test_tensorrt_engine_matches_torch(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, precision):
     cache, config = gpu_engine_settings(tmp_path_factory, precision)
     options = CompileOptions(streams=2, precision=precision, cache_dir=cache, check=True)
-    compiled = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="tensorrt", **config),
+    compiled = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(backend="tensorrt", **config),
                                             compile_options=options)
-    eager = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(**config))
+    eager = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(**config))
     for engine in (compiled, eager):
         engine.add_stream("b", prompt="a watercolor painting of a city street at night", seed=4)
     limit = 1.0 if precision == "fp32" else 4.0
@@ -201,27 +201,27 @@ def test_tensorrt_engine_matches_torch(tiny_model_dir: Path, tmp_path_factory: p
             diff = np.abs(ours[sid].image.astype(np.int16) - theirs[sid].image.astype(np.int16)).mean()
             assert diff <= limit, (k, sid, diff)
     # the same settings again: every engine comes from the cache
-    again = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="tensorrt", **config),
+    again = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(backend="tensorrt", **config),
                                          compile_options=options)
     assert again.backend.name == "tensorrt"
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_tensorrt_controlnet_matches_torch(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, precision):
+def test_tensorrt_controlnet_matches_torch(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, precision):
     """The trained-like ControlNet on its own engine, summed into the transformer's residual inputs; scale 0 then
     gives the frames of a TensorRT engine without ControlNets, which shares the transformer engine."""
     cache, config = gpu_engine_settings(tmp_path_factory, precision)
-    nets = (ControlNetConfig(str(tiny_model_dir / CONTROLNET_DIR), "canny", 1.0),)
+    nets = (ControlNetConfig(str(demo_model_dir / CONTROLNET_DIR), "canny", 1.0),)
     options = CompileOptions(streams=2, precision=precision, cache_dir=cache, check=True)
-    compiled = StreamEngine.from_pretrained(tiny_model_dir,
+    compiled = StreamEngine.from_pretrained(demo_model_dir,
                                             StreamConfig(backend="tensorrt", controlnets=nets, **config),
                                             compile_options=options)
-    plain = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="tensorrt", **config),
+    plain = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(backend="tensorrt", **config),
                                          compile_options=options)
-    eager = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(controlnets=nets, **config))
-    assert set(compiled.backend.engines) == {*Component, ControlNetPart(0)}
-    assert compiled.backend.engines[Component.TRANSFORMER].path == plain.backend.engines[Component.TRANSFORMER].path
+    eager = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(controlnets=nets, **config))
+    assert set(compiled.backend.parts) == {*Component, ControlNetPart(0)}
+    assert compiled.backend.parts[Component.TRANSFORMER].path == plain.backend.parts[Component.TRANSFORMER].path
     limit = 1.0 if precision == "fp32" else 4.0
     for k in range(4):  # call 1 warms up, call 2 captures the CUDA graphs, later calls replay them
         frame = {"default": camera_frame(k)}

@@ -23,9 +23,9 @@ def test_make_tiny_model_command_writes_a_loadable_model(tmp_path):
     assert engine.backend.geometry.spatial_compression == 32  # the real DC-AE geometry
 
 
-def test_missing_component_is_named(tiny_model_dir, tmp_path):
+def test_missing_component_is_named(demo_model_dir, tmp_path):
     broken = tmp_path / "broken"
-    shutil.copytree(tiny_model_dir, broken)
+    shutil.copytree(demo_model_dir, broken)
     shutil.rmtree(broken / "text_encoder")
     with pytest.raises(ModelNotFoundError, match="text_encoder") as info:
         StreamEngine.from_pretrained(broken)
@@ -46,10 +46,10 @@ def _populate_hub_cache(cache: Path, repo_id: str, source: Path) -> None:
     (repo / "refs" / "main").write_text(commit)
 
 
-def test_hub_id_is_used_offline_when_cached(tiny_model_dir, tmp_path, monkeypatch):
+def test_hub_id_is_used_offline_when_cached(demo_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    _populate_hub_cache(tmp_path / "hub", "someone/tiny-sprint", tiny_model_dir)
+    _populate_hub_cache(tmp_path / "hub", "someone/tiny-sprint", demo_model_dir)
     engine = StreamEngine.from_pretrained("someone/tiny-sprint", StreamConfig(width=64, height=64),
                                           local_files_only=True)
     assert engine(camera_frame(0)).shape == (64, 64, 3)
@@ -72,7 +72,7 @@ def test_placement_defaults_and_overrides():
         choose_placement("cpu", "float8")
 
 
-def test_cpu_loading_flushes_denormals(tiny_model_dir):
+def test_cpu_loading_flushes_denormals(demo_model_dir):
     torch.set_flush_denormal(False)
-    StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(width=64, height=64, device="cpu"))
+    StreamEngine.from_pretrained(demo_model_dir, StreamConfig(width=64, height=64, device="cpu"))
     assert torch.tensor([1e-40], dtype=torch.float32).item() == 0.0

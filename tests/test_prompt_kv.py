@@ -13,9 +13,9 @@ from tests.conftest import camera_frame
 
 
 @pytest.fixture(scope="module")
-def pipes(tiny_model_dir):
-    stock = SanaSprintPipeline.from_pretrained(tiny_model_dir)
-    cached = SanaSprintPipeline.from_pretrained(tiny_model_dir)
+def pipes(demo_model_dir):
+    stock = SanaSprintPipeline.from_pretrained(demo_model_dir)
+    cached = SanaSprintPipeline.from_pretrained(demo_model_dir)
     return stock, cached, TorchBackend(cached.transformer, cached.vae)
 
 

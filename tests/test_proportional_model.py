@@ -11,14 +11,14 @@ import pytest
 
 from benchmarks.flops import (PARTS, REAL_SPRINT_CACHEABLE_GFLOPS, REAL_SPRINT_GFLOPS, ModelFlops, scale_against_real,
                               spec_flops)
-from stream.tiny_model import PRESETS, TinyModelSpec, TinyPreset
+from stream.demo_model import PRESETS, DemoModelSpec, DemoPreset
 
 SHARE_TOLERANCE = 0.30
 
 
 @pytest.fixture(scope="module")
 def flops() -> ModelFlops:
-    return spec_flops(PRESETS[TinyPreset.PROPORTIONAL], width=512, height=512)
+    return spec_flops(PRESETS[DemoPreset.PROPORTIONAL], width=512, height=512)
 
 
 @pytest.mark.parametrize("part", PARTS)
@@ -48,8 +48,8 @@ def test_text_encoder_sees_as_many_tokens_as_the_real_pipeline(flops: ModelFlops
 
 
 def test_tiny_preset_is_unchanged() -> None:
-    tiny = PRESETS[TinyPreset.TINY]
-    assert tiny == TinyModelSpec()
+    tiny = PRESETS[DemoPreset.TINY]
+    assert tiny == DemoModelSpec()
     assert (tiny.transformer_layers, tiny.heads, tiny.head_dim, tiny.text_hidden, tiny.text_layers) == (2, 2, 8, 16, 1)
     assert tiny.vae_widths == (8, 8, 16, 16, 32, 32)
     assert tiny.vae_encoder_layers == tiny.vae_decoder_layers == (1,) * 6

@@ -23,10 +23,10 @@ SIZE = 128
 
 
 @pytest.fixture(scope="module")
-def local_engine(tiny_model_dir):
+def local_engine(demo_model_dir):
     include_loopback_candidates()
     return lambda **kw: StreamEngine.from_pretrained(
-        tiny_model_dir, StreamConfig(width=SIZE, height=SIZE, t_list=(1.0,), **kw))
+        demo_model_dir, StreamConfig(width=SIZE, height=SIZE, t_list=(1.0,), **kw))
 
 
 def make_app(local_engine, **settings):

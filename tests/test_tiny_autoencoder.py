@@ -215,9 +215,9 @@ def test_a_wrong_state_dict_fails_clearly(model: TinyAutoencoder, tmp_path: Path
 
 
 def test_scaling_convention_matches_dcae(model: TinyAutoencoder) -> None:
-    from stream.tiny_model import TinyModelSpec, build_tiny_pipeline
+    from stream.demo_model import DemoModelSpec, build_demo_pipeline
 
-    vae = build_tiny_pipeline(TinyModelSpec()).vae.eval()
+    vae = build_demo_pipeline(DemoModelSpec()).vae.eval()
     assert model.encoder is not None and model.decoder is not None
     assert vae.config.scaling_factor == pytest.approx(model.scaling_factor)
     assert vae.config.latent_channels == model.latent_channels

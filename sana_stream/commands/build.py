@@ -1,4 +1,4 @@
-"""``sana-stream build``: export (and for TensorRT, build) every part into the engine cache ahead of time.
+"""``sana-stream build``: export (and for TensorRT, build) every part into the part cache ahead of time.
 
     sana-stream build --model DIR_OR_HUB_ID --backend tensorrt --width 512 --height 512 --steps 1 --streams 1
 
@@ -20,7 +20,7 @@ from engines.compile import compile_backend
 from engines.compile_options import CompileOptions
 from engines.exceptions import EngineError, ParityError
 from engines.specs import Precision
-from stream.config import CfgType, StreamConfig, VaeKind, even_t_list
+from stream.config import CfgType, StreamConfig, AutoencoderKind, even_t_list
 from stream.control import ControlNetConfig
 from stream.loading import build_spec, load_model
 
@@ -48,11 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help=f"where compiled parts are cached (default: {default_cache_dir()}, the engines/ directory of "
                         f"${CACHE_ENV} or ~/.cache/sana-stream)")
-    p.add_argument("--encoder", default=VaeKind.DCAE.value, choices=[VaeKind.DCAE.value, VaeKind.TINY.value])
-    p.add_argument("--decoder", default=VaeKind.DCAE.value, choices=[v.value for v in VaeKind])
+    p.add_argument("--encoder", default=AutoencoderKind.DCAE.value,
+                   choices=[AutoencoderKind.DCAE.value, AutoencoderKind.TINY.value])
+    p.add_argument("--decoder", default=AutoencoderKind.DCAE.value, choices=[v.value for v in AutoencoderKind])
     p.add_argument("--tiny-vae", default=None, help="directory of taesana_*.pth (for --encoder/--decoder tiny)")
     p.add_argument("--controlnet", action="append", default=[], metavar="PATH[:PREPROCESSOR[:SCALE]]",
-                   help="a Sprint ControlNet to build a part for (as serve's option; only PATH shapes the engine); "
+                   help="a Sprint ControlNet to build a part for (as serve's option; only PATH shapes the part); "
                         "repeatable")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda where present)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="torch dtype of the loaded model")
@@ -84,7 +85,7 @@ def run_build(args: argparse.Namespace) -> int:
         return 1
     for component, report in parts.parity.items():
         logger.info("check %s", report)
-    for component, engine_path in parts.engine_paths.items():
+    for component, engine_path in parts.part_paths.items():
         logger.info("%-12s %s", component.value, engine_path)
     timings = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in sorted(parts.seconds.items()))
     logger.info("done (%s)", timings)

@@ -7,7 +7,7 @@ import argparse
 from engines import AUTO, backend_names
 from engines.specs import Precision
 from sana_stream.env import env
-from stream.config import CfgType, VaeKind
+from stream.config import CfgType, AutoencoderKind
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,9 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="explicit comma-separated angles; overrides --steps/--strength")
     p.add_argument("--prompt", default=env("prompt", "a watercolor painting"))
     p.add_argument("--cfg-type", default=env("cfg_type", CfgType.NONE.value), choices=[c.value for c in CfgType])
-    p.add_argument("--encoder", default=env("encoder", VaeKind.DCAE.value),
-                   choices=[VaeKind.DCAE.value, VaeKind.TINY.value])
-    p.add_argument("--decoder", default=env("decoder", VaeKind.DCAE.value), choices=[v.value for v in VaeKind])
+    p.add_argument("--encoder", default=env("encoder", AutoencoderKind.DCAE.value),
+                   choices=[AutoencoderKind.DCAE.value, AutoencoderKind.TINY.value])
+    p.add_argument("--decoder", default=env("decoder", AutoencoderKind.DCAE.value),
+                   choices=[v.value for v in AutoencoderKind])
     p.add_argument("--tiny-vae", default=env("tiny_vae"), help="directory of taesana_*.pth")
     p.add_argument("--controlnet", action="append", default=[], metavar="PATH[:PREPROCESSOR[:SCALE]]",
                    help="a Sprint ControlNet (directory or hub id) with its preprocessor (canny, passthrough) and "

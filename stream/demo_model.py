@@ -1,4 +1,4 @@
-"""Writes small, randomly initialised but real Sana-Sprint pipelines in diffusers format.
+"""Writes the demo model: small, randomly initialised but real Sana-Sprint pipelines in diffusers format.
 
 They are made of the same classes as the real model (SanaTransformer2DModel with guidance embedding and
 qk-norm, AutoencoderDC with the real 6-stage 32x geometry, Gemma2Model, a fast tokenizer, SCMScheduler),
@@ -37,14 +37,14 @@ wearing hat glasses smiling looking camera background foreground beautiful ugly 
 """
 
 
-class TinyPreset(str, enum.Enum):
+class DemoPreset(str, enum.Enum):
     TINY = "tiny"  # the fastest thing that still runs every code path; tests and demo mode
     PROPORTIONAL = "proportional"  # the real Sprint 0.6B's share of work per part at 1/236 of its FLOPs; benchmarks
 
 
 @dataclass(frozen=True)
-class TinyModelSpec:
-    """Sizes of a tiny Sana-Sprint. The VAE always has the real 6 stages (32x down-sampling).
+class DemoModelSpec:
+    """Sizes of a demo Sana-Sprint. The VAE always has the real 6 stages (32x down-sampling).
 
     The transformer's cross-attention has ``cross_heads * cross_head_dim == heads * head_dim`` (as in the
     real model). The VAE's widths must satisfy DC-AE's shortcuts: each width divides 4x the one before, and
@@ -96,7 +96,7 @@ class TinyModelSpec:
 # What does not scale: cross-attention scores over the 300 padded tokens grow with width, not width^2, so they
 # are ~10% of this transformer's step against ~3% of the real one's; the stock (uncached, padded) step costs
 # ~1.4x the engine's cached step with a 12-token prompt here, 1.22x in the real model.
-PROPORTIONAL_SPEC = TinyModelSpec(
+PROPORTIONAL_SPEC = DemoModelSpec(
     transformer_layers=4,
     heads=6,
     head_dim=32,
@@ -116,9 +116,9 @@ PROPORTIONAL_SPEC = TinyModelSpec(
     vocab_size=1024,
 )
 
-PRESETS: dict[TinyPreset, TinyModelSpec] = {
-    TinyPreset.TINY: TinyModelSpec(),
-    TinyPreset.PROPORTIONAL: PROPORTIONAL_SPEC,
+PRESETS: dict[DemoPreset, DemoModelSpec] = {
+    DemoPreset.TINY: DemoModelSpec(),
+    DemoPreset.PROPORTIONAL: PROPORTIONAL_SPEC,
 }
 
 
@@ -146,7 +146,7 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     )
 
 
-def build_text_encoder(spec: TinyModelSpec, vocab_size: int) -> Gemma2Model:
+def build_text_encoder(spec: DemoModelSpec, vocab_size: int) -> Gemma2Model:
     return Gemma2Model(Gemma2Config(
         vocab_size=vocab_size, hidden_size=spec.text_hidden,
         intermediate_size=spec.text_intermediate or 4 * spec.text_hidden,
@@ -156,7 +156,7 @@ def build_text_encoder(spec: TinyModelSpec, vocab_size: int) -> Gemma2Model:
     ))
 
 
-def build_transformer(spec: TinyModelSpec) -> SanaTransformer2DModel:
+def build_transformer(spec: DemoModelSpec) -> SanaTransformer2DModel:
     inner = spec.heads * spec.head_dim
     return SanaTransformer2DModel(
         in_channels=spec.latent_channels, out_channels=spec.latent_channels, num_attention_heads=spec.heads,
@@ -167,7 +167,7 @@ def build_transformer(spec: TinyModelSpec) -> SanaTransformer2DModel:
     )
 
 
-def build_vae(spec: TinyModelSpec) -> AutoencoderDC:
+def build_vae(spec: DemoModelSpec) -> AutoencoderDC:
     stages = len(spec.vae_widths)
     return AutoencoderDC(
         in_channels=3, latent_channels=spec.latent_channels, attention_head_dim=spec.vae_attention_head_dim,
@@ -182,7 +182,7 @@ def build_vae(spec: TinyModelSpec) -> AutoencoderDC:
     )
 
 
-def build_tiny_pipeline(spec: TinyModelSpec, seed: int = 0) -> SanaSprintPipeline:
+def build_demo_pipeline(spec: DemoModelSpec, seed: int = 0) -> SanaSprintPipeline:
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(spec.vocab_size)
     text_encoder = build_text_encoder(spec, len(tokenizer))
@@ -193,22 +193,23 @@ def build_tiny_pipeline(spec: TinyModelSpec, seed: int = 0) -> SanaSprintPipelin
                               transformer=transformer, scheduler=scheduler)
 
 
-def make_tiny_model(directory: str | os.PathLike[str], preset: TinyPreset | str = TinyPreset.TINY,
+def make_demo_model(directory: str | os.PathLike[str], preset: DemoPreset | str = DemoPreset.TINY,
                     seed: int = 0) -> Path:
-    """Writes a tiny Sana-Sprint in diffusers format to ``directory`` and returns its path, with a tiny
+    """Writes a demo Sana-Sprint in diffusers format to ``directory`` and returns its path, with a tiny
     autoencoder (``tiny_autoencoder/``), a DC-AE-Lite-style decoder (``vae_lite/``) and a one-block Sprint
     ControlNet (``controlnet/``) beside it."""
-    from stream.tiny_codecs import PROPORTIONAL_TINY_VAE, TINY_TINY_VAE, write_tiny_codecs, write_tiny_controlnet
+    from stream.demo_extras import (PROPORTIONAL_PRESET_AUTOENCODER, TINY_PRESET_AUTOENCODER, write_demo_autoencoders,
+                                    write_demo_controlnet)
 
     try:
-        spec = PRESETS[TinyPreset(preset)]
+        spec = PRESETS[DemoPreset(preset)]
     except ValueError:
-        raise ValueError(f"preset must be one of {', '.join(p.value for p in TinyPreset)}, got {preset!r}") from None
+        raise ValueError(f"preset must be one of {', '.join(p.value for p in DemoPreset)}, got {preset!r}") from None
     path = Path(directory)
-    pipe = build_tiny_pipeline(spec, seed)
+    pipe = build_demo_pipeline(spec, seed)
     pipe.save_pretrained(path)
-    plan = PROPORTIONAL_TINY_VAE if TinyPreset(preset) is TinyPreset.PROPORTIONAL else TINY_TINY_VAE
-    write_tiny_codecs(path, pipe.vae, plan, seed)
-    write_tiny_controlnet(path, pipe.transformer, seed)
-    logger.info("wrote a tiny random Sana-Sprint (%s) to %s", TinyPreset(preset).value, path)
+    plan = PROPORTIONAL_PRESET_AUTOENCODER if DemoPreset(preset) is DemoPreset.PROPORTIONAL else TINY_PRESET_AUTOENCODER
+    write_demo_autoencoders(path, pipe.vae, plan, seed)
+    write_demo_controlnet(path, pipe.transformer, seed)
+    logger.info("wrote a random demo Sana-Sprint (%s preset) to %s", DemoPreset(preset).value, path)
     return path
