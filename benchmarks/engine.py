@@ -44,10 +44,11 @@ from engines.base import ModelBackend
 from engines.prompt_kv import KVBatch, batch_prompt_kv
 from stream import trigflow
 from stream.config import CfgType, StreamConfig, AutoencoderKind
-from stream.engine import DEFAULT_STREAM, FrameKind, StreamEngine
-from stream.frames import fit_frame, to_tensor, to_uint8
-from stream.prompt import PromptEncoder
 from stream.demo_model import DemoPreset, make_demo_model
+from stream.engine import DEFAULT_STREAM, FrameKind, StreamEngine
+from stream.frames import fit_frame
+from stream.image_tensors import to_tensor, to_uint8
+from stream.prompt import PromptEncoder
 
 logger = logging.getLogger(__name__)
 

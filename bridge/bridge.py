@@ -33,8 +33,8 @@ from bridge.errors import BridgeError, SinkClosed, SourceError
 from bridge.sinks import FrameSink, SinkWorker
 from bridge.sources import FrameSource
 from rtc.client import OfferRejected, Received, StreamClient, connect
-from stream.live_settings import LIVE_SETTING_NAMES as PROMPT_FIELDS
 from stream.frames import fit_frame
+from stream.live_settings import LIVE_SETTING_NAMES as PROMPT_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class _Ended(enum.Enum):
 
 
 class _NoLeakHttp:
-    """Lends ``server.client.connect`` our HTTP client. A transport error is kept in ``error`` and answered with
+    """Lends ``rtc.client.connect`` our HTTP client. A transport error is kept in ``error`` and answered with
     a stand-in 503, so that ``connect`` closes the peer connection it made (it closes it on an error status, but
     not on an exception) instead of leaking its ICE sockets; the caller raises ``error`` again."""
 

@@ -1,13 +1,15 @@
-"""The ``sana-stream`` command. Each subcommand's module is imported only when it runs (or for the full help), so
+"""The ``sana-stream`` command. Each subcommand's module is imported only when that command is parsed, so
 ``sana-stream camera`` on a laptop loads neither the server nor torch."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from engines.exceptions import ModelNotFoundError
 
@@ -19,7 +21,7 @@ LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 @dataclass(frozen=True)
 class Command:
-    module: str  # a sana_stream.commands module: add_arguments(parser) sets the parser's func
+    module: str  # a sana_stream.commands module: add_arguments(parser) defines the options and sets func
     help: str
 
 
@@ -34,24 +36,43 @@ COMMANDS = {
 }
 
 
-def requested_command(argv: list[str]) -> str | None:
-    """The subcommand ``argv`` names, or None (no command, or a request for the full help)."""
-    first = argparse.ArgumentParser(prog="sana-stream", add_help=False)
-    first.add_argument("--log-level")
-    first.add_argument("command", nargs="?")
-    known, _ = first.parse_known_args(argv)
-    return known.command if known.command in COMMANDS else None
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser. Its options, and the module that defines them, load only when it parses or shows
+    its help, so ``--version``, ``--help`` and ``camera`` load no other command's dependencies."""
+
+    def __init__(self, *args: Any, module: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._module = module
+
+    def define(self) -> None:
+        """Adds the command's options (once)."""
+        module, self._module = self._module, None
+        if module is not None:
+            importlib.import_module(module).add_arguments(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # argparse's call for a subcommand
+        self.define()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self.define()
+        return super().format_help()
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; every subcommand is listed, but only ``command``'s options are defined (all when None)."""
+def version() -> str:
+    try:
+        return importlib.metadata.version("sana-stream")
+    except importlib.metadata.PackageNotFoundError:  # a checkout run with PYTHONPATH, never pip-installed
+        return "(not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sana-stream", description="Real-time Sana-Sprint img2img streaming")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     for name, spec in COMMANDS.items():
-        p = sub.add_parser(name, help=spec.help)
-        if command is None or command == name:
-            importlib.import_module(spec.module).add_arguments(p)
+        sub.add_parser(name, help=spec.help, module=spec.module)
     return parser
 
 
@@ -60,8 +81,7 @@ def configure_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(requested_command(argv)).parse_args(argv)
+    args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
         return int(args.func(args))

@@ -64,10 +64,10 @@ class StreamOutputTrack(MediaStreamTrack):
 
     A new output that no newer one follows soon is sent once more (announced with kind ``repeat``), unless the
     receiver said it needs no repeat (``repeat=False``). Why: aiortc's own receiver (scripts not using
-    server.client) completes a video frame only when the next frame's first packet arrives, so at 1-2 outputs a
+    rtc.client) completes a video frame only when the next frame's first packet arrives, so at 1-2 outputs a
     second every frame would reach it a whole output interval late; the repeat completes it when it is sent.
-    Receivers that complete frames on the RTP marker bit (browsers, server.client and so the camera bridge) gain
-    nothing from it, and the web pages and server.client turn it off: a repeat costs an inter-frame encode of
+    Receivers that complete frames on the RTP marker bit (browsers, rtc.client and so the camera bridge) gain
+    nothing from it, and the web pages and rtc.client turn it off: a repeat costs an inter-frame encode of
     the same frame object and its send (not a second conversion), and the receiver a decode. How soon: at once (``SLOW_REPEAT_AFTER_S``: aiortc's sender asks for it only after sending the
     new frame) for a stream whose outputs average ``SLOW_OUTPUT_S`` or more apart (a CPU, a big model: doubling
     1-4 frames a second costs no visible quality; waiting 25 ms first only delayed every frame by that much),

@@ -1,7 +1,8 @@
 """The stream engine: Sana-Sprint img2img for live video (pure math and state; no HTTP, no threads).
 
-The names below load on first use, so that torch-free modules (``stream.config``, ``stream.live_settings``) can be
-imported by the command line and the camera bridge without loading torch.
+The names below load on first use (PEP 562), so that light modules (``stream.frames``, ``stream.config``,
+``stream.live_settings``) import without torch and diffusers: the camera bridge and the command line use them on
+machines that have no torch.
 """
 
 from __future__ import annotations
@@ -16,20 +17,32 @@ if TYPE_CHECKING:
     from stream.state import StreamSettings
 
 _HOMES = {
-    "DEFAULT_STREAM": "stream.engine",
     "CfgType": "stream.config",
+    "StreamConfig": "stream.config",
+    "DEFAULT_STREAM": "stream.engine",
     "FrameKind": "stream.engine",
     "FrameResult": "stream.engine",
-    "ModelNotFoundError": "stream.exceptions",
-    "StreamConfig": "stream.config",
     "StreamEngine": "stream.engine",
-    "StreamSettings": "stream.state",
+    "ModelNotFoundError": "stream.exceptions",
     "UnknownStreamError": "stream.exceptions",
+    "StreamSettings": "stream.state",
 }
-__all__ = sorted(_HOMES)
+
+__all__ = [  # the keys of _HOMES, spelled out for linters and readers
+    "DEFAULT_STREAM",
+    "CfgType",
+    "FrameKind",
+    "FrameResult",
+    "ModelNotFoundError",
+    "StreamConfig",
+    "StreamEngine",
+    "StreamSettings",
+    "UnknownStreamError",
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
+    home = _HOMES.get(name)
+    if home is None:  # also how `from stream import trigflow` falls through to the submodule
         raise AttributeError(f"module 'stream' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+    return getattr(importlib.import_module(home), name)

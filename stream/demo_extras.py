@@ -12,9 +12,10 @@ import torch
 from diffusers import AutoencoderDC, SanaTransformer2DModel
 from torch import nn
 
-from stream.loading import DCAE_LITE_DIR, TINY_AUTOENCODER_DIR, TINY_AUTOENCODER_PLAN
 from engines.models.controlnet import SprintControlNetModel
-from engines.models.tiny_autoencoder import TinyAutoencoderConfig, TinyDecoder, TinyEncoder, save_tiny_autoencoder
+from engines.models.tiny_autoencoder import TinyAutoencoderConfig, TinyDecoder, TinyEncoder
+from engines.models.tiny_autoencoder_weights import save_tiny_autoencoder
+from stream.loading import DCAE_LITE_DIR, TINY_AUTOENCODER_DIR, TINY_AUTOENCODER_PLAN
 
 # TAESANA's published plan with every width / 16 (~1/256 of its work, like the proportional preset's ~1/236).
 PROPORTIONAL_PRESET_AUTOENCODER = TinyAutoencoderConfig(

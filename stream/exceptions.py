@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from engines.exceptions import ModelNotFoundError  # raised by the loaders below us; named here for callers
+# raised by the loaders below us; named here for callers
+from engines.exceptions import IncompatibleWeightsError, ModelNotFoundError
 
-__all__ = ["ModelNotFoundError", "UnknownStreamError"]
+__all__ = ["IncompatibleWeightsError", "ModelNotFoundError", "UnknownStreamError"]
 
 
 class UnknownStreamError(KeyError):

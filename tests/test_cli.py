@@ -101,6 +101,18 @@ def test_bad_serve_options_exit_with_a_clear_message(caplog):
         build_parser().parse_args(["serve", "--backend", "cuda-magic"])
 
 
+def test_build_and_make_tiny_model_define_their_options_when_parsed(capsys):
+    args = build_parser().parse_args(["build", "--model", "m", "--backend", "onnxruntime", "--precision", "fp16"])
+    assert (args.precision, args.func.__name__) == ("fp16", "run_build")
+    assert build_parser().parse_args(["make-tiny-model", "d", "--preset", "proportional"]).preset == "proportional"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["build", "--model", "m", "--precision", "fp8"])
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    assert "--kv-length" in capsys.readouterr().out
+
+
 def test_even_t_list():
     assert even_t_list(1.0, 2) == (1.0, 0.5)
     assert even_t_list(1.2, 3) == pytest.approx((1.2, 0.8, 0.4))
@@ -129,15 +141,3 @@ def test_serve_defaults_to_auto_and_builds_cpu_parts_for_one_stream():
     assert settings.backend == resolve_backend("auto").value  # onnxruntime here: the test extra installs it
     assert compile_options(settings.stream, settings.max_peers).streams == (4 if torch.cuda.is_available() else 1)
 
-
-def test_the_camera_command_parses_without_the_server_or_torch():
-    """The command line imports a subcommand's module only when that command runs: `sana-stream camera` on a
-    laptop must not pay for (or need) torch and the server."""
-    code = ("import sys\n"
-            "from sana_stream.cli import build_parser, requested_command\n"
-            "argv = ['--log-level', 'DEBUG', 'camera', '--source', 'screen', '--record', 'out', '--no-stdin']\n"
-            "args = build_parser(requested_command(argv)).parse_args(argv)\n"
-            "assert args.command == 'camera' and args.record is not None\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'server', 'stream')))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"

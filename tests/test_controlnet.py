@@ -9,11 +9,12 @@ import pytest
 import torch
 from diffusers import SanaControlNetModel, SanaSprintPipeline
 
+from engines.models.controlnet import SprintControlNetModel
 from stream import StreamConfig, StreamEngine
 from stream.control import Canny, ControlNetConfig, Passthrough, get_preprocessor
-from stream.frames import fit_frame, to_tensor
-from engines.models.controlnet import SprintControlNetModel
 from stream.demo_extras import CONTROLNET_DIR
+from stream.frames import fit_frame
+from stream.image_tensors import to_tensor
 from tests.conftest import camera_frame
 
 T3 = (1.2, 0.8, 0.4)

@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssl-keyfile", default=env("ssl_keyfile"))
     p.add_argument("--allow-public-without-token", action="store_true",
                    default=env("allow_public_without_token") == "1")
+    p.add_argument("--no-pages", action="store_true", default=env("no_pages") == "1",
+                   help="serve the API only, without the web pages (/ and /view); without this flag a server "
+                        "whose pages are missing refuses to start")
     p.set_defaults(func=run)
 
 
