@@ -11,6 +11,7 @@ from pathlib import Path
 from bridge.cli import add_camera_parser
 from engines import AUTO, backend_names
 from engines.build_cli import add_build_parser
+from server.ice_config import DEFAULT_TURN_TTL_S
 from stream.exceptions import ModelNotFoundError
 from stream.tiny_model import TinyPreset, make_tiny_model
 
@@ -88,7 +89,27 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--ssl-keyfile", default=_env("ssl_keyfile"))
     p.add_argument("--allow-public-without-token", action="store_true",
                    default=_env("allow_public_without_token") == "1")
+    add_ice_options(p)
     p.set_defaults(func=_serve)
+
+
+def add_ice_options(p: argparse.ArgumentParser) -> None:
+    """STUN/TURN for servers and clients behind NAT (docs/deploy.md). Secrets are better passed in the environment
+    than on the command line, where other users of the machine can read them (ps)."""
+    p.add_argument("--ice-server", action="append", metavar="URL",
+                   default=[u for u in (_env("ice_server") or "").split(",") if u.strip()],
+                   help="stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]; repeatable "
+                        "(SANA_STREAM_ICE_SERVER: comma-separated). The server's own connections, the web pages and "
+                        "`sana-stream camera` all use them")
+    p.add_argument("--turn-secret", default=_env("turn_secret"),
+                   help="the TURN server's shared secret (coturn: use-auth-secret + static-auth-secret): each client "
+                        "gets its own time-limited credentials (recommended; prefer SANA_STREAM_TURN_SECRET)")
+    p.add_argument("--turn-ttl", type=float, default=float(_env("turn_ttl") or DEFAULT_TURN_TTL_S),
+                   help="seconds a minted TURN credential stays valid (default: %(default)g); clients fetch new "
+                        "ones for every connection")
+    p.add_argument("--turn-username", default=_env("turn_username"), help="static TURN username (instead of a secret)")
+    p.add_argument("--turn-credential", default=_env("turn_credential"),
+                   help="static TURN password (prefer SANA_STREAM_TURN_CREDENTIAL)")
 
 
 def build_parser() -> argparse.ArgumentParser:
