@@ -7,13 +7,11 @@ import contextlib
 import hmac
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, PlainTextResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from engines import batching_pays
@@ -21,6 +19,7 @@ from server.body_limit import BodyLimitMiddleware
 from server.errors import ApiError, install_error_handlers
 from server.ice_routes import add_ice_routes
 from server.metrics import exposition
+from server.pages import find_pages, mount_pages
 from server.peers import PeerKind, PeerManager
 from server.schemas import (
     STREAM_ID_PATTERN,
@@ -43,7 +42,6 @@ from stream.pipeline import FramePipeline, PipelineConfig
 from stream.state import StreamSettings
 
 logger = logging.getLogger(__name__)
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 @dataclass(frozen=True)
@@ -192,14 +190,10 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
 
     add_ice_routes(app, settings.ice, authorize, peers, viewers)
 
-    if (WEB_DIR / "view.html").exists():
-        @app.get("/view", include_in_schema=False)
-        async def view_page() -> FileResponse:
-            """The output-only page: /view?stream=ID (the id is read by the page itself)."""
-            return FileResponse(WEB_DIR / "view.html", headers={"Cache-Control": "no-cache"})
-
-    if WEB_DIR.is_dir() and (WEB_DIR / "index.html").exists():
-        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    if settings.pages:
+        mount_pages(app, find_pages())
+    else:
+        logger.warning("--no-pages: serving the API only; / and /view answer 404")
     app.state.peers = peers
     app.state.viewers = viewers
     app.state.runtime = state

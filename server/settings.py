@@ -28,6 +28,7 @@ class ServerSettings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     allow_public_without_token: bool = False
+    pages: bool = True  # serve the web pages (missing pages stop the start); False: the API only
     ice: IceConfig = field(default_factory=IceConfig)  # STUN/TURN servers for every peer connection
 
     def __post_init__(self) -> None:
