@@ -26,7 +26,8 @@ def build_options(args: argparse.Namespace) -> Any:
     size = (args.width, args.height) if args.width is not None else None
     key = parse_background(args.keep_background, args.key_tolerance) if args.keep_background else None
     return BridgeOptions(server=args.server, token=args.token, fps=args.fps, size=size, stream=args.stream,
-                         prompt=prompt, key=key, stall_timeout=args.stall_timeout, max_frames=args.max_frames)
+                         prompt=prompt, key=key, stall_timeout=args.stall_timeout, max_frames=args.max_frames,
+                         relay=args.relay)
 
 
 def build_sink(args: argparse.Namespace) -> Any:

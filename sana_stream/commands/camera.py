@@ -92,4 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stall-timeout", type=float, default=10.0,
                    help="seconds without a restyled frame before reconnecting (default: 10)")
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many restyled frames")
+    p.add_argument("--relay", action="store_true", default=env("relay") == "1",
+                   help="send all media through the server's TURN server (iceTransportPolicy relay), to check a TURN "
+                        "setup; fails with a clear message when no relay can be had (docs/deploy.md)")
     p.set_defaults(func=run)

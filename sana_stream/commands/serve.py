@@ -6,6 +6,7 @@ import argparse
 
 from engines import AUTO, backend_names
 from engines.specs import Precision
+from rtc.ice_config import DEFAULT_TURN_TTL_S
 from sana_stream.env import env
 from stream.config import CfgType, AutoencoderKind
 
@@ -59,7 +60,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pages", action="store_true", default=env("no_pages") == "1",
                    help="serve the API only, without the web pages (/ and /view); without this flag a server "
                         "whose pages are missing refuses to start")
+    add_ice_options(p)
     p.set_defaults(func=run)
+
+
+def add_ice_options(p: argparse.ArgumentParser) -> None:
+    """STUN/TURN for servers and clients behind NAT (docs/deploy.md). Secrets are better passed in the environment
+    than on the command line, where other users of the machine can read them (ps)."""
+    p.add_argument("--ice-server", action="append", metavar="URL",
+                   default=[u for u in (env("ice_server") or "").split(",") if u.strip()],
+                   help="stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]; repeatable "
+                        "(SANA_STREAM_ICE_SERVER: comma-separated). The server's own connections, the web pages and "
+                        "`sana-stream camera` all use them")
+    p.add_argument("--turn-secret", default=env("turn_secret"),
+                   help="the TURN server's shared secret (coturn: use-auth-secret + static-auth-secret): each client "
+                        "gets its own time-limited credentials (recommended; prefer SANA_STREAM_TURN_SECRET)")
+    p.add_argument("--turn-ttl", type=float, default=float(env("turn_ttl") or DEFAULT_TURN_TTL_S),
+                   help="seconds a minted TURN credential stays valid (default: %(default)g); clients fetch new "
+                        "ones for every connection")
+    p.add_argument("--turn-username", default=env("turn_username"), help="static TURN username (instead of a secret)")
+    p.add_argument("--turn-credential", default=env("turn_credential"),
+                   help="static TURN password (prefer SANA_STREAM_TURN_CREDENTIAL)")
 
 
 def parse_t_list(text: str) -> tuple[float, ...]:
