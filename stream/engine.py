@@ -110,6 +110,10 @@ class StreamEngine:
         from stream.loading import choose_placement, load_codecs, load_controlnets, load_pipeline, resolve_model_dir
 
         config = config or StreamConfig()
+        if config.backend is BackendName.TENSORRT:  # the GPU stack's real problem in a second, not after loading
+            from engines.gpu_probe import probe_tensorrt
+
+            probe_tensorrt(config.device)
         placement = choose_placement(config.device, config.dtype)
         path = resolve_model_dir(model, local_files_only)
         pipe = load_pipeline(path, placement)

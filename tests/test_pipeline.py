@@ -303,3 +303,38 @@ def test_bad_input_to_the_pipeline(make_engine):
         assert pipe.wait_for_output("a", timeout=10) is not None
     with pytest.raises(ValueError, match="capacity"):
         FramePipeline(make_engine(t_list=(1.0,)), PipelineConfig(input_queue_size=0))
+
+
+def test_a_failed_preparation_or_finish_is_counted_and_no_thread_dies(make_engine, caplog):
+    """Any exception in the preprocessing or postprocessing thread loses that frame only: it is logged with its
+    traceback and counted (per stream and per thread), and the threads go on."""
+    engine = make_engine(t_list=(1.0,))
+    prepare, calls = engine.prepare, []
+
+    def flaky_prepare(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected upload failure")
+        return prepare(*args)
+
+    engine.prepare = flaky_prepare
+    converted = []
+
+    def flaky_convert(image):
+        converted.append(1)
+        if len(converted) == 3:
+            raise TypeError("injected conversion failure")
+        return image.shape
+
+    with FramePipeline(engine, PipelineConfig(convert=flaky_convert)) as pipe:
+        pipe.open_stream("a")
+        outputs = []
+        for k in range(6):
+            pipe.submit("a", camera_frame(k), k)
+            outputs.append(pipe.wait_for_output("a", after=k - 1, timeout=2 if k in (1, 3) else 10))
+        errors = pipe.thread_errors()
+        assert [o is None for o in outputs] == [False, True, False, True, False, False]
+        assert (errors.preprocess, errors.engine, errors.postprocess) == (1, 0, 1)
+        assert pipe.stats("a").errors == 2 and pipeline_threads() == ["sana-preprocess", "sana-engine",
+                                                                     "sana-postprocess"]
+    assert "injected upload failure" in caplog.text and "injected conversion failure" in caplog.text
