@@ -87,6 +87,7 @@ class GpuBenchConfig:
     tiny_vae: str | None = None  # taesana_*.pth directory; None: the model's tiny_autoencoder/
     controlnet: str | None = None  # a Sprint ControlNet; None: the model's controlnet/
     deadline_s: float | None = None  # no case starts after this many seconds
+    tf32: bool = False  # TensorRT: TF32 for the fp32 islands of the bf16 engines (docs/gpu.md, "Precision")
     output_dir: Path = RESULTS_DIR
 
 
@@ -150,7 +151,7 @@ def build_engine(case: Case, loaded: Loaded, config: GpuBenchConfig) -> tuple[An
     if case.backend != "torch":
         spec = BuildSpec(width=config.width, height=config.height, steps=1, streams=config.built_streams,
                          kv_length=300)
-        options = CompileOptions(streams=config.built_streams, precision=config.precision,
+        options = CompileOptions(streams=config.built_streams, precision=config.precision, tf32=config.tf32,
                                  **({"cache_dir": config.cache_dir} if config.cache_dir else {}))
         parts = compile_backend(torch_backend, spec, options, case.backend)
         backend, seconds = parts.backend, {k: round(v, 2) for k, v in sorted(parts.seconds.items())}
@@ -306,6 +307,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, GpuBenchConf
     parser.add_argument("--tiny-vae", default=None, help="taesana_*.pth directory (default: the model's)")
     parser.add_argument("--controlnet", default=None, help="a Sprint ControlNet (default: the model's)")
     parser.add_argument("--deadline-s", type=float, default=None, help="start no case after this many seconds")
+    parser.add_argument("--tf32", action="store_true", help="TensorRT engines with TF32 for their fp32 islands")
     parser.add_argument("--append", action="store_true", help="merge into the existing gpu.json")
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes; repeatable")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
@@ -324,7 +326,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, GpuBenchConf
         parser.error("--model is required (write the real-size model with: sana-stream make-tiny-model DIR "
                      "--preset real)")
     common = {"cases": cases, "cache_dir": args.cache_dir, "tiny_vae": args.tiny_vae, "controlnet": args.controlnet,
-              "deadline_s": args.deadline_s, "output_dir": args.output_dir}
+              "deadline_s": args.deadline_s, "output_dir": args.output_dir, "tf32": args.tf32}
     if args.dry_run:
         config = GpuBenchConfig(model=args.model or Path(), width=64, height=64, frames=args.frames or 2, warmup=1,
                                 device="cpu", dtype="float32", precision="fp32", **common)
