@@ -2,7 +2,8 @@
 
 The first test counts its FLOPs on meta-device copies (no weights, a few seconds) against the real model's
 (DESIGN 4). The second runs one real-size 512 px frame on torch and on onnxruntime on the CPU and compares them;
-it writes ~4 GB, takes about 10-15 minutes and ~10 GB of memory, so it is opt-in and not part of ``make test``:
+it writes ~4 GB, took 5 minutes here and peaks at ~12.4 GB of memory (docs/gpu.md), so it is opt-in and not part
+of ``make test``:
 
     SANA_STREAM_REAL_SIZE=1 .venv/bin/python -m pytest tests/test_real_preset.py -m slow -s
 """
@@ -42,7 +43,7 @@ def test_real_preset_has_the_published_sizes():
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("SANA_STREAM_REAL_SIZE") != "1",
-                    reason="real-size CPU run (~15 min, ~10 GB): set SANA_STREAM_REAL_SIZE=1")
+                    reason="real-size CPU run (~5-15 min, ~12 GB of memory): set SANA_STREAM_REAL_SIZE=1")
 def test_one_real_size_frame_on_torch_and_onnxruntime(tmp_path: Path):
     from engines.compile import CompileOptions, compile_backend
     from engines.specs import BuildSpec
