@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from engines.base import CompiledEngine
+from engines.exceptions import EngineError
 from engines.gpu_probe import create_runtime, cuda_device, engine_load_error, import_tensorrt, recording_logger
 from engines.io_buffers import IOBuffers
 from engines.specs import TensorSpec
@@ -114,9 +115,10 @@ class TrtEngine(CompiledEngine):
                 check_engine_io(io, expected_io)
             self.buffers = IOBuffers(*io, self.device)
             self.context = self.engine.create_execution_context()
-            if self.context is None:
-                raise engine_load_error(self.path, "create_execution_context returned None (out of GPU memory?)",
-                                        self._trt_logger)
+            if self.context is None:  # not the plan's fault: an EngineError, not an EngineLoadError (no rebuild)
+                logged = "; ".join(self._trt_logger.errors) or "no message"
+                raise EngineError(f"TensorRT could not create an execution context for {self.path} on {self.device} "
+                                  f"({logged}); the GPU is probably out of memory: stop other GPU processes")
             for t in io[0]:
                 self.context.set_input_shape(t.name, t.shape)
             for name, address in self.buffers.addresses().items():

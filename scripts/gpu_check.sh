@@ -21,12 +21,13 @@ set -uo pipefail
 dry_run=0
 budget=570
 model=""
+model_given=0
 out="benchmarks/results"
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) dry_run=1 ;;
         --budget) budget="${2:?--budget needs seconds}"; shift ;;
-        --model) model="${2:?--model needs a directory}"; shift ;;
+        --model) model="${2:?--model needs a directory}"; model_given=1; shift ;;
         --output-dir) out="${2:?--output-dir needs a directory}"; shift ;;
         -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "gpu-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -87,8 +88,10 @@ if [ "$dry_run" = 1 ]; then
     step gpu-tests 240 sh -c "$to_file" to_file "$out/gpu_tests.log" \
         "$py" -m pytest -m gpu -q -rs -p no:cacheprovider "$gpu_tests"
     tail -n 3 "$out/gpu_tests.log"
+    dry_model=()
+    [ "$model_given" = 1 ] && dry_model=(--model "$model")
     bench benchmark-dry-run 240 "${DRY_RUN_CASES:-onnxruntime-tiny,torch-tiny-cn,tensorrt-tiny}" --dry-run \
-        --note "gpu-check --dry-run; GPU tests: $(tail -n1 "$out/gpu_tests.log")"
+        "${dry_model[@]}" --note "gpu-check --dry-run; GPU tests: $(tail -n1 "$out/gpu_tests.log")"
     echo "gpu-check (dry run): $out/gpu.md, steps in $log"
     exit $failed
 fi
