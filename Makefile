@@ -15,6 +15,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_coturn.sh
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 # on a machine with an NVIDIA GPU: the GPU tests and the real-size benchmark in under 10 minutes (docs/gpu.md);
