@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 DEMO_BANNER = """
 ************************************************************************************
 *  DEMO MODE: no Sana-Sprint weights were given or found in the Hugging Face cache, *
-*  and there is no CUDA GPU with the hub in reach to download them to.              *
+*  and this machine has no CUDA GPU with the hub in reach to download them.         *
 *  Serving a tiny RANDOMLY INITIALISED model: its output is NOT a real style.       *
 *  Use real weights with: make serve ARGS="--model %s"
 ************************************************************************************"""
