@@ -163,7 +163,7 @@ def run_pipeline_frame(setup: Setup, frame: np.ndarray) -> np.ndarray:
     """One frame through diffusers' img2img pipeline: the same weights, angle, prompt and resolution, 1 step.
 
     With 1 step its schedule is [max_timesteps, 0], so ``strength=1.0`` starts at ``max_timesteps`` = t_start
-    and the loop runs exactly one transformer call (DESIGN 3: it cannot start lower with 1-2 steps otherwise).
+    and the loop runs exactly one transformer call (docs/design.md#img2img: with 1-2 steps it cannot start lower).
     """
     c = setup.config
     out = setup.baseline(

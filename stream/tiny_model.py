@@ -72,7 +72,7 @@ class TinyModelSpec:
     sample_size: int = 16  # latent size of the "native" resolution; 512 px / 32
 
 
-# The real Sana-Sprint 0.6B at 512x512 px, batch 1 (GFLOPs, 1 FMA = 2 FLOPs; DESIGN 4): DC-AE encode 1295,
+# The real Sana-Sprint 0.6B at 512x512 px, batch 1 (GFLOPs; docs/design.md#where-the-time-goes): DC-AE encode 1295,
 # decode 2092, transformer 316 per step (47 of them the cacheable caption projection and cross-attention K/V
 # over 300 text tokens), Gemma-2-2B ~2000 per prompt encode (~500 tokens with the instruction prefix).
 # PROPORTIONAL keeps each part's share of that work, scaled down by one common factor, 1/236, so one 1-step

@@ -1,4 +1,4 @@
-"""The engine against a plain sequential reference built from diffusers' stock modules (DESIGN 3)."""
+"""The engine against a plain sequential reference built from diffusers' stock modules (docs/design.md#trigflow)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RCFG (DESIGN 3): each cfg_type against the sequential reference, and the batch size each one costs."""
+"""RCFG (docs/design.md#rcfg): each cfg_type against the sequential reference, and the batch size each one costs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The stochastic similarity filter (DESIGN 3): its statistics, forced processing, and the engine's skips."""
+"""The similarity filter (docs/design.md#similarity-filter): its statistics, forced processing, the engine's skips."""
 
 from __future__ import annotations
 

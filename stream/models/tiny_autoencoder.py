@@ -2,7 +2,7 @@
 
 Why this module exists
 ----------------------
-DC-AE costs about 92% of a 512 px Sana-Sprint frame (DESIGN section 4: decode 2,092 GFLOPs, encode
+DC-AE costs about 92% of a 512 px Sana-Sprint frame (docs/design.md#where-the-time-goes: decode 2,092 GFLOPs, encode
 1,295). madebyollin/taesd publishes a distilled "tiny" replacement for it, ``taesana_encoder.pth`` and
 ``taesana_decoder.pth`` (commit 2a1b414, "Add support for Sana DC-AE"), at about 8 / 148 GFLOPs.
 diffusers' ``AutoencoderTiny`` cannot load them: its ``DecoderTiny`` keeps one channel count per stage
