@@ -90,7 +90,7 @@ def steady_rate(times: list[float]) -> float:
 
 def run_engine_alone(engine: StreamEngine, seconds: float) -> float:
     """Frames per second of ``engine(frame)`` called back to back on one stream, from a worker thread as the
-    pipeline calls it (torch's intra-op threads behave differently under the main thread: see README)."""
+    pipeline calls it (torch's intra-op threads behave differently under the main thread)."""
     frames = camera_loop(engine.config.width)
 
     def loop() -> float:
