@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderDC
 
+from benchmarks.frames import scrolling_gradient
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
 from benchmarks.timing import in_worker_thread
 from stream import FrameKind, StreamConfig, StreamEngine
@@ -38,16 +39,10 @@ class Run:
     latencies: list[float]  # seconds, input timestamp to published output
 
 
-def camera(k: int, size: int) -> np.ndarray:
-    y, x = np.mgrid[0:size, 0:size]
-    frame = np.stack([(x + 3 * k) % 256, (y + 5 * k) % 256, np.full_like(x, (7 * k) % 256)], -1)
-    return frame.astype(np.uint8)
-
-
 def camera_loop(size: int) -> list[np.ndarray]:
     """One second of camera frames, made before timing starts: drawing a 512 px frame 30 times a second would
     take a noticeable share of 2 cores, a cost a real camera does not put on the machine running the model."""
-    return [camera(k, size) for k in range(int(CAMERA_FPS))]
+    return [scrolling_gradient(k, size) for k in range(int(CAMERA_FPS))]
 
 
 def run_pipeline(engine: StreamEngine, streams: int, seconds: float, vae: str) -> Run:

@@ -19,7 +19,7 @@ from engines.tensorrt_runtime import check_engine_io, engine_io
 from stream import StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
 from stream.tiny_codecs import CONTROLNET_DIR
-from tests.conftest import camera_frame
+from tests.support import camera_frame, mean_abs_diff
 
 BUILD = BuildSpec(width=64, height=64, steps=2, streams=2, kv_length=300)  # as test_engines_export
 
@@ -197,7 +197,7 @@ def test_tensorrt_engine_matches_torch(tiny_model_dir: Path, tmp_path_factory: p
         frames = {"default": camera_frame(k), "b": camera_frame(k + 5)}
         ours, theirs = compiled.process(frames), eager.process(frames)
         for sid in frames:
-            diff = np.abs(ours[sid].image.astype(np.int16) - theirs[sid].image.astype(np.int16)).mean()
+            diff = mean_abs_diff(ours[sid].image, theirs[sid].image)
             assert diff <= limit, (k, sid, diff)
     # the same settings again: every engine comes from the cache
     again = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(backend="tensorrt", **config),
@@ -226,7 +226,7 @@ def test_tensorrt_controlnet_matches_torch(tiny_model_dir: Path, tmp_path_factor
         frame = {"default": camera_frame(k)}
         ours, theirs = compiled.process(frame)["default"], eager.process(frame)["default"]
         plain.process(frame)
-        diff = np.abs(ours.image.astype(np.int16) - theirs.image.astype(np.int16)).mean()
+        diff = mean_abs_diff(ours.image, theirs.image)
         assert diff <= limit, (k, diff)
     compiled.update(control_scales=(0.0,))
     for k in range(4, 7):  # from the second call on, both steps of the frame ran at scale 0

@@ -7,7 +7,7 @@ import torch
 
 from stream import FrameKind
 from stream.similarity_filter import SimilarityFilter
-from tests.conftest import camera_frame
+from tests.support import camera_frame
 
 
 def test_identical_frames_skip_until_forced():
