@@ -52,6 +52,7 @@ def stop(process: subprocess.Popen) -> str:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_serve_runs_a_model_with_a_controlnet_on_each_backend(tiny_model_dir, tmp_path, backend):
     net = f"{tiny_model_dir / CONTROLNET_DIR}:canny:0.8"
@@ -68,6 +69,7 @@ def test_serve_runs_a_model_with_a_controlnet_on_each_backend(tiny_model_dir, tm
         stop(process)
 
 
+@pytest.mark.slow
 def test_serve_without_model_uses_the_demo_model_loudly(tmp_path):
     process, base = serve(["--width", "64", "--height", "64"],
                           env={"SANA_STREAM_CACHE": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub"),

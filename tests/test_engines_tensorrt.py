@@ -159,9 +159,8 @@ def test_engine_io_is_checked_against_the_onnx_graph(transformer_onnx: Path):
         check_engine_io(engine_io(FakeEngine(*wrong), FakeTrt), onnx_io)
 
 
+@pytest.mark.cpu
 def test_tensorrt_backend_without_a_gpu_is_an_error_not_a_fallback(tiny_model_dir: Path, tmp_path: Path):
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
     from engines.exceptions import BackendUnavailableError
 
     with pytest.raises(BackendUnavailableError, match="tensorrt"):

@@ -79,6 +79,7 @@ def test_prompt_change_reaches_the_output_within_a_few_frames(local_engine):
     assert_shows(client, after, local_engine(prompt="neon cyberpunk city", seed=5))
 
 
+@pytest.mark.slow
 def test_four_peers_with_their_own_prompts_stay_isolated(local_engine):
     prompts = ["a watercolor painting", "neon cyberpunk city", "an oil painting of a dog", "pencil sketch"]
 
