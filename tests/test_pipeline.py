@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from stream import FrameKind, StreamEngine
+from stream.engine import PreparedFrame
 from stream.pipeline import FramePipeline, PipelineConfig
 from tests.support.backends import InstrumentedBackend
 from tests.support import camera_frame, mean_abs_diff, wait_until
@@ -24,6 +25,11 @@ def instrumented(make_engine, **backend_kwargs):
     loaded = make_engine(t_list=(1.2, 0.6))
     backend = InstrumentedBackend(loaded.backend, **backend_kwargs)
     return StreamEngine(backend, loaded.prompt_encoder, loaded.config), backend
+
+
+def submitted_timestamp(prepared: PreparedFrame) -> float:
+    """The timestamp a prepared frame was submitted with: the pipeline tags frames (sequence, timestamp)."""
+    return prepared.tag[1]
 
 
 @dataclass
@@ -41,7 +47,7 @@ def record_calls(engine: StreamEngine) -> list[Call]:
 
     def recorded(batch):
         now = time.monotonic()
-        call = Call([p.stream_id for p in batch], [now - p.tag[1] for p in batch])  # tag: (sequence, timestamp)
+        call = Call([p.stream_id for p in batch], [now - submitted_timestamp(p) for p in batch])
         calls.append(call)
         try:
             return run(batch)
@@ -68,7 +74,7 @@ def test_slow_engine_keeps_latency_flat_and_drops_frames(make_engine):
 
     def camera_then_run(batch):
         newest = next(submitted) - 1
-        ages.extend(newest - p.tag[1] for p in batch)  # the pipeline's tag: (sequence, the submitted timestamp)
+        ages.extend(newest - submitted_timestamp(p) for p in batch)  # each frame was submitted with its index
         if len(ages) < calls:
             for _ in range(ahead):  # the camera's frames during this call
                 i = next(submitted)
