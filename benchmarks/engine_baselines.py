@@ -12,7 +12,8 @@ from engines.base import ModelBackend
 from engines.prompt_kv import KVBatch
 from stream import trigflow
 from stream.config import StreamConfig
-from stream.frames import fit_frame, to_tensor, to_uint8
+from stream.frames import fit_frame
+from stream.image_tensors import to_tensor, to_uint8
 
 
 def run_pipeline_frame(setup: Setup, frame: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ class ServerSettings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     allow_public_without_token: bool = False
+    pages: bool = True  # serve the web pages (missing pages stop the start); False: the API only
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

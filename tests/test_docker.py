@@ -78,22 +78,39 @@ def dockerignore_patterns() -> list[str]:
 
 
 def packages() -> list[str]:
-    """The top-level packages pyproject.toml installs."""
+    """The top-level packages pyproject.toml installs (web: the pages, data only)."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     return sorted(p.rstrip("*") for p in config["tool"]["setuptools"]["packages"]["find"]["include"])
+
+
+def stages(steps: list[Instruction]) -> dict[str, list[Instruction]]:
+    """Each build stage's instructions by stage name (``FROM image AS name``; the last stage is "final")."""
+    named: dict[str, list[Instruction]] = {}
+    for step in steps:
+        if step.keyword == "FROM":
+            words = step.args.split()
+            current = words[2] if len(words) == 3 and words[1].upper() == "AS" else f"stage{len(named)}"
+            named[current] = []
+        named[current].append(step)
+    last = list(named)[-1]
+    named["final"] = named.pop(last)
+    return named
 
 
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
 def test_dockerfile_rules(kind):
     path = DOCKERFILES[kind]
     steps = parse_dockerfile(path)
-    keywords = [s.keyword for s in steps]
-    by = {k: [s for s in steps if s.keyword == k] for k in set(keywords)}
+    staged = stages(steps)
+    assert sorted(staged) == ["final", "wheel"], "two stages: the wheel, then the image that installs it"
+    final = staged["final"]
+    keywords = [s.keyword for s in final]
+    by = {k: [s for s in final if s.keyword == k] for k in set(keywords)}
 
     # Dockerfile practice (pinned tags, COPY over ADD, apt and pip hygiene, a non-root USER) is hadolint's
-    (base,) = by["FROM"]
+    image = by["FROM"][0].args.split()[0]
     if kind == "gpu":
-        assert base.args.split()[0].startswith(("nvidia/cuda:", "nvcr.io/nvidia/")), base.args
+        assert image.startswith(("nvidia/cuda:", "nvcr.io/nvidia/")), image
 
     runs = [s.args for s in by["RUN"]]
     torch = [r for r in runs if '"torch==' in r]
@@ -105,16 +122,20 @@ def test_dockerfile_rules(kind):
     if kind == "cpu":
         assert not any("tensorrt" in r for r in runs)
 
-    # every package pyproject.toml installs (and the pages) is copied, and exists, and is not .dockerignored
-    copied = [source for s in by["COPY"] for source in s.args.split()[:-1]]
+    # the wheel stage builds from every package pyproject.toml installs (the pages too), and nothing else
+    wheel_copies = [src for s in staged["wheel"] if s.keyword == "COPY" for src in s.args.split()[:-1]]
+    assert sorted(wheel_copies) == sorted([*packages(), "pyproject.toml", "README.md", "LICENSE"])
+    assert any(re.search(r"\bpip wheel\b.*--no-deps", s.args) for s in staged["wheel"] if s.keyword == "RUN")
+    # the image takes the code from that wheel only: installed without -e, after a dependency layer with stubs
+    assert [s.args.split()[:1] for s in by["COPY"] if "--from" in s.args] == [["--from=wheel"]]
+    install = [r for r in runs if re.search(r"\bpip install\b.*\.whl", r)]
+    assert len(install) == 1 and "--no-deps" in install[0] and " -e " not in install[0], install
+    assert not any(re.search(r"\bpip install\b.* -e ", r) for r in runs), "no editable install in the image"
+    stub = next(r for r in runs if "touch" in r and "pip install" in r)
     for package in packages():
-        assert package in copied, f"{path.name} does not COPY the {package} package"
-        stub = next(r for r in runs if "touch" in r and "pip install" in r)
-        assert f"{package}/__init__.py" in stub, f"the dependency layer lacks a stub of {package}"
-    assert "web" in copied
+        assert package == "web" or f"{package}/__init__.py" in stub, f"the dependency layer lacks a stub of {package}"
     ignored = dockerignore_patterns()
-    for step in by["COPY"]:
-        assert "--from" not in step.args
+    for step in (s for s in steps if s.keyword == "COPY" and "--from" not in s.args):
         for source in step.args.split()[:-1]:
             assert (ROOT / source).exists(), f"COPY {source}: no such path in the repository"
             assert source not in ignored, f"COPY {source} is excluded by .dockerignore"
