@@ -16,10 +16,19 @@ HOST = "127.0.0.1"
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on (the OS's choice, released at once)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, for TCP and UDP alike (the OS's choice, released at once): for a server
+    to start on, or to find nothing at."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((HOST, 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((HOST, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError(f"no port free for both UDP and TCP on {HOST}")
 
 
 def _base(server: uvicorn.Server) -> str:

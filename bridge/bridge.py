@@ -28,7 +28,7 @@ from bridge.server_api import PromptRejected, ServerApi, describe_rejection, rea
 from bridge.sinks import FrameSink, SinkWorker
 from bridge.sources import FrameSource
 from bridge.track import SourceTrack
-from server.client import OfferRejected, Received, StreamClient
+from server.client import OfferRejected, Received, RelayUnavailable, StreamClient
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class BridgeOptions:
     backoff_max: float = 10.0
     max_frames: int | None = None  # stop after this many output frames (scripts, tests)
     http_timeout: float = 10.0
+    relay: bool = False  # send all media through the server's TURN server (--relay), to check a TURN setup
 
     def __post_init__(self) -> None:
         self.server = self.server.rstrip("/")
@@ -135,9 +136,10 @@ class Bridge:
             track = SourceTrack(pump)
             try:
                 client = await self._connect(track)
-            except (httpx.TransportError, OfferRejected) as exc:
+            except (httpx.TransportError, OfferRejected, RelayUnavailable) as exc:
                 track.stop()
                 message = (describe_rejection(exc, self.options.server) if isinstance(exc, OfferRejected)
+                           else str(exc) if isinstance(exc, RelayUnavailable)
                            else f"cannot reach the server at {self.options.server}: {reason(exc)}")
                 fatal = self.connections == 0 or (isinstance(exc, OfferRejected) and exc.status == 401)
                 if fatal:
@@ -181,7 +183,7 @@ class Bridge:
     async def _connect(self, track: SourceTrack) -> StreamClient:
         assert self._api is not None
         # the same stream id on reconnects: /view?stream=ID links and the server's stream survive
-        client = await self._api.connect(track, self.stream_id)
+        client = await self._api.connect(track, self.stream_id, relay=self.options.relay)
         client.keep = 4  # the bridge forwards the newest frame only; don't hoard decoded frames
         self.stream_id = client.stream
         return client

@@ -22,8 +22,14 @@ class NoLeakHttp:
         self.error: httpx.TransportError | None = None
 
     async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self._send(self.http.post, url, **kwargs)
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self._send(self.http.get, url, **kwargs)
+
+    async def _send(self, method: Any, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            return await self.http.post(url, **kwargs)
+            return await method(url, **kwargs)
         except httpx.TransportError as exc:
             self.error = exc
             return httpx.Response(503, json={"error": "unreachable", "detail": str(exc)})
@@ -71,12 +77,13 @@ class ServerApi:
             raise BridgeError(f"{self.server} does not look like a sana-stream server: GET /config "
                               "is not JSON") from None
 
-    async def connect(self, track: MediaStreamTrack, stream: str | None) -> StreamClient:
-        """POST /offer with ``track``, asking for ``stream``; raises httpx.TransportError or OfferRejected."""
+    async def connect(self, track: MediaStreamTrack, stream: str | None, relay: bool = False) -> StreamClient:
+        """POST /offer with ``track``, asking for ``stream`` (``relay``: media through the server's TURN server
+        only); raises httpx.TransportError, OfferRejected or RelayUnavailable."""
         http = NoLeakHttp(self.http)
         try:
             client = await connect(self.server, track, self.headers, http=http,  # type: ignore[arg-type]
-                                   stream=stream)
+                                   stream=stream, relay=relay)
         except OfferRejected:
             if http.error is not None:
                 raise http.error from None

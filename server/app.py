@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from engines import batching_pays
 from server.body_limit import BodyLimitMiddleware
 from server.errors import ApiError, install_error_handlers
+from server.ice_routes import add_ice_routes
 from server.metrics import exposition
 from server.pages import find_pages, mount_pages
 from server.peers import PeerKind, PeerManager
@@ -34,6 +35,7 @@ from server.schemas import (
 )
 from server.settings import SDP_MAX_BYTES, ServerSettings
 from server.tracks import to_video_frame
+from server.turn_status import ServerIce
 from server.viewers import ViewerManager
 from stream.engine import StreamEngine
 from stream.pipeline import FramePipeline, PipelineConfig
@@ -69,10 +71,12 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ice = ServerIce(settings.ice)
+        await ice.check()  # at most a few seconds: each TURN server that fails is a warning naming it
         pipeline = FramePipeline(engine, PipelineConfig(convert=to_video_frame, max_batch=streams_per_call(engine)))
         state["pipeline"] = pipeline
-        state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout)
-        state["viewers"] = ViewerManager(pipeline, settings.viewer_cap)
+        state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout, ice=ice)
+        state["viewers"] = ViewerManager(pipeline, settings.viewer_cap, ice=ice)
         state["peers"].on_close = state["viewers"].close_stream  # a stream's viewers go when it goes
         try:
             yield
@@ -183,6 +187,8 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
                   "engine_batch_errors": float(pipeline.batch_errors)}
         text = exposition({pid: p.meter for pid, p in live.items()}, counters, gauges)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    add_ice_routes(app, settings.ice, authorize, peers, viewers)
 
     if settings.pages:
         mount_pages(app, find_pages())

@@ -13,6 +13,7 @@ from typing import Any
 
 from bridge.cli import add_camera_parser
 from engines import AUTO, backend_names
+from server.ice_config import DEFAULT_TURN_TTL_S
 from stream.exceptions import ModelNotFoundError
 
 logger = logging.getLogger("sana_stream")
@@ -95,7 +96,27 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--no-pages", action="store_true", default=_env("no_pages") == "1",
                    help="serve the API only, without the web pages (/ and /view); without this flag a server "
                         "whose pages are missing refuses to start")
+    add_ice_options(p)
     p.set_defaults(func=_serve)
+
+
+def add_ice_options(p: argparse.ArgumentParser) -> None:
+    """STUN/TURN for servers and clients behind NAT (docs/deploy.md). Secrets are better passed in the environment
+    than on the command line, where other users of the machine can read them (ps)."""
+    p.add_argument("--ice-server", action="append", metavar="URL",
+                   default=[u for u in (_env("ice_server") or "").split(",") if u.strip()],
+                   help="stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]; repeatable "
+                        "(SANA_STREAM_ICE_SERVER: comma-separated). The server's own connections, the web pages and "
+                        "`sana-stream camera` all use them")
+    p.add_argument("--turn-secret", default=_env("turn_secret"),
+                   help="the TURN server's shared secret (coturn: use-auth-secret + static-auth-secret): each client "
+                        "gets its own time-limited credentials (recommended; prefer SANA_STREAM_TURN_SECRET)")
+    p.add_argument("--turn-ttl", type=float, default=float(_env("turn_ttl") or DEFAULT_TURN_TTL_S),
+                   help="seconds a minted TURN credential stays valid (default: %(default)g); clients fetch new "
+                        "ones for every connection")
+    p.add_argument("--turn-username", default=_env("turn_username"), help="static TURN username (instead of a secret)")
+    p.add_argument("--turn-credential", default=_env("turn_credential"),
+                   help="static TURN password (prefer SANA_STREAM_TURN_CREDENTIAL)")
 
 
 class DeferredParser(argparse.ArgumentParser):

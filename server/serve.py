@@ -13,6 +13,7 @@ from engines import BackendName, batching_pays, resolve_backend
 from server.app import ModelInfo, create_app
 from server.cli import cache_dir, even_t_list
 from server.ice import include_loopback_candidates
+from server.ice_config import IceConfig
 from server.pages import PagesMissingError, find_pages
 from server.settings import DEFAULT_MODEL, ServerSettings
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
@@ -63,7 +64,9 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
                           idle_timeout=args.idle_timeout,
                           cors_origins=tuple(args.cors_origin),
                           ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
-                          allow_public_without_token=args.allow_public_without_token, pages=not args.no_pages)
+                          allow_public_without_token=args.allow_public_without_token, pages=not args.no_pages,
+                          ice=IceConfig.from_options(args.ice_server, args.turn_username, args.turn_credential,
+                                                     args.turn_secret, args.turn_ttl))
 
 
 def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> CompileOptions | None:

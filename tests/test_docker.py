@@ -177,6 +177,8 @@ def test_compose_file():
     options = serve_options()
     declared = set(compose["volumes"])
     for name, service in services.items():
+        if name == "coturn":
+            continue  # below
         build = service["build"]
         assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve().is_file(), name
         # host networking (WebRTC media on random UDP ports, see the comment in compose.yaml), or published ports
@@ -194,3 +196,21 @@ def test_compose_file():
         assert {f"{HOME_CACHE}/huggingface", f"{HOME_CACHE}/sana-stream"} <= set(mounts), name
         for source in mounts.values():
             assert source in declared or source.startswith(("/", ".")), source
+
+
+def test_compose_coturn_service_runs_the_checked_config_with_the_servers_secret():
+    """The TURN relay (docs/deploy.md): an opt-in profile, host networking (relay ports), a pinned image, the
+    config file that tests/test_turn.py runs under a real coturn, and the same secret variable as sana-stream's."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    coturn = services["coturn"]
+    assert coturn["profiles"] == ["turn"] and coturn["network_mode"] == "host"
+    assert re.fullmatch(r"coturn/coturn:\d+\.\d+(\.\d+)?", coturn["image"])
+    source, target = coturn["volumes"][0].split(":")[:2]
+    assert (COMPOSE.parent / source).is_file() and target == "/etc/coturn/sana-stream.conf"
+    script = coturn["command"][0]
+    assert "static-auth-secret=$$SANA_STREAM_TURN_SECRET" in script and "turnserver -c /tmp/turnserver.conf" in script
+    for name in ("sana-stream", "sana-stream-cpu"):
+        env = services[name]["environment"]
+        assert env["SANA_STREAM_TURN_SECRET"] == coturn["environment"]["SANA_STREAM_TURN_SECRET"]
+        assert "SANA_STREAM_ICE_SERVER" in env

@@ -1,5 +1,6 @@
 // The webcam filter page's status line and message box: what went wrong, said so a person can act on it.
 import { ApiFailure, savedToken } from "./api.js";
+import { IceFailure } from "./rtc.js";
 import { $, state } from "./filter-state.js";
 
 export function setStatus(name, text) {
@@ -36,6 +37,10 @@ export function askForToken(refused) {
 }
 
 export function explainFailure(err) {
+  if (err instanceof IceFailure) {
+    showMessage("relay", err.title, err.detail);
+    return;
+  }
   if (!(err instanceof ApiFailure)) {
     showMessage("error", "Something went wrong", String(err && err.message ? err.message : err));
     return;

@@ -1,7 +1,7 @@
 // The webcam filter page: camera in, restyled video out, live prompt and settings. This module connects and
 // reconnects; the others hold the page's state, messages, camera, settings and /view link.
 import { getConfig, request, saveToken } from "./api.js";
-import { formatStats, negotiate, videoStats } from "./rtc.js";
+import { formatStats, negotiate, rtcConfiguration, videoStats } from "./rtc.js";
 import { cameraLive, listCameras, openCamera } from "./filter-camera.js";
 import { explainCameraFailure, explainFailure, hideMessage, setStatus, showMessage } from "./filter-messages.js";
 import { applyConfig, hint, onSettingsUnauthorized, sendSettings, syncSettings, throttled } from "./filter-settings.js";
@@ -71,7 +71,10 @@ async function start() {
 }
 
 async function connect(generation) {
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  // the server's STUN/TURN servers, with TURN credentials minted for this connection (named after the stream)
+  const servers = await request(`/ice-servers${state.streamId ? `?stream=${encodeURIComponent(state.streamId)}` : ""}`);
+  if (generation !== state.generation) return;
+  const pc = new RTCPeerConnection(rtcConfiguration(servers));
   state.pc = pc;
   pc.addTrack(state.camera.getVideoTracks()[0], state.camera);
   // the server announces each frame on this channel; its closing tells at once that the server dropped us
@@ -130,6 +133,7 @@ async function updateStats(pc) {
   $("stat-rtt").textContent = f.rtt;
   $("stat-dropped").textContent = f.dropped;
   $("stat-size").textContent = f.size;
+  $("stat-route").textContent = f.route;
 }
 
 function wireControls() {
