@@ -1,6 +1,6 @@
 """TensorRT engine builds with polygraphy: strongly typed networks from fp16/bf16/fp32 ONNX.
 
-TensorRT 11 removed the FP16/BF16 builder flags (DESIGN 5), and polygraphy's ``CreateConfig(fp16=True)``
+TensorRT 11 has no FP16/BF16 builder flags (docs/design.md#dependency-facts); polygraphy's ``CreateConfig(fp16=True)``
 depends on them; a strongly typed network takes each layer's precision from the ONNX graph's dtypes
 instead, which works on TensorRT 10 and 11 alike. Shapes are static: one optimization profile with
 min = opt = max. A timing cache per GPU and TensorRT version makes rebuilds fast; a progress monitor logs

@@ -3,10 +3,10 @@
     submit() --raw slots--> preprocess thread --prepared slots--> engine worker --pending slots-->
     postprocess thread --> latest(stream) / frames(stream)
 
-Every queue is a bounded newest-wins slot per stream (DESIGN 2), so a model slower than the camera lowers
-the frame rate and never raises the latency. The worker batches every stream with a frame ready into one
-engine call (with ``PipelineConfig.max_batch``, up to that many streams, taking turns). Skipped frames
-(similarity filter) go straight from preprocessing to postprocessing.
+Each queue is a bounded newest-wins slot per stream (docs/design.md#newest-frame-wins): a model slower than
+the camera lowers the frame rate and never raises the latency. The worker batches every stream with a frame
+ready into one engine call (with ``PipelineConfig.max_batch``, up to that many streams, taking turns). Skipped
+frames (similarity filter) go straight from preprocessing to postprocessing.
 """
 
 from __future__ import annotations

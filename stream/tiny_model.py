@@ -76,30 +76,8 @@ class TinyModelSpec:
     dtype: str = "float32"  # of the weights as written ("bfloat16": as the real Sprint checkpoints)
 
 
-# The real Sana-Sprint 0.6B at 512x512 px, batch 1 (GFLOPs, 1 FMA = 2 FLOPs; DESIGN 4): DC-AE encode 1295,
-# decode 2092, transformer 316 per step (47 of them the cacheable caption projection and cross-attention K/V
-# over 300 text tokens), Gemma-2-2B ~2000 per prompt encode (~500 tokens with the instruction prefix).
-# PROPORTIONAL keeps each part's share of that work, scaled down by one common factor, 1/236, so one 1-step
-# 512 px frame costs ~15 GFLOPs (~0.5 s on 2 Xeon cores) instead of ~3.7 TFLOPs:
-#   - DC-AE: the real block types, 6 stages and blocks per stage, every width / 16 (~1/256 of the convs' work;
-#     16 is the largest divisor that keeps DC-AE's shortcut constraints), attention head dim 32 / 16.
-#   - transformer: 4 layers of width 192 instead of 28 of 1152 (28 * 1152^2 / (4 * 192^2) = 252), the real
-#     self-attention head dim 32 and mlp_ratio 2.5, caption_channels = 2 x width as in the real model.
-#   - Gemma-2: 3 layers, hidden 384, MLP 4x (as Gemma-2-2B's 2304 -> 9216), grouped-query attention with
-#     4 query / 2 key-value heads. vocab_size 1024 lets the tokenizer learn whole words, so the instruction
-#     prefix is 205 tokens and Gemma runs on 503 tokens per prompt, like the real ~200 + 300.
-# Measured with torch.utils.flop_counter.FlopCounterMode at 512x512 px, batch 1 (benchmarks/flops.py, meta
-# device; tests/test_proportional_model.py keeps these shares):
-#   part                       real GFLOPs   proportional GFLOPs   real / proportional   share vs real
-#   DC-AE encode                   1295            5.354                 241.9              0.98
-#   DC-AE decode                   2092            8.468                 247.0              0.96
-#   transformer step, 300 tokens    316            1.549                 204.0              1.16
-#     of which cacheable             47            0.243 (15.7%; real 14.9%)
-#   Gemma-2, 503 tokens           ~2000            7.841                 255.1              0.93
-#   scale factor = geometric mean of real / proportional = 236.1 ("share vs real" = 236.1 / that part's ratio)
-# What does not scale: cross-attention scores over the 300 padded tokens grow with width, not width^2, so they
-# are ~10% of this transformer's step against ~3% of the real one's; the stock (uncached, padded) step costs
-# ~1.4x the engine's cached step with a 12-token prompt here, 1.22x in the real model.
+# Each part keeps its share of the real 0.6B's work at 512 px, scaled down by one common factor (1/236), so a
+# CPU benchmark sees the real balance of parts; derivation and FLOPs: benchmarks/README.md#the-proportional-model
 PROPORTIONAL_SPEC = TinyModelSpec(
     transformer_layers=4,
     heads=6,

@@ -164,9 +164,8 @@ def test_engine_io_is_checked_against_the_onnx_graph(transformer_onnx: Path):
         check_engine_io(engine_io(FakeEngine(*wrong), FakeTrt), onnx_io)
 
 
+@pytest.mark.cpu
 def test_tensorrt_backend_without_a_gpu_is_an_error_not_a_fallback(tiny_model_dir: Path, tmp_path: Path):
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
     from engines.exceptions import BackendUnavailableError
 
     with pytest.raises(BackendUnavailableError, match="tensorrt"):
@@ -277,13 +276,12 @@ def test_parity_reference_runs_without_tf32_and_restores_the_flags():
         backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = before
 
 
+@pytest.mark.cpu
 def test_gpu_probe_names_the_cause_on_this_machine():
     """Defect 4: without a usable CUDA GPU the probe says why (here: a CPU-only torch, or no tensorrt), at once."""
     from engines.exceptions import BackendUnavailableError
     from engines.gpu_probe import cuda_problem, probe_tensorrt
 
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
     problem = cuda_problem()
     assert problem is not None and ("CPU-only" in problem or "cannot start CUDA" in problem)
     with pytest.raises(BackendUnavailableError) as caught:

@@ -21,15 +21,11 @@ from stream import StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
 from stream.pipeline import FramePipeline
 from stream.tiny_codecs import CONTROLNET_DIR
-from tests.conftest import camera_frame
+from tests.support import camera_frame, mean_abs_diff
 
 pytestmark = pytest.mark.gpu
 
 PROMPT_B = "a watercolor painting of a city street at night"
-
-
-def level_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 def limit(precision: str) -> float:
@@ -79,7 +75,7 @@ def test_tensorrt_engine_matches_torch_replays_graphs_and_reloads_without_buildi
         frames = {"default": camera_frame(k), "b": camera_frame(k + 5)}
         ours, theirs = compiled.process(frames), eager.process(frames)
         for sid in frames:
-            assert level_diff(ours[sid].image, theirs[sid].image) <= limit(precision), (k, sid)
+            assert mean_abs_diff(ours[sid].image, theirs[sid].image) <= limit(precision), (k, sid)
     assert_graphs_replayed(compiled)
     # a second start with the same settings: everything from the cache, no build step timed
     spec = BuildSpec(width=64, height=64, steps=2, streams=2, kv_length=300)
@@ -107,7 +103,7 @@ def test_threaded_pipeline_on_tensorrt_matches_eager_torch_while_prompts_change(
                 pipe.submit("cam", camera_frame(k), k)
             a, b = (pipe.wait_for_output("cam", after=k - 1, timeout=30) for pipe in (ours, theirs))
             assert a is not None and b is not None and a.kind is b.kind, k
-            assert level_diff(a.image, b.image) <= limit("fp32"), k
+            assert mean_abs_diff(a.image, b.image) <= limit("fp32"), k
         assert ours.thread_errors() == theirs.thread_errors() and ours.stats("cam").errors == 0
     assert_graphs_replayed(compiled)
 
@@ -124,9 +120,9 @@ def test_two_streams_on_one_engine_stay_isolated(tiny_model_dir: Path, trt_cache
         together = compiled.process(frames)
         for sid, engine in alone.items():
             own = engine.process({"default": frames[sid]})["default"]
-            assert level_diff(together[sid].image, own.image) <= limit("fp32"), (k, sid)
+            assert mean_abs_diff(together[sid].image, own.image) <= limit("fp32"), (k, sid)
         if k >= 1:  # from the first finished frame on, the two streams' outputs differ
-            assert level_diff(together["a"].image, together["b"].image) > limit("fp32")
+            assert mean_abs_diff(together["a"].image, together["b"].image) > limit("fp32")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -143,7 +139,7 @@ def test_tensorrt_controlnet_matches_torch(tiny_model_dir: Path, trt_cache: Path
         frame = {"default": camera_frame(k)}
         ours, theirs = compiled.process(frame)["default"], eager.process(frame)["default"]
         plain.process(frame)
-        assert level_diff(ours.image, theirs.image) <= limit(precision), k
+        assert mean_abs_diff(ours.image, theirs.image) <= limit(precision), k
     assert_graphs_replayed(compiled)
     compiled.update(control_scales=(0.0,))
     for k in range(4, 7):  # from the second call on, both steps of the frame ran at scale 0
@@ -223,7 +219,7 @@ def test_a_part_on_the_second_gpu_runs_there(tiny_model_dir: Path, trt_cache: Pa
     eager = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(**settings("fp32", device="cuda:1")))
     for k in range(3):
         frame = {"default": camera_frame(k)}
-        assert level_diff(compiled.process(frame)["default"].image, eager.process(frame)["default"].image) <= 1.0
+        assert mean_abs_diff(compiled.process(frame)["default"].image, eager.process(frame)["default"].image) <= 1.0
     assert all(e.device == torch.device("cuda", 1) for e in compiled.backend.engines.values())
     assert torch.cuda.current_device() == 0
     assert_graphs_replayed(compiled)
