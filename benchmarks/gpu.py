@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.engine import synthetic_frames
+from benchmarks.frames import camera_frames
 from benchmarks.report import machine_info
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def measure(engine: Any, streams: int, calls: int, warmup: int) -> list[float]:
     for i, sid in enumerate(ids[1:], 1):
         if sid not in engine.stream_ids():
             engine.add_stream(sid, seed=i)
-    frames = synthetic_frames(8, engine.config.width, engine.config.height)
+    frames = camera_frames(8, engine.config.width, engine.config.height)
     times = []
     for k in range(warmup + calls):
         batch = {sid: frames[(k + j) % len(frames)] for j, sid in enumerate(ids)}
