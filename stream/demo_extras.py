@@ -12,10 +12,10 @@ import torch
 from diffusers import AutoencoderDC, SanaTransformer2DModel
 from torch import nn
 
+from stream.loading import DCAE_LITE_DIR, TINY_AUTOENCODER_DIR, TINY_AUTOENCODER_PLAN
 from engines.models.controlnet import SprintControlNetModel
 from engines.models.tiny_autoencoder import TinyAutoencoderConfig, TinyDecoder, TinyEncoder
 from engines.models.tiny_autoencoder_weights import save_tiny_autoencoder
-from stream.loading import DCAE_LITE_DIR, TINY_AUTOENCODER_DIR, TINY_AUTOENCODER_PLAN
 
 # TAESANA's published plan with every width / 16 (~1/256 of its work, like the proportional preset's ~1/236).
 PROPORTIONAL_PRESET_AUTOENCODER = TinyAutoencoderConfig(
@@ -40,7 +40,7 @@ def write_demo_autoencoders(directory: Path, vae: AutoencoderDC, plan: TinyAutoe
     config = dict(vae.config)
     config["decoder_block_types"] = ["ResBlock"] * len(config["decoder_block_out_channels"])
     config["decoder_qkv_multiscales"] = [[]] * len(config["decoder_block_out_channels"])
-    AutoencoderDC.from_config(config).save_pretrained(directory / DCAE_LITE_DIR)
+    AutoencoderDC.from_config(config).to(vae.dtype).save_pretrained(directory / DCAE_LITE_DIR)
 
 
 CONTROLNET_DIR = "controlnet"
@@ -56,6 +56,7 @@ def demo_controlnet(transformer: SanaTransformer2DModel, num_layers: int = 1, se
     return net
 
 
-def write_demo_controlnet(directory: Path, transformer: SanaTransformer2DModel, seed: int = 0) -> None:
-    """``directory``/controlnet: a one-block ``demo_controlnet``."""
-    demo_controlnet(transformer, num_layers=1, seed=seed).save_pretrained(directory / CONTROLNET_DIR)
+def write_demo_controlnet(directory: Path, transformer: SanaTransformer2DModel, seed: int = 0,
+                          num_layers: int = 1) -> None:
+    """``directory``/controlnet: a ``demo_controlnet`` of ``num_layers`` blocks."""
+    demo_controlnet(transformer, num_layers=num_layers, seed=seed).save_pretrained(directory / CONTROLNET_DIR)

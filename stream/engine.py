@@ -329,7 +329,7 @@ class StreamEngine:
         return batch
 
     def _guide(self, plan: StepPlan, x0: Tensor) -> tuple[Tensor, list[Tensor | None]]:
-        """RCFG (DESIGN 3) on one stream's model outputs; returns x0_hat per slot and the slots' references."""
+        """RCFG (docs/design.md#rcfg) on one stream's model outputs; returns x0_hat and the reference per slot."""
         cfg, cond = self.config.cfg_type, plan.cond
         k = plan.x.shape[0]
         x0_cond, x0_neg = x0[:k], x0[k:]

@@ -15,6 +15,7 @@ from diffusers import AutoencoderDC, SanaSprintPipeline
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from engines import BackendName
 from engines.base import Autoencoder
 from engines.compile_options import CompileOptions
 from engines.models.controlnet import SprintControlNetModel
@@ -50,7 +51,7 @@ def choose_placement(device: str | None, dtype: str | None) -> Placement:
     if dtype is None:
         dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
     else:
-        # float16 is not offered: it is known to break Sana checkpoints (DESIGN 5)
+        # float16 is not offered: it is known to break Sana checkpoints (docs/design.md#dependency-facts)
         allowed = {"float32": torch.float32, "bfloat16": torch.bfloat16}
         if dtype not in allowed:
             raise ValueError(f"dtype must be one of {', '.join(allowed)}, got {dtype!r}")
@@ -183,6 +184,10 @@ def load_model(model: str | os.PathLike[str], config: StreamConfig,
                local_files_only: bool | None = None) -> LoadedModel:
     """Resolves ``model``, loads it on ``config``'s device and dtype, with the autoencoders and ControlNets
     ``config`` names; the torch backend over it runs as it is or is compiled (``engines.compile``)."""
+    if config.backend is BackendName.TENSORRT:  # the GPU stack's real problem in a second, not after loading
+        from engines.gpu_probe import probe_tensorrt
+
+        probe_tensorrt(config.device)
     placement = choose_placement(config.device, config.dtype)
     path = resolve_model_dir(model, local_files_only)
     pipe = load_pipeline(path, placement)

@@ -26,7 +26,7 @@ def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    return build_parser(argv[0]).parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def build_args(model: Path, cache: Path, *extra: str) -> argparse.Namespace:

@@ -74,7 +74,11 @@ def run_build(args: argparse.Namespace) -> int:
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
-    loaded = load_model(args.model, config)
+    try:
+        loaded = load_model(args.model, config)  # for tensorrt, probes the GPU stack first (seconds, not minutes)
+    except EngineError as exc:
+        logger.error("%s", exc)
+        return 1
     try:
         parts = compile_backend(loaded.torch_backend, build_spec(config, options), options, config.backend)
     except ParityError as exc:

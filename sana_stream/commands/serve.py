@@ -19,8 +19,8 @@ def run(args: argparse.Namespace) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=env("model"),
-                   help="diffusers-format Sana-Sprint directory or hub id (default: cached Sana-Sprint 0.6B, "
-                        "else a tiny demo model)")
+                   help="diffusers-format Sana-Sprint directory or hub id (default: cached Sana-Sprint 0.6B; on a "
+                        "CUDA GPU with network access it is downloaded, else a tiny demo model is served)")
     p.add_argument("--host", default=env("host", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(env("port", "8080") or 8080))
     p.add_argument("--backend", default=env("backend", AUTO), choices=[AUTO, *backend_names()],
