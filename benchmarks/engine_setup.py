@@ -17,9 +17,9 @@ from benchmarks.timing import TimedBackend
 from engines.base import ModelBackend
 from engines.prompt_kv import KVBatch, batch_prompt_kv
 from stream.config import CfgType, StreamConfig, AutoencoderKind
+from stream.demo_model import DemoPreset
 from stream.engine import DEFAULT_STREAM, FrameKind, StreamEngine
 from stream.prompt import PromptEncoder
-from stream.demo_model import DemoPreset
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PIPELINE_PARTS = ("text_encoder", "encode", "velocity", "decode")  # the stock pipeline's timed networks
@@ -52,7 +52,8 @@ class BenchConfig:
         return StreamConfig(width=self.width, height=self.height, t_list=tuple(t_list), cfg_type=cfg_type,
                             cfg_scale=self.cfg_scale, guidance_scale=self.guidance_scale, seed=self.seed,
                             prompt=self.prompt, negative_prompt=self.negative_prompt,
-                            encoder=AutoencoderKind.DCAE, decoder=AutoencoderKind.DCAE)  # the model's own DC-AE, as the pipeline
+                            # the model's own DC-AE, as the pipeline
+                            encoder=AutoencoderKind.DCAE, decoder=AutoencoderKind.DCAE)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

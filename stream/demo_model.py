@@ -217,7 +217,8 @@ def make_demo_model(directory: str | os.PathLike[str], preset: DemoPreset | str 
     autoencoder (``tiny_autoencoder/``), a DC-AE-Lite-style decoder (``vae_lite/``) and a one-block Sprint
     ControlNet (``controlnet/``) beside it."""
     from engines.models.tiny_autoencoder import TinyAutoencoderConfig
-    from stream.demo_extras import PROPORTIONAL_PRESET_AUTOENCODER, TINY_PRESET_AUTOENCODER, write_demo_autoencoders, write_demo_controlnet
+    from stream.demo_extras import (PROPORTIONAL_PRESET_AUTOENCODER, TINY_PRESET_AUTOENCODER, write_demo_autoencoders,
+                                    write_demo_controlnet)
 
     try:
         preset = DemoPreset(preset)

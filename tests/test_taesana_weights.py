@@ -18,13 +18,13 @@ import torch
 from PIL import Image
 
 from engines.graphs import EncodeGraph
+from engines.models.tiny_autoencoder import DCAE_SCALING_FACTOR, LATENT_CLAMP, TinyAutoencoder, TinyEncoder
+from engines.models.tiny_autoencoder_weights import DECODER_FILENAME, ENCODER_FILENAME, load_tiny_autoencoder
 from engines.parity import FP32_TOLERANCE, check_parity, compare
 from engines.specs import Component, PartSpec, TensorSpec
 from sana_stream.cli import build_parser, main
 from server.serve import build_settings
 from stream import FrameKind, ModelNotFoundError, StreamConfig, StreamEngine
-from engines.models.tiny_autoencoder import DCAE_SCALING_FACTOR, LATENT_CLAMP, TinyAutoencoder, TinyEncoder
-from engines.models.tiny_autoencoder_weights import DECODER_FILENAME, ENCODER_FILENAME, load_tiny_autoencoder
 from tests.support import camera_frame
 
 TAESANA_DIR = Path(__file__).parent / "data" / "taesana"

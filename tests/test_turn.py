@@ -14,10 +14,10 @@ import pytest
 from bridge.bridge import Bridge, BridgeOptions
 from bridge.sinks import RecordingSink
 from bridge.sources import VideoFileSource
-from sana_stream.cli import main
 from rtc.client import RelayUnavailable
 from rtc.ice import CandidateType, selected_pair
 from rtc.ice_config import IceConfig, IceUrl, TurnCredentials, mint_credentials
+from sana_stream.cli import main
 from server.turn_status import ServerIce, check_turn, check_turn_servers
 from tests.support import ServerThread, eventually, free_port, running
 from tests.support.coturn import start_coturn
