@@ -15,6 +15,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_gstreamer.sh
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 bench: $(STAMP)

@@ -88,6 +88,14 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--ssl-keyfile", default=_env("ssl_keyfile"))
     p.add_argument("--allow-public-without-token", action="store_true",
                    default=_env("allow_public_without_token") == "1")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   default=[h for h in (_env("allowed_host") or "").split(",") if h],
+                   help="a Host name to answer besides loopback and the bound address (a reverse proxy's, a LAN "
+                        "name; *.example.com for subdomains; * turns the check off); repeatable")
+    p.add_argument("--request-timeout", type=float, default=float(_env("request_timeout", "10") or 10),
+                   help="seconds a request's head, and then its body, may take to arrive")
+    p.add_argument("--max-connections", type=int, default=int(_env("max_connections", "200") or 200),
+                   help="open HTTP connections; more are closed at once")
     p.set_defaults(func=_serve)
 
 

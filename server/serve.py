@@ -12,14 +12,17 @@ import uvicorn
 from engines import BackendName, batching_pays, resolve_backend
 from server.app import ModelInfo, create_app
 from server.cli import cache_dir, even_t_list
+from server.http_protocol import guarded_protocol
 from server.ice import include_loopback_candidates
-from server.settings import DEFAULT_MODEL, ServerSettings
+from server.settings import DEFAULT_MODEL, KEEP_ALIVE_TIMEOUT_S, ServerSettings
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
 from stream.loading import choose_placement, resolve_model_dir
 from stream.tiny_model import make_tiny_model
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from engines.compile import CompileOptions
 
 logger = logging.getLogger(__name__)
@@ -62,7 +65,9 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
                           idle_timeout=args.idle_timeout,
                           cors_origins=tuple(args.cors_origin),
                           ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
-                          allow_public_without_token=args.allow_public_without_token)
+                          allow_public_without_token=args.allow_public_without_token,
+                          allowed_hosts=tuple(args.allowed_host), request_timeout=args.request_timeout,
+                          max_connections=args.max_connections)
 
 
 def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> CompileOptions | None:
@@ -88,6 +93,17 @@ def run_server(args: argparse.Namespace) -> int:
                                                  backend=settings.backend))
     scheme = "https" if settings.ssl_certfile else "http"
     logger.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, ssl_certfile=settings.ssl_certfile,
-                ssl_keyfile=settings.ssl_keyfile, log_level="info")
+    uvicorn.Server(uvicorn_config(app, settings)).run()
     return 0
+
+
+def uvicorn_config(app: FastAPI, settings: ServerSettings, **overrides: Any) -> uvicorn.Config:
+    """uvicorn with the server's limits (docs/server.md): idle keep-alive connections close after
+    KEEP_ALIVE_TIMEOUT_S; a request's head must arrive within ``request_timeout`` (its body has the same again,
+    ``server.body_limit``); at most ``max_connections`` connections are open, and with that many uvicorn answers
+    503 (``limit_concurrency``)."""
+    options: dict[str, Any] = dict(
+        host=settings.host, port=settings.port, ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile,
+        log_level="info", timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S, limit_concurrency=settings.max_connections,
+        http=guarded_protocol(settings.request_timeout, settings.max_connections))
+    return uvicorn.Config(app, **{**options, **overrides})
