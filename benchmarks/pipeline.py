@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderDC
 
+from benchmarks.frames import scrolling_gradient
+from benchmarks.real_size import real_size_dcae
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
 from benchmarks.timing import in_worker_thread
 from stream import FrameKind, StreamConfig, StreamEngine
@@ -38,16 +39,10 @@ class Run:
     latencies: list[float]  # seconds, input timestamp to published output
 
 
-def camera(k: int, size: int) -> np.ndarray:
-    y, x = np.mgrid[0:size, 0:size]
-    frame = np.stack([(x + 3 * k) % 256, (y + 5 * k) % 256, np.full_like(x, (7 * k) % 256)], -1)
-    return frame.astype(np.uint8)
-
-
 def camera_loop(size: int) -> list[np.ndarray]:
     """One second of camera frames, made before timing starts: drawing a 512 px frame 30 times a second would
     take a noticeable share of 2 cores, a cost a real camera does not put on the machine running the model."""
-    return [camera(k, size) for k in range(int(CAMERA_FPS))]
+    return [scrolling_gradient(k, size) for k in range(int(CAMERA_FPS))]
 
 
 def run_pipeline(engine: StreamEngine, streams: int, seconds: float, vae: str) -> Run:
@@ -90,7 +85,7 @@ def steady_rate(times: list[float]) -> float:
 
 def run_engine_alone(engine: StreamEngine, seconds: float) -> float:
     """Frames per second of ``engine(frame)`` called back to back on one stream, from a worker thread as the
-    pipeline calls it (torch's intra-op threads behave differently under the main thread: see README)."""
+    pipeline calls it (torch's intra-op threads behave differently under the main thread)."""
     frames = camera_loop(engine.config.width)
 
     def loop() -> float:
@@ -120,17 +115,7 @@ def interleaved(engine: StreamEngine, seconds: float, vae: str, rounds: int = 3)
 
 def autoencoders_head_to_head(size: int, repetitions: int) -> Comparison:
     """The published DC-AE f32c32 configuration vs the real tiny-autoencoder plan (random weights)."""
-    torch.manual_seed(0)
-    dcae = AutoencoderDC(
-        latent_channels=32, attention_head_dim=32,
-        encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
-        decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
-        encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-        decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-        encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3, 3, 3, 3, 3, 3),
-        encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)), decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
-        downsample_block_type="conv", upsample_block_type="interpolate", decoder_norm_types="rms_norm",
-        decoder_act_fns="silu", scaling_factor=0.41407).eval()
+    dcae = real_size_dcae()
     tiny = TinyAutoencoder(TinyEncoder(), TinyDecoder()).eval()
     image = torch.rand(1, 3, size, size) * 2 - 1
 

@@ -6,13 +6,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
@@ -22,8 +19,10 @@ from server.body_limit import BodyLimitMiddleware
 from server.dtls_ciphers import allow_rsa_senders
 from server.errors import ApiError, install_error_handlers
 from server.hosts import HostCheckMiddleware
+from server.ice_routes import add_ice_routes
 from server.keyed_locks import KeyedLocks
 from server.metrics import StreamCollector, StreamReport, exposition
+from server.pages import find_pages, mount_pages
 from server.peers import PeerKind, PeerManager
 from server.reports import health_rates, stream_reports
 from server.schemas import (
@@ -40,13 +39,13 @@ from server.schemas import (
 )
 from server.settings import BODY_MAX_BYTES, ServerSettings
 from server.tracks import to_video_frame
+from server.turn_status import ServerIce
 from server.viewers import ViewerManager
 from stream.engine import StreamEngine
 from stream.pipeline import FramePipeline, PipelineConfig
 from stream.state import StreamSettings
 
 logger = logging.getLogger(__name__)
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def streams_per_call(engine: StreamEngine) -> int | None:
     """PipelineConfig.max_batch for the server: every stream in one call where batching pays (a GPU,
     ``engines.batching_pays``), else one, the streams taking turns: the rate per stream is the same, but each
     output comes one call after its camera frame instead of after the whole batch (with four peers, ~1 call
-    instead of ~4: README, server benchmark)."""
+    instead of ~4: benchmarks/README.md#server)."""
     return None if batching_pays(engine.backend.geometry.device) else 1
 
 
@@ -76,11 +75,13 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ice = ServerIce(settings.ice)
+        await ice.check()  # at most a few seconds: each TURN server that fails is a warning naming it
         pipeline = FramePipeline(engine, PipelineConfig(convert=to_video_frame, max_batch=streams_per_call(engine)))
         state["pipeline"] = pipeline
         locks = KeyedLocks()  # one per stream id, for its peer and its viewers
-        state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout, locks)
-        state["viewers"] = ViewerManager(pipeline, settings.viewer_cap, locks=locks)
+        state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout, ice=ice, locks=locks)
+        state["viewers"] = ViewerManager(pipeline, settings.viewer_cap, ice=ice, locks=locks)
         state["peers"].on_close = state["viewers"].close_stream  # a stream's viewers go when it goes
         try:
             yield
@@ -187,14 +188,12 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         drops, skips, engine errors and the latency histogram; peers, viewers and failed engine calls."""
         return Response(exposition(collector), media_type=CONTENT_TYPE_LATEST)
 
-    if (WEB_DIR / "view.html").exists():
-        @app.get("/view", include_in_schema=False)
-        async def view_page() -> FileResponse:
-            """The output-only page: /view?stream=ID (the id is read by the page itself)."""
-            return FileResponse(WEB_DIR / "view.html", headers={"Cache-Control": "no-cache"})
+    add_ice_routes(app, settings.ice, authorize, peers, viewers)
 
-    if WEB_DIR.is_dir() and (WEB_DIR / "index.html").exists():
-        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    if settings.pages:
+        mount_pages(app, find_pages())
+    else:
+        logger.warning("--no-pages: serving the API only; / and /view answer 404")
     app.state.peers = peers
     app.state.viewers = viewers
     app.state.runtime = state

@@ -10,14 +10,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from server.errors import ApiError
 from server.frame_assembly import assemble_on_marker
+from server.ice_config import IceConfig
 from server.keyed_locks import KeyedLocks
 from server.metrics import CounterRate, StreamMeter
 from server.offers import AIORTC_OFFER_ERRORS, Wants, check_offer, offer_failed
 from server.tracks import StreamOutputTrack, drain, read_camera
+from server.turn_status import ServerIce
 from stream.engine import DEFAULT_STREAM
 from stream.pipeline import FramePipeline
 
@@ -64,8 +66,9 @@ class PeerManager:
     of that stream hold too: concurrent offers for one id take turns, the later replacing the earlier."""
 
     def __init__(self, pipeline: FramePipeline, max_peers: int, idle_timeout: float,
-                 locks: KeyedLocks | None = None) -> None:
+                 ice: ServerIce | None = None, locks: KeyedLocks | None = None) -> None:
         self.pipeline = pipeline
+        self.ice = ice or ServerIce(IceConfig())  # the STUN/TURN servers of the server's own connections
         self.max_peers = max_peers
         self.idle_timeout = idle_timeout
         self.locks = locks or KeyedLocks()
@@ -90,10 +93,12 @@ class PeerManager:
             if len(self.peers) >= self.max_peers:
                 raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_peers} peers",
                                {"Retry-After": "5"})
-            peer = Peer(peer_id, peer_kind, RTCPeerConnection(RTCConfiguration(iceServers=[])), repeat=repeat)
+            ice = self.ice.configuration(peer_id)
+            peer = Peer(peer_id, peer_kind, RTCPeerConnection(ice), repeat=repeat)
             self.peers[peer.id] = peer
             try:
                 await self._negotiate(peer, offer)
+                self.ice.gathered(ice, peer.pc.localDescription.sdp, f"peer {peer.id}")
             except BaseException as exc:  # cancelled included: nothing of the peer may stay behind
                 await asyncio.shield(self._close_held(peer.id))
                 if isinstance(exc, (ApiError, *AIORTC_OFFER_ERRORS)):

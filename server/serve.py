@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 import uvicorn
 
 from engines import BackendName, batching_pays, resolve_backend
 from server.app import ModelInfo, create_app
 from server.cli import cache_dir, even_t_list
+from server.default_model import ModelSource, announce_download, default_model_source, hub_reachable
 from server.http_protocol import guarded_protocol
 from server.ice import include_loopback_candidates
+from server.ice_config import IceConfig
+from server.pages import PagesMissingError, find_pages
 from server.settings import DEFAULT_MODEL, KEEP_ALIVE_TIMEOUT_S, ServerSettings
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
@@ -29,21 +34,34 @@ logger = logging.getLogger(__name__)
 
 DEMO_BANNER = """
 ************************************************************************************
-*  DEMO MODE: no Sana-Sprint weights were given or found in the Hugging Face cache. *
+*  DEMO MODE: no Sana-Sprint weights were given or found in the Hugging Face cache, *
+*  and this machine has no CUDA GPU with the hub in reach to download them.         *
 *  Serving a tiny RANDOMLY INITIALISED model: its output is NOT a real style.       *
 *  Use real weights with: make serve ARGS="--model %s"
 ************************************************************************************"""
 
 
-def choose_model(requested: str | None) -> tuple[str, bool]:
-    """The model to load and whether it is the tiny demo: a requested model as it is, else cached real
-    weights, else the demo model (written once under the cache directory)."""
-    if requested:
-        return requested, False
+def _cached_default() -> bool:
     try:
-        return str(resolve_model_dir(DEFAULT_MODEL, local_files_only=True)), False
+        resolve_model_dir(DEFAULT_MODEL, local_files_only=True)
     except ModelNotFoundError:
-        pass
+        return False
+    return True
+
+
+def choose_model(requested: str | None, *, gpu: Callable[[], bool] = torch.cuda.is_available,
+                 online: Callable[[], bool] = hub_reachable) -> tuple[str, bool]:
+    """The model to load and whether it is the tiny demo (``server.default_model``): a requested model as it is,
+    else cached real weights, else on a GPU with the hub in reach the real weights, downloaded now, else the demo
+    model (written once under the cache directory)."""
+    source = default_model_source(requested, cached=_cached_default, gpu=gpu, online=online)
+    if source is ModelSource.REQUESTED:
+        return str(requested), False
+    if source is ModelSource.CACHED:
+        return str(resolve_model_dir(DEFAULT_MODEL, local_files_only=True)), False
+    if source is ModelSource.DOWNLOAD:
+        announce_download(DEFAULT_MODEL)
+        return str(resolve_model_dir(DEFAULT_MODEL, local_files_only=False)), False
     demo = cache_dir() / "demo-model"
     if not (demo / "model_index.json").exists():
         make_tiny_model(demo)
@@ -65,7 +83,9 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
                           idle_timeout=args.idle_timeout,
                           cors_origins=tuple(args.cors_origin),
                           ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
-                          allow_public_without_token=args.allow_public_without_token,
+                          allow_public_without_token=args.allow_public_without_token, pages=not args.no_pages,
+                          ice=IceConfig.from_options(args.ice_server, args.turn_username, args.turn_credential,
+                                                     args.turn_secret, args.turn_ttl),
                           allowed_hosts=tuple(args.allowed_host), request_timeout=args.request_timeout,
                           max_connections=args.max_connections)
 
@@ -83,6 +103,12 @@ def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> Com
 
 
 def run_server(args: argparse.Namespace) -> int:
+    if not args.no_pages:  # before the (slow) model load; create_app looks them up again
+        try:
+            find_pages()
+        except PagesMissingError as exc:
+            logger.error("%s", exc)
+            return 2
     model, demo = choose_model(args.model)
     settings = build_settings(args, model)  # validates everything before the (slow) model load
     options = compile_options(settings.stream, settings.max_peers, precision=args.precision)

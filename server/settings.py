@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from server.hosts import default_hosts, host_pattern
+from server.ice_config import IceConfig
 from stream.config import StreamConfig
 
 BODY_MAX_BYTES = 64 * 1024  # every request body: real offers are 4-6 KB; FastAPI itself has no body cap
@@ -33,6 +34,8 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()
     request_timeout: float = 10.0  # seconds for a request's head, and again for its body, to arrive
     max_connections: int = 200  # open HTTP connections; more are closed at once (and uvicorn's limit_concurrency)
+    pages: bool = True  # serve the web pages (missing pages stop the start); False: the API only
+    ice: IceConfig = field(default_factory=IceConfig)  # STUN/TURN servers for every peer connection
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

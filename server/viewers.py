@@ -12,13 +12,15 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
+from aiortc import MediaStreamTrack, RTCPeerConnection
 
 from server.errors import ApiError
+from server.ice_config import IceConfig
 from server.keyed_locks import KeyedLocks
 from server.metrics import StreamMeter
 from server.offers import AIORTC_OFFER_ERRORS, Wants, check_offer, offer_failed
 from server.tracks import StreamOutputTrack, drain
+from server.turn_status import ServerIce
 from stream.pipeline import FramePipeline
 
 logger = logging.getLogger(__name__)
@@ -40,8 +42,9 @@ class ViewerManager:
     stream share one meter (``meters``): what the stream sends to its viewers, together."""
 
     def __init__(self, pipeline: FramePipeline, max_viewers: int, connect_timeout: float = 30.0,
-                 locks: KeyedLocks | None = None) -> None:
+                 ice: ServerIce | None = None, locks: KeyedLocks | None = None) -> None:
         self.pipeline = pipeline
+        self.ice = ice or ServerIce(IceConfig())  # the STUN/TURN servers of the server's own connections
         self.max_viewers = max_viewers
         self.connect_timeout = connect_timeout
         self.locks = locks or KeyedLocks()
@@ -60,16 +63,19 @@ class ViewerManager:
             if len(self.viewers) >= self.max_viewers:
                 raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_viewers} "
                                "viewers", {"Retry-After": "5"})
-            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            viewer_id = uuid.uuid4().hex[:12]
+            ice = self.ice.configuration(f"view-{viewer_id}")
+            pc = RTCPeerConnection(ice)
             meter = self.meters.setdefault(stream_id, StreamMeter())
             output = StreamOutputTrack(self.pipeline, stream_id, meter, own_frames=True, repeat=repeat)
-            viewer = Viewer(uuid.uuid4().hex[:12], stream_id, pc, output)
+            viewer = Viewer(viewer_id, stream_id, pc, output)
             self.viewers[viewer.id] = viewer
             try:
                 self._wire(viewer)
                 await pc.setRemoteDescription(offer)
                 pc.addTrack(viewer.output)
                 await pc.setLocalDescription(await pc.createAnswer())
+                self.ice.gathered(ice, pc.localDescription.sdp, f"viewer {viewer.id}")
             except BaseException as exc:  # cancelled included: nothing of the viewer may stay behind
                 await asyncio.shield(self.close(viewer.id))
                 if isinstance(exc, (ApiError, *AIORTC_OFFER_ERRORS)):

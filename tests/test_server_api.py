@@ -11,9 +11,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from server.client import OfferRejected
 from server.settings import ServerSettings
-from tests.prometheus import sample
+from tests.support import eventually, running
+from tests.support.prometheus import sample
+from tests.support.webrtc import SyntheticCamera, connect
 from tests.test_server_stream import SIZE, local_engine, make_app  # noqa: F401 - fixture
-from tests.webrtc_client import SyntheticCamera, connect, eventually, running
 
 TOKEN = "s3cret-token"
 
@@ -182,6 +183,7 @@ def test_public_bind_needs_a_token():
     assert ServerSettings(host="0.0.0.0", allow_public_without_token=True).token is None
 
 
+@pytest.mark.cpu
 def test_health_and_metrics(local_engine):
     async def main():
         async with running(make_app(local_engine)) as base, httpx.AsyncClient(base_url=base) as http:

@@ -26,9 +26,10 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from server.peers import Peer
 from server.tracks import StreamOutputTrack
 from server.viewers import Viewer
+from tests.support import eventually, running
+from tests.support.webrtc import connect
 from tests.test_server_stream import SIZE, local_engine, make_app  # noqa: F401 - fixture
 from tests.test_server_viewer import view
-from tests.webrtc_client import connect, eventually, running
 
 CYCLES = 200
 AT_ONCE = 4

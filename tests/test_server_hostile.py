@@ -18,9 +18,10 @@ from server.ice import include_loopback_candidates
 from server.settings import ServerSettings
 from stream import StreamConfig, StreamEngine
 from tests.hostile_cases import CASES, TOKEN, Case, Offers
-from tests.live_server import LiveServer, raw_request
+from tests.support import eventually
+from tests.support.live_server import LiveServer, raw_request
+from tests.support.webrtc import Client, connect
 from tests.test_server_stream import SIZE
-from tests.webrtc_client import Client, connect, eventually
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

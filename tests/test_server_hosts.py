@@ -12,8 +12,8 @@ from server.cli import build_parser
 from server.hosts import default_hosts, host_pattern
 from server.serve import build_settings
 from server.settings import ServerSettings
+from tests.support import running
 from tests.test_server_stream import local_engine, make_app  # noqa: F401 - fixture
-from tests.webrtc_client import running
 
 
 def test_default_hosts_are_loopback_and_the_bound_address():

@@ -16,7 +16,7 @@ import pytest
 from server.app import ModelInfo, create_app
 from server.settings import ServerSettings
 from stream import StreamConfig, StreamEngine
-from tests.live_server import LiveServer
+from tests.support.live_server import LiveServer
 from tests.test_server_stream import SIZE
 
 MAX_CONNECTIONS = 40

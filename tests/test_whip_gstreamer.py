@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from OpenSSL import SSL
 
 from server.dtls_ciphers import RSA_SUITES, allow_rsa_senders, cipher_names
+from tests.support import eventually, running
 from tests.test_server_stream import SIZE, local_engine, make_app  # noqa: F401 - fixture
 from tests.test_server_viewer import view
-from tests.webrtc_client import eventually, running
 
 SENDER = Path(__file__).with_name("gst_whip_sender.py")
 SYSTEM_PYTHON = os.environ.get("SANA_STREAM_SYSTEM_PYTHON", "/usr/bin/python3")
