@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 TOKEN = "hostile-token-123"
@@ -33,7 +33,6 @@ class Case:
     raw: Callable[[Offers], tuple[str, bytes]] | None = None  # a request sent byte for byte
     auth: bool = True  # send the right token
     repeat: int = 1  # sent this many times at once
-    tags: tuple[str, ...] = field(default=())
 
 
 def video_line(sdp: str) -> str:
