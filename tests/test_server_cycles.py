@@ -5,8 +5,8 @@ Why these bounds (docs/server.md, "Memory over time"): with tracemalloc the Pyth
 viewer cycles, and no peer connection, receiver, sender or output track outlived its cycle. RSS did rise,
 ~20 MB over the first 200 cycles and then slower, but ``malloc_trim`` handed it back: memory glibc keeps
 after freeing it, not a leak. So RSS is read after ``gc.collect()`` and ``malloc_trim(0)``. Four at a time, the
-first hundred cycles still add 9-18 MB (more codec threads, each with its allocator arena), the second hundred
-0.7-2.1 MB: the bound allows 10 MB per 100 cycles after that (100 KB a cycle; a connection leaking its codecs
+first hundred cycles still add 6-18 MB (more codec threads, each with its allocator arena), the second hundred
+0.7-3.9 MB: the bound allows 10 MB per 100 cycles after that (100 KB a cycle; a connection leaking its codecs
 and frames would take more). Live objects must come back exactly, file descriptors too, bar 2 for connections
 the server has not yet seen close.
 """
