@@ -15,6 +15,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_gstreamer.sh
 	bash scripts/ensure_coturn.sh
 	$(VENV)/bin/python -m pytest $(ARGS)
 

@@ -4,23 +4,27 @@ and the web pages."""
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from engines import batching_pays
+from server.auth import require_token
 from server.body_limit import BodyLimitMiddleware
+from server.dtls_ciphers import allow_rsa_senders
 from server.errors import ApiError, install_error_handlers
+from server.hosts import HostCheckMiddleware
 from server.ice_routes import add_ice_routes
-from server.metrics import exposition
+from server.keyed_locks import KeyedLocks
+from server.metrics import StreamCollector, StreamReport, exposition
 from server.pages import find_pages, mount_pages
 from server.peers import PeerKind, PeerManager
+from server.reports import health_rates, stream_reports
 from server.schemas import (
     STREAM_ID_PATTERN,
     Answer,
@@ -33,7 +37,7 @@ from server.schemas import (
     ViewAnswer,
     ViewOffer,
 )
-from server.settings import SDP_MAX_BYTES, ServerSettings
+from server.settings import BODY_MAX_BYTES, ServerSettings
 from server.tracks import to_video_frame
 from server.turn_status import ServerIce
 from server.viewers import ViewerManager
@@ -75,8 +79,9 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         await ice.check()  # at most a few seconds: each TURN server that fails is a warning naming it
         pipeline = FramePipeline(engine, PipelineConfig(convert=to_video_frame, max_batch=streams_per_call(engine)))
         state["pipeline"] = pipeline
-        state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout, ice=ice)
-        state["viewers"] = ViewerManager(pipeline, settings.viewer_cap, ice=ice)
+        locks = KeyedLocks()  # one per stream id, for its peer and its viewers
+        state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout, ice=ice, locks=locks)
+        state["viewers"] = ViewerManager(pipeline, settings.viewer_cap, ice=ice, locks=locks)
         state["peers"].on_close = state["viewers"].close_stream  # a stream's viewers go when it goes
         try:
             yield
@@ -87,19 +92,18 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
 
     app = FastAPI(title="sana-stream", lifespan=lifespan,
                   description="Real-time Sana-Sprint img2img over WebRTC. Errors are JSON: {error, detail}.")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=SDP_MAX_BYTES + 1024)
+    allow_rsa_senders()  # GStreamer webrtcbin and other senders with RSA certificates (server.dtls_ciphers)
+    # added innermost first: the Host check runs before everything, then CORS, then the body cap
+    app.add_middleware(BodyLimitMiddleware, max_bytes=BODY_MAX_BYTES, timeout=settings.request_timeout)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"], expose_headers=["Location"])
+    if "*" not in settings.allowed_hosts:
+        app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.trusted_hosts)
     install_error_handlers(app)
 
     def authorize(request: Request) -> None:
-        if settings.token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
-            raise ApiError(401, "unauthorized", "this endpoint needs 'Authorization: Bearer <token>'",
-                           {"WWW-Authenticate": "Bearer"})
+        require_token(settings.token, request.headers.get("authorization", ""))
 
     def peers() -> PeerManager:
         return state["peers"]
@@ -119,7 +123,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
                    stream: str | None = Query(default=None, pattern=STREAM_ID_PATTERN,
                                               description="a fixed stream id, e.g. /whip?stream=obs")) -> Response:
         """WHIP ingest (RFC 9725), e.g. OBS 30+: an SDP offer in, 201 + Location + SDP answer out."""
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
             raise ApiError(415, "unsupported_media_type", "WHIP offers must be sent as application/sdp")
         sdp = (await request.body()).decode("utf-8", errors="replace")
         peer, answer = await peers().accept(sdp, "offer", PeerKind.WHIP, stream)
@@ -159,34 +163,30 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         ids = [stream] if stream is not None else engine.stream_ids()
         return PromptState(streams={sid: _settings_out(engine.settings(sid)) for sid in ids})
 
+    def reports() -> list[StreamReport]:
+        return stream_reports(peers(), viewers(), state["pipeline"])
+
+    collector = StreamCollector(
+        reports, lambda: {"peers": ("Camera and WHIP peers.", float(len(peers().peers))),
+                          "viewers": ("Receive-only viewers.", float(len(viewers().viewers)))},
+        lambda: state["pipeline"].batch_errors)
+
     @app.get("/health", response_model=Health)
     async def health() -> Health:
+        """Model and device, the peers, viewers and streams, and each stream's frame rates."""
         geo = engine.backend.geometry
-        meters = {pid: p.meter.fps() for pid, p in peers().peers.items()}
+        rates = health_rates(reports())
         return Health(status="ok", model=model.name, demo_model=model.demo, backend=model.backend,
                       device=str(geo.device), dtype=str(geo.dtype).removeprefix("torch."),
-                      streams=len(peers().peers), peers=len(peers().peers), viewers=len(viewers().viewers),
-                      fps=meters)
+                      streams=len(state["pipeline"].stream_ids()), peers=len(peers().peers),
+                      viewers=len(viewers().viewers), fps={sid: r.generated_fps for sid, r in rates.items()},
+                      rates=rates)
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
-        pipeline: FramePipeline = state["pipeline"]
-        live = dict(peers().peers)
-        counters: dict[str, dict[str, int]] = {"frames_dropped": {}, "frames_skipped": {}, "engine_errors": {},
-                                               "frames_generated": {}}
-        for pid in live:
-            try:
-                stats = pipeline.stats(pid)
-            except KeyError:  # closed between the two reads
-                continue
-            counters["frames_dropped"][pid] = stats.dropped + stats.dropped_output
-            counters["frames_skipped"][pid] = stats.skipped
-            counters["engine_errors"][pid] = stats.errors
-            counters["frames_generated"][pid] = stats.generated
-        gauges = {"peers": float(len(live)), "viewers": float(len(viewers().viewers)),
-                  "engine_batch_errors": float(pipeline.batch_errors)}
-        text = exposition({pid: p.meter for pid, p in live.items()}, counters, gauges)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text: per stream (labels stream, kind) frames received, generated and sent, their rates,
+        drops, skips, engine errors and the latency histogram; peers, viewers and failed engine calls."""
+        return Response(exposition(collector), media_type=CONTENT_TYPE_LATEST)
 
     add_ice_routes(app, settings.ice, authorize, peers, viewers)
 

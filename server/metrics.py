@@ -1,4 +1,5 @@
-"""Per-stream meters and their Prometheus text exposition (no client library needed for a handful of series)."""
+"""Per-stream meters, what ``/health`` and ``/metrics`` report of each stream, and the Prometheus collector
+(``prometheus_client`` writes the exposition format)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,22 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)  # seconds
-FPS_WINDOW = 2.0  # seconds of sent frames the fps is averaged over
+FPS_WINDOW = 2.0  # seconds of frames a rate is averaged over
 
 
 @dataclass
 class StreamMeter:
-    """Frames sent to a viewer: fps over the last FPS_WINDOW seconds and an input-to-send latency histogram."""
+    """Frames sent: fps over the last FPS_WINDOW seconds, a count, and an input-to-send latency histogram. One
+    meter may count the sends of several tracks (a stream's viewers)."""
 
     sent: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    total: int = 0
     bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
     latency_count: int = 0
@@ -25,6 +32,7 @@ class StreamMeter:
     def record(self, now: float, latency: float, kind: str) -> None:
         with self.lock:
             self.sent.append(now)
+            self.total += 1
             if kind != "warmup":
                 self.bucket_counts[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
                 self.latency_sum += latency
@@ -38,32 +46,112 @@ class StreamMeter:
             return 0.0
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
 
+    def histogram(self) -> tuple[list[int], float]:
+        """Cumulative counts per LATENCY_BUCKETS bound (and +Inf), and the sum of latencies."""
+        with self.lock:
+            counts, total = list(self.bucket_counts), self.latency_sum
+        return [sum(counts[:i + 1]) for i in range(len(counts))], total
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+@dataclass
+class CounterRate:
+    """The rate of a counter read now and then (``rate``): over the last FPS_WINDOW seconds when it is read
+    that often, else since the read before. Starts from 0 at its creation."""
+
+    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque([(time.monotonic(), 0)], maxlen=64))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def rate(self, count: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            self.samples.append((now, count))
+            while len(self.samples) > 2 and now - self.samples[1][0] >= FPS_WINDOW:
+                self.samples.popleft()  # the newest sample at least a window old stays as the base
+            then, before = self.samples[0]
+        return (count - before) / (now - then) if now > then else 0.0
 
 
-def exposition(meters: dict[str, StreamMeter], counters: dict[str, dict[str, int]], gauges: dict[str, float]) -> str:
-    """Prometheus text format: per-stream fps and latency histogram, per-stream counters, global gauges."""
-    lines = ["# HELP sana_stream_fps Frames per second sent to the viewer.", "# TYPE sana_stream_fps gauge"]
-    for sid, meter in meters.items():
-        lines.append(f'sana_stream_fps{{stream="{_escape(sid)}"}} {meter.fps():.3f}')
-    lines += ["# HELP sana_stream_latency_seconds Input frame receipt to output frame send.",
-              "# TYPE sana_stream_latency_seconds histogram"]
-    for sid, meter in meters.items():
-        label = f'stream="{_escape(sid)}"'
-        with meter.lock:
-            counts, total, count = list(meter.bucket_counts), meter.latency_sum, meter.latency_count
-        cumulative = 0
-        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), counts):
-            cumulative += n
-            le = "+Inf" if bound == float("inf") else f"{bound}"
-            lines.append(f'sana_stream_latency_seconds_bucket{{{label},le="{le}"}} {cumulative}')
-        lines.append(f"sana_stream_latency_seconds_sum{{{label}}} {total:.6f}")
-        lines.append(f"sana_stream_latency_seconds_count{{{label}}} {count}")
-    for name, per_stream in counters.items():
-        lines += [f"# TYPE sana_stream_{name}_total counter"]
-        lines += [f'sana_stream_{name}_total{{stream="{_escape(sid)}"}} {n}' for sid, n in per_stream.items()]
-    for name, value in gauges.items():
-        lines += [f"# TYPE sana_stream_{name} gauge", f"sana_stream_{name} {value}"]
-    return "\n".join(lines) + "\n"
+@dataclass(frozen=True)
+class StreamReport:
+    """One stream as ``/health`` and ``/metrics`` report it."""
+
+    stream: str
+    kind: str  # the peer feeding it: camera (POST /offer) or whip
+    viewers: int
+    received: int  # camera frames received from the peer
+    generated: int  # restyled frames the engine generated
+    sent_peer: int  # frames sent back to the peer (none for WHIP)
+    sent_viewers: int  # frames sent to its viewers, together
+    dropped: int
+    skipped: int
+    errors: int
+    received_fps: float
+    generated_fps: float
+    sent_peer_fps: float
+    sent_viewers_fps: float
+    latency_peer: StreamMeter
+    latency_viewers: StreamMeter | None
+
+
+class StreamCollector:
+    """A prometheus_client collector over live state: ``reports()`` per stream, ``gauges()`` server-wide
+    (name -> (help, value)), ``batch_errors()`` for the engine's failed calls."""
+
+    def __init__(self, reports: Callable[[], list[StreamReport]], gauges: Callable[[], dict[str, tuple[str, float]]],
+                 batch_errors: Callable[[], int]) -> None:
+        self.reports, self.gauges, self.batch_errors = reports, gauges, batch_errors
+
+    def describe(self) -> list[Metric]:
+        return []  # the series change with the streams; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        reports = self.reports()
+        labels = ["stream", "kind"]
+        counters = {"frames_received": ("Camera frames received from the peer.", lambda r: r.received),
+                    "frames_generated": ("Restyled frames generated by the engine.", lambda r: r.generated),
+                    "frames_dropped": ("Frames replaced by newer ones before the engine or postprocessing took "
+                                       "them.", lambda r: r.dropped),
+                    "frames_skipped": ("Frames the similarity filter skipped.", lambda r: r.skipped),
+                    "engine_errors": ("Engine calls that failed with this stream in the batch.", lambda r: r.errors)}
+        for name, (doc, value) in counters.items():
+            family = CounterMetricFamily(f"sana_stream_{name}", doc, labels=labels)
+            for r in reports:
+                family.add_metric([r.stream, r.kind], value(r))
+            yield family
+        sent = CounterMetricFamily("sana_stream_frames_sent", "Frames sent, to the peer or to its viewers together.",
+                                   labels=[*labels, "to"])
+        rates = {"received": GaugeMetricFamily("sana_stream_received_fps", "Camera frames received per second.",
+                                               labels=labels),
+                 "generated": GaugeMetricFamily("sana_stream_generated_fps", "Restyled frames generated per second.",
+                                                labels=labels),
+                 "sent": GaugeMetricFamily("sana_stream_sent_fps", "Frames sent per second, to the peer or to its "
+                                           "viewers together.", labels=[*labels, "to"])}
+        latency = HistogramMetricFamily("sana_stream_latency_seconds", "Camera frame receipt to output frame send.",
+                                        labels=[*labels, "to"])
+        viewers = GaugeMetricFamily("sana_stream_stream_viewers", "Viewers of the stream.", labels=labels)
+        for r in reports:
+            key = [r.stream, r.kind]
+            sent.add_metric([*key, "peer"], r.sent_peer)
+            sent.add_metric([*key, "viewers"], r.sent_viewers)
+            rates["received"].add_metric(key, r.received_fps)
+            rates["generated"].add_metric(key, r.generated_fps)
+            rates["sent"].add_metric([*key, "peer"], r.sent_peer_fps)
+            rates["sent"].add_metric([*key, "viewers"], r.sent_viewers_fps)
+            viewers.add_metric(key, r.viewers)
+            for to, meter in (("peer", r.latency_peer), ("viewers", r.latency_viewers)):
+                if meter is not None:
+                    cumulative, total = meter.histogram()
+                    bounds = [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]
+                    latency.add_metric([*key, to], list(zip(bounds, cumulative)), total)
+        yield from (sent, *rates.values(), latency, viewers)
+        for name, (doc, value) in self.gauges().items():
+            yield GaugeMetricFamily(f"sana_stream_{name}", doc, value=value)
+        yield CounterMetricFamily("sana_stream_engine_batch_errors", "Engine calls that failed.",
+                                  value=self.batch_errors())
+
+
+def exposition(collector: StreamCollector) -> bytes:
+    """The Prometheus text format of everything ``collector`` reports."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry)

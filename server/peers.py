@@ -15,7 +15,9 @@ from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessi
 from rtc.frame_assembly import assemble_on_marker
 from rtc.ice_config import IceConfig
 from server.errors import ApiError
-from server.metrics import StreamMeter
+from server.keyed_locks import KeyedLocks
+from server.metrics import CounterRate, StreamMeter
+from server.offers import AIORTC_OFFER_ERRORS, Wants, check_offer, offer_failed
 from server.tracks import StreamOutputTrack, drain, read_camera
 from server.turn_status import ServerIce
 from stream.engine import DEFAULT_STREAM
@@ -49,79 +51,72 @@ class Peer:
     output: StreamOutputTrack | None = None
     has_video: bool = False
     repeat: bool = True  # whether its output track sends slow outputs twice (StreamOutputTrack)
+    stream_open: bool = False  # whether it opened its pipeline stream (closing it frees that)
+    received_rate: CounterRate = field(default_factory=CounterRate)  # camera frames per second (metrics)
+    generated_rate: CounterRate = field(default_factory=CounterRate)  # restyled frames per second (metrics)
 
     def touch(self) -> None:
         self.last_input = time.monotonic()
         self.has_input = True
 
 
-def _parse_offer(sdp: str, kind: str) -> RTCSessionDescription:
-    if kind != "offer":
-        raise ApiError(400, "invalid_sdp", f"type must be 'offer', got {kind!r}")
-    if not sdp.startswith("v=0") or "m=video" not in sdp:
-        raise ApiError(400, "invalid_sdp", "sdp must be an SDP offer (starting 'v=0') with a video m-line")
-    return RTCSessionDescription(sdp=sdp, type="offer")
-
-
 class PeerManager:
-    """Creates, tracks and closes peers. Each camera peer gets its own pipeline stream (its id is the peer's)."""
+    """Creates, tracks and closes peers. Each camera peer gets its own pipeline stream (its id is the peer's). The
+    peer table and the pipeline's streams change together, under the stream id's lock (``locks``), which viewers
+    of that stream hold too: concurrent offers for one id take turns, the later replacing the earlier."""
 
     def __init__(self, pipeline: FramePipeline, max_peers: int, idle_timeout: float,
-                 ice: ServerIce | None = None) -> None:
+                 ice: ServerIce | None = None, locks: KeyedLocks | None = None) -> None:
         self.pipeline = pipeline
         self.ice = ice or ServerIce(IceConfig())  # the STUN/TURN servers of the server's own connections
         self.max_peers = max_peers
         self.idle_timeout = idle_timeout
+        self.locks = locks or KeyedLocks()
         self.peers: dict[str, Peer] = {}
-        self._closing: dict[str, asyncio.Task[None]] = {}
-        self._releasing: dict[str, asyncio.Future[None]] = {}  # peers whose close() is under way
+        self._closing: dict[str, asyncio.Task[bool]] = {}
         self.on_close: Callable[[str], Awaitable[None]] | None = None  # called with the id once a peer is freed
 
     async def accept(self, sdp: str, kind: str, peer_kind: PeerKind, stream_id: str | None = None,
                      repeat: bool = True) -> tuple[Peer, str]:
-        """Answers an offer; raises ApiError 503 when full, 400 when the offer is unusable. A requested
-        ``stream_id`` held by a live peer replaces that peer (a client reconnecting keeps its id, so links to
-        ``/view?stream=ID`` stay valid). ``repeat``: whether slow outputs are sent twice (StreamOutputTrack)."""
-        offer = _parse_offer(sdp, kind)
-        if stream_id is not None:
-            if stream_id == DEFAULT_STREAM:
-                raise ApiError(400, "invalid_stream", f"the stream id {DEFAULT_STREAM!r} is reserved")
-            await self._release(stream_id)
-        if len(self.peers) >= self.max_peers:
-            raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_peers} peers",
-                           {"Retry-After": "5"})
+        """Answers an offer; raises ApiError: 400/422 for an offer we cannot use (checked before anything is
+        taken), 503 when full. A requested ``stream_id`` held by a live peer replaces that peer (a client
+        reconnecting keeps its id, so links to ``/view?stream=ID`` stay valid). Whatever fails, the peer is closed
+        and forgotten before the error is answered. ``repeat``: whether slow outputs are sent twice."""
+        offer = check_offer(sdp, kind, Wants.SEND)
+        if stream_id == DEFAULT_STREAM:
+            raise ApiError(400, "invalid_stream", f"the stream id {DEFAULT_STREAM!r} is reserved")
         peer_id = stream_id or uuid.uuid4().hex[:12]
-        ice = self.ice.configuration(peer_id)
-        peer = Peer(peer_id, peer_kind, RTCPeerConnection(ice), repeat=repeat)
-        if peer.id in self.peers:  # another offer for the same id got in first
-            raise ApiError(409, "stream_in_use", f"another connection just took stream {peer.id!r}")
-        self.peers[peer.id] = peer
-        try:
-            await asyncio.to_thread(self.pipeline.open_stream, peer.id)  # encodes the prompt: keep the loop free
-            self._wire(peer)
-            await peer.pc.setRemoteDescription(offer)
-            if not peer.has_video:
-                raise ApiError(400, "invalid_sdp", "the offer sends no video track")
-            assemble_on_marker(peer.pc)  # the camera's frames reach the pipeline a frame interval sooner
-            await peer.pc.setLocalDescription(await peer.pc.createAnswer())
-            self.ice.gathered(ice, peer.pc.localDescription.sdp, f"peer {peer.id}")
-        except ApiError:
-            await self.close(peer.id)
-            raise
-        except (ValueError, KeyError, IndexError) as exc:  # aiortc's SDP parser raises these on malformed input
-            await self.close(peer.id)
-            raise ApiError(400, "invalid_sdp", f"the offer could not be used: {exc}") from exc
-        self._own(peer, self._watch_idle(peer))
+        async with self.locks.hold(peer_id):
+            if peer_id in self.peers:
+                logger.info("peer %s is replaced by a new connection for the same stream", peer_id)
+                await self._close_held(peer_id)
+            if len(self.peers) >= self.max_peers:
+                raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_peers} peers",
+                               {"Retry-After": "5"})
+            ice = self.ice.configuration(peer_id)
+            peer = Peer(peer_id, peer_kind, RTCPeerConnection(ice), repeat=repeat)
+            self.peers[peer.id] = peer
+            try:
+                await self._negotiate(peer, offer)
+                self.ice.gathered(ice, peer.pc.localDescription.sdp, f"peer {peer.id}")
+            except BaseException as exc:  # cancelled included: nothing of the peer may stay behind
+                await asyncio.shield(self._close_held(peer.id))
+                if isinstance(exc, (ApiError, *AIORTC_OFFER_ERRORS)):
+                    raise offer_failed(exc) from exc  # type: ignore[arg-type]
+                raise
+            self._own(peer, self._watch_idle(peer))
         logger.info("peer %s (%s) connected; %d peer(s)", peer.id, peer.kind.value, len(self.peers))
         return peer, peer.pc.localDescription.sdp
 
-    async def _release(self, stream_id: str) -> None:
-        """Closes the peer holding ``stream_id``, if any, and waits until its pipeline stream is freed."""
-        if stream_id in self.peers:
-            logger.info("peer %s is replaced by a new connection for the same stream", stream_id)
-            await self.close(stream_id)
-        while (releasing := self._releasing.get(stream_id)) is not None:
-            await asyncio.shield(releasing)
+    async def _negotiate(self, peer: Peer, offer: RTCSessionDescription) -> None:
+        await asyncio.to_thread(self.pipeline.open_stream, peer.id)  # encodes the prompt: keep the loop free
+        peer.stream_open = True
+        self._wire(peer)
+        await peer.pc.setRemoteDescription(offer)
+        if not peer.has_video:
+            raise ApiError(400, "invalid_sdp", "the offer sends no video track")
+        assemble_on_marker(peer.pc)  # the camera's frames reach the pipeline a frame interval sooner
+        await peer.pc.setLocalDescription(await peer.pc.createAnswer())
 
     def _wire(self, peer: Peer) -> None:
         @peer.pc.on("track")
@@ -174,17 +169,24 @@ class PeerManager:
             return
         if peer_id in self.peers and peer_id not in self._closing:
             logger.info("closing peer %s: %s", peer_id, reason)
-            task = asyncio.ensure_future(self.close(peer_id))
+            task = asyncio.ensure_future(self.close(peer_id, only=only))
             self._closing[peer_id] = task
             task.add_done_callback(lambda _: self._closing.pop(peer_id, None))
 
-    async def close(self, peer_id: str) -> bool:
-        """Frees everything the peer held: its tasks, its connection and its pipeline stream."""
+    async def close(self, peer_id: str, only: Peer | None = None) -> bool:
+        """Frees everything the peer held: its tasks, its connection, its pipeline stream and its viewers. With
+        ``only``, just when that peer (not a successor with its id) still holds the id."""
+        async with self.locks.hold(peer_id):
+            if only is not None and self.peers.get(peer_id) is not only:
+                return False
+            return await self._close_held(peer_id)
+
+    async def _close_held(self, peer_id: str) -> bool:
+        """``close`` for a caller that holds the id's lock."""
         peer = self.peers.pop(peer_id, None)
         if peer is None:
             return False
         peer.state = PeerState.CLOSED
-        released = self._releasing[peer_id] = asyncio.get_running_loop().create_future()
         try:
             current = asyncio.current_task()
             tasks = [t for t in peer.tasks if t is not current]
@@ -194,12 +196,11 @@ class PeerManager:
             await peer.pc.close()  # stops the sender's task first, so the output's frame iterator is not running
             if peer.output is not None:
                 peer.output.stop()
-            self.pipeline.close_stream(peer.id)
+        finally:
+            if peer.stream_open:
+                self.pipeline.close_stream(peer.id)
             if self.on_close is not None:
                 await self.on_close(peer.id)
-        finally:
-            self._releasing.pop(peer_id, None)
-            released.set_result(None)
         logger.info("peer %s closed; %d peer(s) left", peer.id, len(self.peers))
         return True
 

@@ -92,6 +92,18 @@ class ServerConfig(BaseModel):
     defaults: StreamSettingsOut
 
 
+class StreamRates(BaseModel):
+    """One stream's frame rates: over the last 2 s, or since the previous read of /health or /metrics when that
+    was longer ago."""
+
+    kind: str = Field(description="the peer feeding the stream: camera (POST /offer) or whip")
+    viewers: int
+    received_fps: float = Field(description="camera frames received from the peer per second")
+    generated_fps: float = Field(description="restyled frames generated per second")
+    sent_fps: float = Field(description="frames sent back to the peer per second (0 for WHIP: it only sends)")
+    viewers_sent_fps: float = Field(description="frames sent to the stream's viewers per second, together")
+
+
 class Health(BaseModel):
     status: str
     model: str
@@ -102,4 +114,5 @@ class Health(BaseModel):
     streams: int
     peers: int
     viewers: int
-    fps: dict[str, float]
+    fps: dict[str, float] = Field(description="restyled frames generated per second, per stream")
+    rates: dict[str, StreamRates]

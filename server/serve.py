@@ -17,8 +17,9 @@ from rtc.ice import include_loopback_candidates
 from rtc.ice_config import IceConfig
 from server.app import ModelInfo, create_app
 from server.default_model import ModelSource, announce_download, default_model_source, hub_reachable
+from server.http_protocol import guarded_protocol
 from server.pages import PagesMissingError, find_pages
-from server.settings import DEFAULT_MODEL, ServerSettings
+from server.settings import DEFAULT_MODEL, KEEP_ALIVE_TIMEOUT_S, ServerSettings
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
 from stream.config import even_t_list
 from stream.control import ControlNetConfig
@@ -26,6 +27,8 @@ from stream.demo_model import make_demo_model
 from stream.loading import choose_placement, resolve_model_dir
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from engines.compile_options import CompileOptions
 
 logger = logging.getLogger(__name__)
@@ -83,7 +86,9 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
                           ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
                           allow_public_without_token=args.allow_public_without_token, pages=not args.no_pages,
                           ice=IceConfig.from_options(args.ice_server, args.turn_username, args.turn_credential,
-                                                     args.turn_secret, args.turn_ttl))
+                                                     args.turn_secret, args.turn_ttl),
+                          allowed_hosts=tuple(args.allowed_host), request_timeout=args.request_timeout,
+                          max_connections=args.max_connections)
 
 
 def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> CompileOptions | None:
@@ -115,6 +120,17 @@ def run_server(args: argparse.Namespace) -> int:
                                                  backend=settings.backend))
     scheme = "https" if settings.ssl_certfile else "http"
     logger.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, ssl_certfile=settings.ssl_certfile,
-                ssl_keyfile=settings.ssl_keyfile, log_level="info")
+    uvicorn.Server(uvicorn_config(app, settings)).run()
     return 0
+
+
+def uvicorn_config(app: FastAPI, settings: ServerSettings, **overrides: Any) -> uvicorn.Config:
+    """uvicorn with the server's limits (docs/server.md): idle keep-alive connections close after
+    KEEP_ALIVE_TIMEOUT_S; a request's head must arrive within ``request_timeout`` (its body has the same again,
+    ``server.body_limit``); at most ``max_connections`` connections are open, and with that many uvicorn answers
+    503 (``limit_concurrency``)."""
+    options: dict[str, Any] = dict(
+        host=settings.host, port=settings.port, ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile,
+        log_level="info", timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S, limit_concurrency=settings.max_connections,
+        http=guarded_protocol(settings.request_timeout, settings.max_connections))
+    return uvicorn.Config(app, **{**options, **overrides})

@@ -7,9 +7,11 @@ import math
 from dataclasses import dataclass, field
 
 from rtc.ice_config import IceConfig
+from server.hosts import default_hosts, host_pattern
 from stream.config import StreamConfig
 
-SDP_MAX_BYTES = 64 * 1024  # real offers are 4-6 KB; FastAPI itself has no body cap
+BODY_MAX_BYTES = 64 * 1024  # every request body: real offers are 4-6 KB; FastAPI itself has no body cap
+KEEP_ALIVE_TIMEOUT_S = 5  # uvicorn's own default: an idle keep-alive connection is closed after it
 DEFAULT_MODEL = "Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers"
 
 
@@ -28,6 +30,10 @@ class ServerSettings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     allow_public_without_token: bool = False
+    # names the server answers to besides loopback and its bound address (server.hosts); "*" turns the check off
+    allowed_hosts: tuple[str, ...] = ()
+    request_timeout: float = 10.0  # seconds for a request's head, and again for its body, to arrive
+    max_connections: int = 200  # open HTTP connections; more are closed at once (and uvicorn's limit_concurrency)
     pages: bool = True  # serve the web pages (missing pages stop the start); False: the API only
     ice: IceConfig = field(default_factory=IceConfig)  # STUN/TURN servers for every peer connection
 
@@ -46,6 +52,12 @@ class ServerSettings:
             raise ValueError("ssl_certfile and ssl_keyfile must be given together")
         if "*" in self.cors_origins and self.token is not None:
             raise ValueError("cors_origins must not contain '*' when a token is set; list the origins")
+        if not math.isfinite(self.request_timeout) or self.request_timeout <= 0:
+            raise ValueError(f"request_timeout must be a positive number of seconds, got {self.request_timeout}")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {self.max_connections}")
+        for name in self.allowed_hosts:
+            host_pattern(name)  # raises ValueError naming a bad one
         if not self.is_loopback and self.token is None and not self.allow_public_without_token:
             raise ValueError(f"refusing to bind {self.host!r} without --token: anyone on the network could use "
                              "the GPU and change prompts (pass --allow-public-without-token to do it anyway)")
@@ -53,6 +65,11 @@ class ServerSettings:
     @property
     def viewer_cap(self) -> int:
         return 4 * self.max_peers if self.max_viewers is None else self.max_viewers
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """``Host`` names the server answers to: loopback, the bound address, ``allowed_hosts``."""
+        return list(dict.fromkeys([*default_hosts(self.host), *(host_pattern(h) for h in self.allowed_hosts)]))
 
     @property
     def is_loopback(self) -> bool:

@@ -12,12 +12,13 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import SessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection
 
 from rtc.ice_config import IceConfig
 from server.errors import ApiError
+from server.keyed_locks import KeyedLocks
 from server.metrics import StreamMeter
+from server.offers import AIORTC_OFFER_ERRORS, Wants, check_offer, offer_failed
 from server.tracks import StreamOutputTrack, drain
 from server.turn_status import ServerIce
 from stream.pipeline import FramePipeline
@@ -35,60 +36,51 @@ class Viewer:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
-def _parse_view_offer(sdp: str, kind: str) -> RTCSessionDescription:
-    """The offer must be able to receive video (a recvonly or sendrecv video m-line)."""
-    if kind != "offer":
-        raise ApiError(400, "invalid_sdp", f"type must be 'offer', got {kind!r}")
-    if not sdp.startswith("v=0"):
-        raise ApiError(400, "invalid_sdp", "sdp must be an SDP offer starting 'v=0'")
-    try:
-        media = SessionDescription.parse(sdp).media
-    except (ValueError, KeyError, IndexError) as exc:
-        raise ApiError(400, "invalid_sdp", f"the offer could not be parsed: {exc}") from exc
-    if not any(m.kind == "video" and (m.direction or "sendrecv") in ("recvonly", "sendrecv") for m in media):
-        raise ApiError(400, "invalid_sdp", "the offer must receive video (a recvonly or sendrecv video m-line)")
-    return RTCSessionDescription(sdp=sdp, type="offer")
-
-
 class ViewerManager:
-    """Creates, tracks and closes viewers. ``known(stream_id)`` says whether a stream can be watched."""
+    """Creates, tracks and closes viewers. A viewer is set up holding its stream id's lock (``locks``, shared with
+    the PeerManager), so its stream cannot close half-way; every failure closes and forgets it. The viewers of a
+    stream share one meter (``meters``): what the stream sends to its viewers, together."""
 
     def __init__(self, pipeline: FramePipeline, max_viewers: int, connect_timeout: float = 30.0,
-                 ice: ServerIce | None = None) -> None:
+                 ice: ServerIce | None = None, locks: KeyedLocks | None = None) -> None:
         self.pipeline = pipeline
         self.ice = ice or ServerIce(IceConfig())  # the STUN/TURN servers of the server's own connections
         self.max_viewers = max_viewers
         self.connect_timeout = connect_timeout
+        self.locks = locks or KeyedLocks()
         self.viewers: dict[str, Viewer] = {}
+        self.meters: dict[str, StreamMeter] = {}  # stream id -> its viewers' meter, while the stream lives
         self._closing: dict[str, asyncio.Task[bool]] = {}
 
     async def accept(self, sdp: str, kind: str, stream_id: str, repeat: bool = True) -> tuple[Viewer, str]:
-        """Answers a receive-only offer for ``stream_id``: 404 for an unknown stream, 503 when full. ``repeat``:
-        whether slow outputs are sent twice (StreamOutputTrack)."""
-        offer = _parse_view_offer(sdp, kind)
-        try:
-            self.pipeline.stats(stream_id)
-        except KeyError:
-            raise ApiError(404, "unknown_stream", f"no stream {stream_id!r} is live (streams are created by "
-                           "POST /offer or /whip)") from None
-        if len(self.viewers) >= self.max_viewers:
-            raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_viewers} viewers",
-                           {"Retry-After": "5"})
-        viewer_id = uuid.uuid4().hex[:12]
-        ice = self.ice.configuration(f"view-{viewer_id}")
-        pc = RTCPeerConnection(ice)
-        output = StreamOutputTrack(self.pipeline, stream_id, StreamMeter(), own_frames=True, repeat=repeat)
-        viewer = Viewer(viewer_id, stream_id, pc, output)
-        self.viewers[viewer.id] = viewer
-        try:
-            self._wire(viewer)
-            await pc.setRemoteDescription(offer)
-            pc.addTrack(viewer.output)
-            await pc.setLocalDescription(await pc.createAnswer())
-            self.ice.gathered(ice, pc.localDescription.sdp, f"viewer {viewer.id}")
-        except (ValueError, KeyError, IndexError) as exc:  # aiortc's SDP handling raises these on odd input
-            await self.close(viewer.id)
-            raise ApiError(400, "invalid_sdp", f"the offer could not be used: {exc}") from exc
+        """Answers a receive-only offer for ``stream_id``: 400/422 for an offer we cannot use, 404 for an unknown
+        stream, 503 when full. ``repeat``: whether slow outputs are sent twice (StreamOutputTrack)."""
+        offer = check_offer(sdp, kind, Wants.RECEIVE)
+        async with self.locks.hold(stream_id):
+            if stream_id not in self.pipeline.stream_ids():
+                raise ApiError(404, "unknown_stream", f"no stream {stream_id!r} is live (streams are created by "
+                               "POST /offer or /whip)")
+            if len(self.viewers) >= self.max_viewers:
+                raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_viewers} "
+                               "viewers", {"Retry-After": "5"})
+            viewer_id = uuid.uuid4().hex[:12]
+            ice = self.ice.configuration(f"view-{viewer_id}")
+            pc = RTCPeerConnection(ice)
+            meter = self.meters.setdefault(stream_id, StreamMeter())
+            output = StreamOutputTrack(self.pipeline, stream_id, meter, own_frames=True, repeat=repeat)
+            viewer = Viewer(viewer_id, stream_id, pc, output)
+            self.viewers[viewer.id] = viewer
+            try:
+                self._wire(viewer)
+                await pc.setRemoteDescription(offer)
+                pc.addTrack(viewer.output)
+                await pc.setLocalDescription(await pc.createAnswer())
+                self.ice.gathered(ice, pc.localDescription.sdp, f"viewer {viewer.id}")
+            except BaseException as exc:  # cancelled included: nothing of the viewer may stay behind
+                await asyncio.shield(self.close(viewer.id))
+                if isinstance(exc, (ApiError, *AIORTC_OFFER_ERRORS)):
+                    raise offer_failed(exc) from exc  # type: ignore[arg-type]
+                raise
         self._own(viewer, self._watch_connect(viewer))
         logger.info("viewer %s of stream %s connected; %d viewer(s)", viewer.id, stream_id, len(self.viewers))
         return viewer, pc.localDescription.sdp
@@ -144,7 +136,11 @@ class ViewerManager:
 
     async def close_stream(self, stream_id: str) -> None:
         """Closes every viewer of a stream (its camera peer has gone)."""
+        self.meters.pop(stream_id, None)
         await asyncio.gather(*(self.close(vid) for vid, v in list(self.viewers.items()) if v.stream == stream_id))
+
+    def count(self, stream_id: str) -> int:
+        return sum(1 for v in self.viewers.values() if v.stream == stream_id)
 
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(vid) for vid in list(self.viewers)))

@@ -17,3 +17,15 @@ class UnknownStreamError(KeyError):
 
     def __str__(self) -> str:
         return f"unknown stream {self.stream_id!r}"
+
+
+class StreamExistsError(ValueError):
+    """A stream with this id is already registered (``FramePipeline.open_stream``)."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(stream_id)
+
+    def __str__(self) -> str:
+        return f"stream {self.stream_id!r} is already registered"
+

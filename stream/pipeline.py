@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Callable
 import numpy as np
 
 from stream.engine import FrameKind, FrameResult, PendingResult, PreparedFrame, StreamEngine
-from stream.exceptions import UnknownStreamError
+from stream.exceptions import StreamExistsError, UnknownStreamError
 from stream.frames import DecodedFrame, to_rgb, validate_frame
 from stream.latest_slot import LatestSlots
 from stream.prepare_schedule import PrepareSchedule
@@ -108,6 +108,7 @@ class FramePipeline:
         self._pending: LatestSlots[PendingResult] = LatestSlots(self.config.output_queue_size)
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
+        self._registry = threading.Lock()  # open/close: the engine's and the pipeline's streams change together
         self._published = threading.Condition(self._lock)
         self._schedule = PrepareSchedule()
         self._turn_count = itertools.count()
@@ -125,25 +126,35 @@ class FramePipeline:
     # ---- streams -------------------------------------------------------------------------------------
 
     def open_stream(self, stream_id: str, **settings: Any) -> None:
-        """Registers a stream on the engine (own prompt, seed, strength, ...) and in the pipeline."""
-        if stream_id not in self.engine.stream_ids():
+        """Registers a new stream on the engine (own prompt, seed, strength, ...) and in the pipeline. The pipeline
+        owns stream registration: open and close change both under one lock, so the two never disagree.
+        Raises StreamExistsError when the id is registered already."""
+        with self._registry:
+            if stream_id in self._streams or stream_id in self.engine.stream_ids():
+                raise StreamExistsError(stream_id)
             self.engine.add_stream(stream_id, **settings)
-        elif settings:
-            self.engine.update(stream_id, **settings)
-        with self._lock:
-            self._streams[stream_id] = _Stream()
+            with self._lock:
+                self._streams[stream_id] = _Stream()
 
-    def close_stream(self, stream_id: str) -> None:
-        """Frees a stream; the other streams are not disturbed."""
-        with self._lock:
-            stream = self._streams.pop(stream_id, None)
-        if stream is None:
-            return
-        for slots in (self._raw, self._ready, self._pending):
-            slots.discard(stream_id)
-        self.engine.remove_stream(stream_id)
+    def close_stream(self, stream_id: str) -> bool:
+        """Frees a stream in the pipeline and on the engine; the other streams are not disturbed. False when
+        no such stream was open."""
+        with self._registry:
+            with self._lock:
+                stream = self._streams.pop(stream_id, None)
+            if stream is None:
+                return False
+            for slots in (self._raw, self._ready, self._pending):
+                slots.discard(stream_id)
+            self.engine.remove_stream(stream_id)
         stream.closed = True
         self._wake(stream)
+        return True
+
+    def stream_ids(self) -> list[str]:
+        """The open streams (the engine's own default stream is not one)."""
+        with self._lock:
+            return list(self._streams)
 
     def stats(self, stream_id: str) -> StreamStats:
         with self._lock:

@@ -77,7 +77,9 @@ def test_no_pages_serves_the_api_alone_with_a_warning(make_engine, monkeypatch, 
     monkeypatch.setattr(pages, "PAGES_PACKAGE", "no_such_pages_package")  # not even looked up
     engine = make_engine()
     with caplog.at_level(logging.WARNING):
-        app = create_app(ServerSettings(stream=engine.config, pages=False), engine, ModelInfo("tiny", True, "torch"))
+        # TestClient sends Host: testserver, which a server answers only when told to (docs/server.md)
+        settings = ServerSettings(stream=engine.config, pages=False, allowed_hosts=("testserver",))
+        app = create_app(settings, engine, ModelInfo("tiny", True, "torch"))
     assert "--no-pages: serving the API only" in caplog.text
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200

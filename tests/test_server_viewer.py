@@ -15,6 +15,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from tests.support import block_diff, eventually, running
+from tests.support.prometheus import sample
 from tests.support.webrtc import SyntheticCamera, connect
 from tests.test_server_api import TOKEN, whip_offer
 from tests.test_server_stream import SIZE, local_engine, make_app  # noqa: F401 - fixture
@@ -83,7 +84,11 @@ def test_viewers_each_get_the_streams_frames_and_go_with_it(local_engine):
             for viewer in viewers:
                 await viewer.wait_frames(3)
             assert (await http.get("/health")).json()["viewers"] == 2
-            assert "sana_stream_viewers 2" in (await http.get("/metrics")).text
+            metrics = (await http.get("/metrics")).text
+            assert sample(metrics, "sana_stream_viewers") == 2
+            assert sample(metrics, "sana_stream_stream_viewers", stream=client.stream) == 2
+            assert sample(metrics, "sana_stream_frames_sent_total", stream=client.stream, to="viewers") >= 6
+            assert (await http.get("/health")).json()["rates"][client.stream]["viewers_sent_fps"] > 0
             # over the same second every subscriber gets (nearly) every new frame of the stream
             start, sent = time.monotonic(), len(client.frames)
             await asyncio.sleep(1.5)

@@ -57,6 +57,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssl-keyfile", default=env("ssl_keyfile"))
     p.add_argument("--allow-public-without-token", action="store_true",
                    default=env("allow_public_without_token") == "1")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   default=[h for h in (env("allowed_host") or "").split(",") if h],
+                   help="a Host name to answer besides loopback and the bound address (a reverse proxy's, a LAN "
+                        "name; *.example.com for subdomains; * turns the check off); repeatable")
+    p.add_argument("--request-timeout", type=float, default=float(env("request_timeout", "10") or 10),
+                   help="seconds a request's head, and then its body, may take to arrive")
+    p.add_argument("--max-connections", type=int, default=int(env("max_connections", "200") or 200),
+                   help="open HTTP connections; more are closed at once")
     p.add_argument("--no-pages", action="store_true", default=env("no_pages") == "1",
                    help="serve the API only, without the web pages (/ and /view); without this flag a server "
                         "whose pages are missing refuses to start")
