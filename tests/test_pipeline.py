@@ -92,7 +92,9 @@ def test_slow_engine_keeps_latency_flat_and_drops_frames(make_engine):
         growth = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(baseline, "filename"))
         tracemalloc.stop()
         stats = pipe.stats("cam")
-    assert len(ages) >= calls and max(ages) <= ahead, ages
+    # one call's frames, plus the one the preprocessing thread was preparing when they arrived (a fresh-clone run
+    # read 6 under load); a queue reads 0, 4, 9, 14, ... and fails by the third call
+    assert len(ages) >= calls and max(ages) <= ahead + 1, ages
     assert stats.dropped >= (ahead - 2) * (calls - 2), stats
     assert growth < 2 * 2**20
 
