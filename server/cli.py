@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bridge.cli import add_camera_parser
+from cluster.options import add_cluster_options, wants_cluster
 from engines import AUTO, backend_names
 from engines.build_cli import add_build_parser
 from stream.exceptions import ModelNotFoundError
@@ -44,6 +45,10 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if wants_cluster(args):
+        from cluster.serve import run_cluster  # Ray only for --workers
+
+        return run_cluster(args)
     from server.serve import run_server  # heavy imports (aiortc, uvicorn) only for this command
 
     return run_server(args)
@@ -88,6 +93,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--ssl-keyfile", default=_env("ssl_keyfile"))
     p.add_argument("--allow-public-without-token", action="store_true",
                    default=_env("allow_public_without_token") == "1")
+    add_cluster_options(p, _env)
     p.set_defaults(func=_serve)
 
 

@@ -18,6 +18,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from server.frame_assembly import assemble_on_marker
+from server.liveness import SILENCE_S, close_when_silent
 
 ANNOUNCE_CHANNEL = "sana-stream"  # a data channel of this label receives {"pts", "source_pts", "kind"} per frame
 
@@ -53,6 +54,7 @@ class StreamClient:
     received: int = 0
     new_frame: asyncio.Event = field(default_factory=asyncio.Event)
     _reader: asyncio.Task[None] | None = None
+    _liveness: asyncio.Task[None] | None = None  # closes pc once the server went silent (server.liveness)
 
     async def read(self, track: MediaStreamTrack) -> None:
         while True:
@@ -90,19 +92,22 @@ class StreamClient:
         return self.frames[len(self.frames) - count:]
 
     async def close(self) -> None:
-        if self._reader:
-            self._reader.cancel()
+        for task in (self._reader, self._liveness):
+            if task:
+                task.cancel()
         await self.pc.close()
 
 
 async def connect(base: str, track: MediaStreamTrack, headers: dict[str, str] | None = None,
                   http: httpx.AsyncClient | None = None, stream: str | None = None,
-                  marker_assembly: bool = True) -> StreamClient:
+                  marker_assembly: bool = True, silence_timeout: float | None = SILENCE_S) -> StreamClient:
     """POST /offer with ``track`` and an announcement channel; starts reading the returned video. ``stream`` asks
     for that stream id (a live peer holding it is replaced), so ``/view?stream=ID`` links survive reconnects.
     Received frames complete on their RTP marker bit (``server.frame_assembly``), so the server is asked not to
     repeat slow outputs; ``marker_assembly=False`` keeps aiortc's assembly and the repeats, as other aiortc
-    receivers have them (tests of the server's repeats use that)."""
+    receivers have them (tests of the server's repeats use that). The connection is closed once the server has
+    been silent for ``silence_timeout`` seconds (None: never; ``server.liveness``), so a dead server is noticed
+    in seconds, not after ICE's ~30 s."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     client = StreamClient(pc)
     channel = pc.createDataChannel(ANNOUNCE_CHANNEL)
@@ -138,6 +143,8 @@ async def connect(base: str, track: MediaStreamTrack, headers: dict[str, str] | 
     answer = r.json()
     client.stream = answer["stream"]
     await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+    if silence_timeout is not None:
+        client._liveness = asyncio.ensure_future(close_when_silent(pc, silence_timeout))
     return client
 
 
