@@ -68,7 +68,7 @@ class Front:
         try:
             slot = self.supervisor.place(stream_id)
         except NoCapacity as exc:
-            raise ApiError(503, "server_full", str(exc), {"Retry-After": "5"}) from None
+            raise ApiError(503, "server_full" if exc.ready else "no_workers", str(exc), {"Retry-After": "5"}) from None
         try:
             url = slot.status.url if slot.status else None
             if url is None:  # place() picks ready workers only, and a ready worker has reported its url
@@ -84,11 +84,26 @@ class Front:
             raise ApiError(404, reason, detail)
         return slot.status.url
 
-    async def each_ready(self, method: str, path: str, **request: Any) -> list[httpx.Response]:
+    def ready_urls(self) -> list[str]:
         urls = [s.status.url for s in self.supervisor.ready() if s.status and s.status.url]
         if not urls:
             raise ApiError(503, "no_workers", "no worker is ready yet; try again", {"Retry-After": "5"})
-        return list(await asyncio.gather(*(self.workers.request(url, method, path, **request) for url in urls)))
+        return urls
+
+    async def each_ready(self, method: str, path: str, **request: Any) -> list[httpx.Response]:
+        return list(await asyncio.gather(*(self.workers.request(url, method, path, **request)
+                                           for url in self.ready_urls())))
+
+    async def prompt_everywhere(self, payload: dict[str, Any]) -> Response:
+        """A change for every stream: the first worker validates it (they all would alike, and none changes
+        anything before validating), then the others get it, and so does every worker that joins later."""
+        first_url, *others = self.ready_urls()
+        first = await self.workers.request(first_url, "POST", "/prompt", json=payload)
+        if first.status_code != 200:
+            return relay(first)
+        self.prompt_defaults.update(payload)
+        rest = await asyncio.gather(*(self.workers.request(url, "POST", "/prompt", json=payload) for url in others))
+        return JSONResponse(_merged_streams([first, *rest]))
 
 
 def _unknown_stream(stream_id: str) -> str:
@@ -180,16 +195,7 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
         if body.stream is not None:
             url = front.owner_url(body.stream, "unknown_stream", _unknown_stream(body.stream))
             return relay(await front.workers.request(url, "POST", "/prompt", json=payload))
-        ready = [s.status.url for s in supervisor.ready() if s.status and s.status.url]
-        if not ready:
-            raise ApiError(503, "no_workers", "no worker is ready yet; try again", {"Retry-After": "5"})
-        first = await front.workers.request(ready[0], "POST", "/prompt", json=payload)
-        if first.status_code != 200:  # every worker validates alike: the first one's refusal is everyone's
-            return relay(first)
-        front.prompt_defaults.update(payload)
-        rest = await asyncio.gather(*(front.workers.request(url, "POST", "/prompt", json=payload)
-                                      for url in ready[1:]))
-        return JSONResponse(_merged_streams([first, *rest]))
+        return await front.prompt_everywhere(payload)
 
     @app.get("/prompt", response_model=PromptState)
     async def get_prompt(stream: str | None = None) -> Response:

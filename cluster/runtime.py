@@ -74,8 +74,9 @@ async def probe(actor: Any, timeout: float) -> WorkerStatus:
 
     try:
         return await asyncio.wait_for(_awaitable(actor.status.remote()), timeout)
-    except RayActorError as exc:
-        raise WorkerGone(type(exc).__name__) from exc
+    except RayActorError as exc:  # its first line says why (a creation error's traceback follows it)
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise WorkerGone(f"{type(exc).__name__}: {first_line}") from exc
 
 
 async def _awaitable(ref: Any) -> Any:

@@ -141,6 +141,7 @@ def test_streams_spread_over_workers_with_their_own_prompts_viewers_and_media(cl
     first, neon = reference(), reference(prompt="neon cyberpunk city", seed=5)
 
     async def main():
+        await cluster.wait_health(lambda h: h["streams"] == 0, "no streams left from the tests before")
         a = await connect(cluster.base, (SIZE, SIZE), headers=AUTH)
         b = await connect(cluster.base, (SIZE, SIZE), headers=AUTH, offset=3)
         owners = await cluster.wait_owned(a.stream, b.stream)
@@ -238,6 +239,7 @@ def test_front_errors_are_json_and_whip_goes_through(cluster):
 
 def test_a_killed_worker_closes_its_peer_and_returns_while_the_other_stream_goes_on(cluster):
     async def main():
+        await cluster.wait_health(lambda h: h["streams"] == 0, "no streams left from the tests before")
         a = await connect(cluster.base, (SIZE, SIZE), headers=AUTH)
         b = await connect(cluster.base, (SIZE, SIZE), headers=AUTH)
         owners = await cluster.wait_owned(a.stream, b.stream)
