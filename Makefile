@@ -15,10 +15,11 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_coturn.sh
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 bench: $(STAMP)
-	for b in engine pipeline server backends controlnet; do $(VENV)/bin/python -m benchmarks.$$b $(ARGS) || exit 1; done
+	for b in engine pipeline server backends controlnet taesana; do $(VENV)/bin/python -m benchmarks.$$b $(ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts

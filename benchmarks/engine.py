@@ -45,7 +45,8 @@ from engines.prompt_kv import KVBatch, batch_prompt_kv
 from stream import trigflow
 from stream.config import CfgType, StreamConfig, VaeKind
 from stream.engine import DEFAULT_STREAM, FrameKind, StreamEngine
-from stream.frames import fit_frame, to_tensor, to_uint8
+from stream.frames import fit_frame
+from stream.image_tensors import to_tensor, to_uint8
 from stream.prompt import PromptEncoder
 from stream.tiny_model import TinyPreset, make_tiny_model
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderDC
 
+from benchmarks.real_size import real_size_dcae
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
 from benchmarks.timing import in_worker_thread
 from stream import FrameKind, StreamConfig, StreamEngine
@@ -120,17 +120,7 @@ def interleaved(engine: StreamEngine, seconds: float, vae: str, rounds: int = 3)
 
 def autoencoders_head_to_head(size: int, repetitions: int) -> Comparison:
     """The published DC-AE f32c32 configuration vs the real tiny-autoencoder plan (random weights)."""
-    torch.manual_seed(0)
-    dcae = AutoencoderDC(
-        latent_channels=32, attention_head_dim=32,
-        encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
-        decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
-        encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-        decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-        encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3, 3, 3, 3, 3, 3),
-        encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)), decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
-        downsample_block_type="conv", upsample_block_type="interpolate", decoder_norm_types="rms_norm",
-        decoder_act_fns="silu", scaling_factor=0.41407).eval()
+    dcae = real_size_dcae()
     tiny = TinyAutoencoder(TinyEncoder(), TinyDecoder()).eval()
     image = torch.rand(1, 3, size, size) * 2 - 1
 

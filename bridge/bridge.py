@@ -33,7 +33,7 @@ from bridge.errors import BridgeError, SinkClosed, SourceError
 from bridge.sinks import FrameSink, SinkWorker
 from bridge.sources import FrameSource
 from stream.frames import fit_frame
-from server.client import OfferRejected, Received, StreamClient, connect
+from server.client import OfferRejected, Received, RelayUnavailable, StreamClient, connect
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class BridgeOptions:
     backoff_max: float = 10.0
     max_frames: int | None = None  # stop after this many output frames (scripts, tests)
     http_timeout: float = 10.0
+    relay: bool = False  # send all media through the server's TURN server (--relay), to check a TURN setup
 
     def __post_init__(self) -> None:
         self.server = self.server.rstrip("/")
@@ -247,8 +248,14 @@ class _NoLeakHttp:
         self.error: httpx.TransportError | None = None
 
     async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self._send(self.http.post, url, **kwargs)
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self._send(self.http.get, url, **kwargs)
+
+    async def _send(self, method: Any, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            return await self.http.post(url, **kwargs)
+            return await method(url, **kwargs)
         except httpx.TransportError as exc:
             self.error = exc
             return httpx.Response(503, json={"error": "unreachable", "detail": str(exc)})
@@ -340,9 +347,10 @@ class Bridge:
             track = SourceTrack(pump)
             try:
                 client = await self._connect(track)
-            except (httpx.TransportError, OfferRejected) as exc:
+            except (httpx.TransportError, OfferRejected, RelayUnavailable) as exc:
                 track.stop()
                 message = (describe_rejection(exc, self.options.server) if isinstance(exc, OfferRejected)
+                           else str(exc) if isinstance(exc, RelayUnavailable)
                            else f"cannot reach the server at {self.options.server}: {_reason(exc)}")
                 fatal = self.connections == 0 or (isinstance(exc, OfferRejected) and exc.status == 401)
                 if fatal:
@@ -388,7 +396,7 @@ class Bridge:
         http = _NoLeakHttp(self._http)
         try:  # the same stream id on reconnects: /view?stream=ID links and the server's stream survive
             client = await connect(self.options.server, track, self.options.headers, http=http,  # type: ignore[arg-type]
-                                   stream=self.stream_id)
+                                   stream=self.stream_id, relay=self.options.relay)
         except OfferRejected:
             if http.error is not None:
                 raise http.error from None

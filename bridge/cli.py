@@ -97,6 +97,9 @@ def add_camera_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--stall-timeout", type=float, default=10.0,
                    help="seconds without a restyled frame before reconnecting (default: 10)")
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many restyled frames")
+    p.add_argument("--relay", action="store_true", default=_env("relay") == "1",
+                   help="send all media through the server's TURN server (iceTransportPolicy relay), to check a TURN "
+                        "setup; fails with a clear message when no relay can be had (docs/deploy.md)")
     p.set_defaults(func=run_camera)
 
 
@@ -111,7 +114,8 @@ def build_options(args: argparse.Namespace) -> Any:
     size = (args.width, args.height) if args.width is not None else None
     key = parse_background(args.keep_background, args.key_tolerance) if args.keep_background else None
     return BridgeOptions(server=args.server, token=args.token, fps=args.fps, size=size, stream=args.stream,
-                         prompt=prompt, key=key, stall_timeout=args.stall_timeout, max_frames=args.max_frames)
+                         prompt=prompt, key=key, stall_timeout=args.stall_timeout, max_frames=args.max_frames,
+                         relay=args.relay)
 
 
 def build_sink(args: argparse.Namespace) -> Any:

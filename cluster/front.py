@@ -15,16 +15,18 @@ from typing import Any
 import httpx
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from cluster.aggregate import ClusterHealth, cluster_health, merge_metrics
 from cluster.forward import WorkerClient, relay
 from cluster.placement import NoCapacity
 from cluster.supervisor import Supervisor, WorkerSlot, WorkerState
-from server.app import WEB_DIR, ModelInfo
+from server.app import ModelInfo
 from server.body_limit import BodyLimitMiddleware
 from server.errors import ApiError, install_error_handlers
+from server.ice_config import DEFAULT_CREDENTIAL_NAME
+from server.ice_routes import IceServer, IceServers
+from server.pages import find_pages, mount_pages
 from server.schemas import STREAM_ID_PATTERN, Answer, Offer, PromptState, PromptUpdate, ServerConfig, ViewAnswer, \
     ViewOffer
 from server.settings import SDP_MAX_BYTES, ServerSettings
@@ -218,7 +220,24 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
         text = merge_metrics(texts, {"workers": states, "worker_restarts": restarts})
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
-    _mount_pages(app)
+    @app.get("/ice-servers", response_model=IceServers, dependencies=[Depends(authorize)])
+    async def ice_servers(stream: str | None = Query(default=None, pattern=STREAM_ID_PATTERN)) -> IceServers:
+        """The STUN/TURN servers to create a peer connection with (the workers use the same ones)."""
+        servers, expires_at = settings.ice.servers(stream or DEFAULT_CREDENTIAL_NAME)
+        return IceServers(ice_servers=[IceServer(**s) for s in servers], expires_at=expires_at,
+                          relay=bool(settings.ice.turn_urls))
+
+    @app.get("/debug/connections")
+    async def connections() -> JSONResponse:
+        """Every worker's connections: state and candidate types (relayed or direct) per peer and viewer."""
+        merged: dict[str, dict[str, Any]] = {"peers": {}, "viewers": {}}
+        for response in await front.each_ready("GET", "/debug/connections"):
+            for kind in merged:
+                merged[kind].update(response.json()[kind])
+        return JSONResponse(merged)
+
+    if settings.pages:
+        mount_pages(app, find_pages())
     app.state.front = front
     return app
 
@@ -242,13 +261,3 @@ async def _worker_metrics(front: Front) -> dict[int, str]:
         return slot.index, response.text
 
     return {index: text for index, text in await asyncio.gather(*(fetch(s, url) for s, url in live)) if text is not None}
-
-
-def _mount_pages(app: FastAPI) -> None:
-    if (WEB_DIR / "view.html").exists():
-        @app.get("/view", include_in_schema=False)
-        async def view_page() -> FileResponse:
-            return FileResponse(WEB_DIR / "view.html", headers={"Cache-Control": "no-cache"})
-
-    if WEB_DIR.is_dir() and (WEB_DIR / "index.html").exists():
-        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

@@ -14,8 +14,9 @@ from cluster.config import AUTO, ClusterConfig, parse_workers
 from cluster.forward import WorkerClient
 from cluster.front import Front, create_front_app
 from cluster.supervisor import Supervisor
-from cluster.worker import WorkerSpec
+from cluster.worker import WorkerSpec, for_workers
 from server.app import ModelInfo
+from server.pages import PagesMissingError, find_pages
 from server.serve import build_settings, choose_model, run_server
 from server.settings import ServerSettings
 
@@ -34,6 +35,12 @@ def run_cluster(args: argparse.Namespace) -> int:
                            "without --workers")
             return run_server(args)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request otherwise
+    if not args.no_pages:  # the front serves them: checked before Ray and the workers start
+        try:
+            find_pages()
+        except PagesMissingError as exc:
+            logger.error("%s", exc)
+            return 2
     model, demo = choose_model(args.model)
     settings = build_settings(args, model)  # validates every option before Ray starts
     sizing = ClusterConfig(workers=1 if requested == AUTO else int(requested), ray_address=args.ray_address,
@@ -45,11 +52,10 @@ def run_cluster(args: argparse.Namespace) -> int:
     started = runtime.start_ray(sizing)
     try:
         config = _fit_to_gpus(sizing, requested, runtime.cluster_gpus(), joined=bool(args.ray_address))
-        specs = _specs(args, settings, model, demo, config)
-        actors = runtime.spawn_workers(specs, config)
+        token = secrets.token_urlsafe(24)  # workers accept only the front; the public token never leaves it
+        actors = runtime.spawn_workers(_specs(args, for_workers(settings, token), model, demo, config), config)
         front = Front(Supervisor(config, actors, runtime.probe, runtime.kill),
-                      WorkerClient(specs[0].internal_token, config.forward_timeout),
-                      lambda: runtime.stop_workers(actors))
+                      WorkerClient(token, config.forward_timeout), lambda: runtime.stop_workers(actors))
         app = create_front_app(settings, _model_info(model, demo, settings.backend), front)
         scheme = "https" if settings.ssl_certfile else "http"
         logger.info("serving on %s://%s:%d with %d worker(s) on Ray", scheme, settings.host, settings.port,
@@ -81,11 +87,10 @@ def _fit_to_gpus(config: ClusterConfig, requested: int | str, gpus: int, joined:
 
 def _specs(args: argparse.Namespace, settings: ServerSettings, model: str, demo: bool,
            config: ClusterConfig) -> list[WorkerSpec]:
-    token = secrets.token_urlsafe(24)  # workers accept only the front; the public token never leaves it
     loopback = settings.is_loopback and not config.ray_address
     name = _model_info(model, demo, "").name
-    return [WorkerSpec(index=i, model=model, demo=demo, model_name=name, settings=settings, internal_token=token,
-                       bind_loopback=loopback, precision=args.precision, log_level=getattr(args, "log_level", "INFO"))
+    return [WorkerSpec(index=i, model=model, demo=demo, model_name=name, settings=settings, bind_loopback=loopback,
+                       precision=args.precision, log_level=getattr(args, "log_level", "INFO"))
             for i in range(config.workers)]
 
 

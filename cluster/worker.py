@@ -32,24 +32,25 @@ RATE_PROBE_CALLS = 10
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker needs, sent to its actor by Ray (so: picklable, and no secrets but the internal one)."""
+    """Everything a worker needs, sent to its actor by Ray (so: picklable)."""
 
     index: int
     model: str
     demo: bool  # the tiny random demo model, written on the worker's node when missing there
     model_name: str  # as /health and /config show it
-    settings: ServerSettings  # the front's; the worker serves with its own copy (``worker_settings``)
-    internal_token: str  # what the front sends as its bearer token; the public token never reaches workers
+    # ``for_workers(front's settings, internal token)``: the public token never reaches a worker; the TURN
+    # credentials do, since the worker's own connections use them
+    settings: ServerSettings
     bind_loopback: bool  # a local cluster serving this machine: bind 127.0.0.1 and offer loopback candidates
     precision: str | None = None
     log_level: str = "INFO"
 
 
-def worker_settings(spec: WorkerSpec, host: str) -> ServerSettings:
-    """The worker's own server settings: any free port on ``host``, the internal token, no TLS and no CORS (only
-    the front talks HTTP to it)."""
-    return dataclasses.replace(spec.settings, host=host, port=0, token=spec.internal_token, cors_origins=(),
-                               ssl_certfile=None, ssl_keyfile=None, allow_public_without_token=False)
+def for_workers(settings: ServerSettings, internal_token: str) -> ServerSettings:
+    """The front's settings as its workers serve them: the internal token (only the front talks HTTP to them), no
+    TLS, no CORS, no pages; each binds its own address and a free port (``EngineWorker``)."""
+    return dataclasses.replace(settings, token=internal_token, cors_origins=(), ssl_certfile=None, ssl_keyfile=None,
+                               allow_public_without_token=False, pages=False)
 
 
 def measure_rate(engine: Any, width: int, height: int) -> float:
@@ -166,7 +167,7 @@ class EngineWorker:
                     self._engine_source.value, self._rate)
         if spec.bind_loopback:
             include_loopback_candidates()
-        return create_app(worker_settings(spec, self._host), engine,
+        return create_app(dataclasses.replace(spec.settings, host=self._host, port=0), engine,
                           ModelInfo(name=spec.model_name, demo=spec.demo, backend=spec.settings.backend))
 
     def _model_path(self) -> str:

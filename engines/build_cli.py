@@ -34,10 +34,15 @@ def default_t_list(steps: int) -> tuple[float, ...]:
 
 def add_build_parser(subparsers: Any) -> None:
     """Adds the ``build`` subcommand to an argparse subparsers object (``parser.add_subparsers()``)."""
+    p = subparsers.add_parser("build", help="export and build compiled engines into the engine cache")
+    add_build_options(p)
+
+
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    """The ``build`` subcommand's description and options, on its parser."""
     from stream.config import CfgType, VaeKind
 
-    p = subparsers.add_parser("build", help="export and build compiled engines into the engine cache",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.description, p.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
     p.add_argument("--model", required=True, help="diffusers-format Sana-Sprint directory or hub id")
     p.add_argument("--backend", default=BackendName.TENSORRT.value, choices=COMPILED)
     p.add_argument("--width", type=int, default=512)

@@ -7,19 +7,19 @@ import contextlib
 import hmac
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, PlainTextResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from engines import batching_pays
 from server.body_limit import BodyLimitMiddleware
 from server.errors import ApiError, install_error_handlers
+from server.ice_routes import add_ice_routes
 from server.metrics import exposition
+from server.pages import find_pages, mount_pages
 from server.peers import PeerKind, PeerManager
 from server.schemas import (
     STREAM_ID_PATTERN,
@@ -35,13 +35,13 @@ from server.schemas import (
 )
 from server.settings import SDP_MAX_BYTES, ServerSettings
 from server.tracks import to_video_frame
+from server.turn_status import ServerIce
 from server.viewers import ViewerManager
 from stream.engine import StreamEngine
 from stream.pipeline import FramePipeline, PipelineConfig
 from stream.state import StreamSettings
 
 logger = logging.getLogger(__name__)
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,12 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ice = ServerIce(settings.ice)
+        await ice.check()  # at most a few seconds: each TURN server that fails is a warning naming it
         pipeline = FramePipeline(engine, PipelineConfig(convert=to_video_frame, max_batch=streams_per_call(engine)))
         state["pipeline"] = pipeline
-        state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout)
-        state["viewers"] = ViewerManager(pipeline, settings.viewer_cap)
+        state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout, ice=ice)
+        state["viewers"] = ViewerManager(pipeline, settings.viewer_cap, ice=ice)
         state["peers"].on_close = state["viewers"].close_stream  # a stream's viewers go when it goes
         try:
             yield
@@ -186,14 +188,12 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         text = exposition({pid: p.meter for pid, p in live.items()}, counters, gauges)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
-    if (WEB_DIR / "view.html").exists():
-        @app.get("/view", include_in_schema=False)
-        async def view_page() -> FileResponse:
-            """The output-only page: /view?stream=ID (the id is read by the page itself)."""
-            return FileResponse(WEB_DIR / "view.html", headers={"Cache-Control": "no-cache"})
+    add_ice_routes(app, settings.ice, authorize, peers, viewers)
 
-    if WEB_DIR.is_dir() and (WEB_DIR / "index.html").exists():
-        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    if settings.pages:
+        mount_pages(app, find_pages())
+    else:
+        logger.warning("--no-pages: serving the API only; / and /view answer 404")
     app.state.peers = peers
     app.state.viewers = viewers
     app.state.runtime = state

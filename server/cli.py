@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bridge.cli import add_camera_parser
 from cluster.options import add_cluster_options, wants_cluster
 from engines import AUTO, backend_names
-from engines.build_cli import add_build_parser
+from server.ice_config import DEFAULT_TURN_TTL_S
 from stream.exceptions import ModelNotFoundError
-from stream.tiny_model import TinyPreset, make_tiny_model
 
 logger = logging.getLogger("sana_stream")
+BUILD_HELP = "export and build compiled engines into the engine cache"  # as engines.build_cli says it
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -39,6 +42,8 @@ def even_t_list(strength: float, steps: int) -> tuple[float, ...]:
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
+    from stream.tiny_model import make_tiny_model
+
     path = make_tiny_model(args.directory, preset=args.preset, seed=args.seed)
     logger.info("tiny model written to %s (random weights: its images are not a real style)", path)
     return 0
@@ -93,23 +98,88 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--ssl-keyfile", default=_env("ssl_keyfile"))
     p.add_argument("--allow-public-without-token", action="store_true",
                    default=_env("allow_public_without_token") == "1")
+    p.add_argument("--no-pages", action="store_true", default=_env("no_pages") == "1",
+                   help="serve the API only, without the web pages (/ and /view); without this flag a server "
+                        "whose pages are missing refuses to start")
+    add_ice_options(p)
     add_cluster_options(p, _env)
     p.set_defaults(func=_serve)
 
 
+def add_ice_options(p: argparse.ArgumentParser) -> None:
+    """STUN/TURN for servers and clients behind NAT (docs/deploy.md). Secrets are better passed in the environment
+    than on the command line, where other users of the machine can read them (ps)."""
+    p.add_argument("--ice-server", action="append", metavar="URL",
+                   default=[u for u in (_env("ice_server") or "").split(",") if u.strip()],
+                   help="stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]; repeatable "
+                        "(SANA_STREAM_ICE_SERVER: comma-separated). The server's own connections, the web pages and "
+                        "`sana-stream camera` all use them")
+    p.add_argument("--turn-secret", default=_env("turn_secret"),
+                   help="the TURN server's shared secret (coturn: use-auth-secret + static-auth-secret): each client "
+                        "gets its own time-limited credentials (recommended; prefer SANA_STREAM_TURN_SECRET)")
+    p.add_argument("--turn-ttl", type=float, default=float(_env("turn_ttl") or DEFAULT_TURN_TTL_S),
+                   help="seconds a minted TURN credential stays valid (default: %(default)g); clients fetch new "
+                        "ones for every connection")
+    p.add_argument("--turn-username", default=_env("turn_username"), help="static TURN username (instead of a secret)")
+    p.add_argument("--turn-credential", default=_env("turn_credential"),
+                   help="static TURN password (prefer SANA_STREAM_TURN_CREDENTIAL)")
+
+
+class DeferredParser(argparse.ArgumentParser):
+    """A subcommand parser that defines its options only when it parses or shows its help: ``build`` and
+    ``make-tiny-model`` take their choices from modules that import torch, which ``--version``, ``--help`` and
+    ``camera`` should not load (``camera`` runs on machines without torch)."""
+
+    def __init__(self, *args: Any, define: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._define = define
+
+    def _ensure_defined(self) -> None:
+        define, self._define = self._define, None
+        if define is not None:
+            define(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # argparse's call for a subcommand
+        self._ensure_defined()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._ensure_defined()
+        return super().format_help()
+
+
+def _define_make_tiny_model(parser: argparse.ArgumentParser) -> None:
+    from stream.tiny_model import TinyPreset
+
+    parser.add_argument("directory")
+    parser.add_argument("--preset", default=TinyPreset.TINY.value, choices=[p.value for p in TinyPreset])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=_make_tiny_model)
+
+
+def _define_build(parser: argparse.ArgumentParser) -> None:
+    from engines.build_cli import add_build_options
+
+    add_build_options(parser)
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("sana-stream")
+    except importlib.metadata.PackageNotFoundError:  # a checkout run with PYTHONPATH, never pip-installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sana-stream", description="Real-time Sana-Sprint img2img streaming")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    tiny = sub.add_parser("make-tiny-model", help="write a tiny random Sana-Sprint in diffusers format")
-    tiny.add_argument("directory")
-    tiny.add_argument("--preset", default=TinyPreset.TINY.value, choices=[p.value for p in TinyPreset])
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.set_defaults(func=_make_tiny_model)
-
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=DeferredParser)
+    sub.add_parser("make-tiny-model", help="write a tiny random Sana-Sprint in diffusers format",
+                   define=_define_make_tiny_model)
     add_serve_parser(sub)
-    add_build_parser(sub)
+    sub.add_parser("build", help=BUILD_HELP, define=_define_build)
     add_camera_parser(sub)
     return parser
 

@@ -14,13 +14,20 @@ from typing import Any
 import av
 import httpx
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from server.frame_assembly import assemble_on_marker
+from server.ice import has_relay_candidate
+from server.ice_config import rtc_configuration
 from server.liveness import SILENCE_S, close_when_silent
 
+OFFER_TIMEOUT_S = 20.0  # an answer can take seconds: the server gathers its candidates first (STUN/TURN: up to 5 s)
 ANNOUNCE_CHANNEL = "sana-stream"  # a data channel of this label receives {"pts", "source_pts", "kind"} per frame
+
+
+class RelayUnavailable(Exception):
+    """Relayed media was asked for (``relay=True``) and no TURN relay could be had; the message says why."""
 
 
 class OfferRejected(Exception):
@@ -98,18 +105,67 @@ class StreamClient:
         await self.pc.close()
 
 
+async def fetch_ice_servers(session: httpx.AsyncClient, headers: dict[str, str] | None = None,
+                            stream: str | None = None) -> list[dict[str, Any]]:
+    """The server's STUN/TURN servers with fresh TURN credentials (GET /ice-servers); [] from a server without
+    that endpoint. Raises OfferRejected when the server refuses (a wrong token: 401, as the offer would)."""
+    r = await session.get("/ice-servers", params={"stream": stream} if stream else None, headers=headers or {})
+    if r.status_code == 404:
+        return []
+    if r.status_code != 200:
+        raise OfferRejected(r.status_code, _body(r))
+    return list(r.json()["ice_servers"])
+
+
 async def connect(base: str, track: MediaStreamTrack, headers: dict[str, str] | None = None,
                   http: httpx.AsyncClient | None = None, stream: str | None = None,
-                  marker_assembly: bool = True, silence_timeout: float | None = SILENCE_S) -> StreamClient:
+                  marker_assembly: bool = True, relay: bool = False,
+                  silence_timeout: float | None = SILENCE_S) -> StreamClient:
     """POST /offer with ``track`` and an announcement channel; starts reading the returned video. ``stream`` asks
     for that stream id (a live peer holding it is replaced), so ``/view?stream=ID`` links survive reconnects.
     Received frames complete on their RTP marker bit (``server.frame_assembly``), so the server is asked not to
     repeat slow outputs; ``marker_assembly=False`` keeps aiortc's assembly and the repeats, as other aiortc
-    receivers have them (tests of the server's repeats use that). The connection is closed once the server has
-    been silent for ``silence_timeout`` seconds (None: never; ``server.liveness``), so a dead server is noticed
-    in seconds, not after ICE's ~30 s."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    client = StreamClient(pc)
+    receivers have them (tests of the server's repeats use that). The connection uses the server's STUN/TURN
+    servers (GET /ice-servers); ``relay`` sends all media through its TURN server (iceTransportPolicy "relay"),
+    to check a TURN setup, and raises RelayUnavailable when no relay can be had. The connection is closed once the
+    server has been silent for ``silence_timeout`` seconds (None: never; ``server.liveness``), so a dead server
+    is noticed in seconds, not after ICE's ~30 s."""
+    own = httpx.AsyncClient(base_url=base, timeout=OFFER_TIMEOUT_S) if http is None else None
+    async with own or _borrowed(http) as session:  # type: ignore[arg-type]
+        servers = await fetch_ice_servers(session, headers, stream)
+        turn = [u for s in servers for u in ([s["urls"]] if isinstance(s["urls"], str) else s["urls"])
+                if u.startswith("turn")]
+        if relay and not turn:
+            raise RelayUnavailable(f"relay forced, but the server at {base} lists no TURN server (start it with "
+                                   "--ice-server turn:HOST:3478 and --turn-secret)")
+        pc = RTCPeerConnection(rtc_configuration(servers, relay=relay))
+        client = StreamClient(pc)
+        _wire(client, track, marker_assembly)
+        await pc.setLocalDescription(await pc.createOffer())
+        if relay and not has_relay_candidate(pc.localDescription.sdp):
+            await pc.close()
+            raise RelayUnavailable(f"relay forced, but the TURN server {turn[0]} gave no relay address: it is "
+                                   "unreachable from here or refused the credentials")
+        body = {"sdp": pc.localDescription.sdp, "type": "offer", "repeat": not marker_assembly,
+                **({"stream": stream} if stream else {})}
+        try:
+            r = await session.post("/offer", json=body, headers=headers or {})
+        except httpx.HTTPError:
+            await pc.close()  # its ICE sockets would outlive it
+            raise
+    if r.status_code != 200:
+        await pc.close()
+        raise OfferRejected(r.status_code, _body(r))
+    answer = r.json()
+    client.stream = answer["stream"]
+    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+    if silence_timeout is not None:
+        client._liveness = asyncio.ensure_future(close_when_silent(pc, silence_timeout))
+    return client
+
+
+def _wire(client: StreamClient, track: MediaStreamTrack, marker_assembly: bool) -> None:
+    pc = client.pc
     channel = pc.createDataChannel(ANNOUNCE_CHANNEL)
 
     @channel.on("message")
@@ -128,24 +184,12 @@ async def connect(base: str, track: MediaStreamTrack, headers: dict[str, str] | 
     def on_track(remote: MediaStreamTrack) -> None:
         client._reader = asyncio.ensure_future(client.read(remote))
 
-    await pc.setLocalDescription(await pc.createOffer())
-    async with httpx.AsyncClient(base_url=base) if http is None else _borrowed(http) as session:
-        body = {"sdp": pc.localDescription.sdp, "type": "offer", "repeat": not marker_assembly,
-                **({"stream": stream} if stream else {})}
-        r = await session.post("/offer", json=body, headers=headers or {})
-    if r.status_code != 200:
-        await pc.close()
-        try:
-            body: Any = r.json()
-        except ValueError:
-            body = r.text
-        raise OfferRejected(r.status_code, body)
-    answer = r.json()
-    client.stream = answer["stream"]
-    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
-    if silence_timeout is not None:
-        client._liveness = asyncio.ensure_future(close_when_silent(pc, silence_timeout))
-    return client
+
+def _body(r: httpx.Response) -> Any:
+    try:
+        return r.json()
+    except ValueError:
+        return r.text
 
 
 class _borrowed:

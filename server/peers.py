@@ -10,12 +10,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from server.errors import ApiError
 from server.frame_assembly import assemble_on_marker
+from server.ice_config import IceConfig
 from server.metrics import StreamMeter
 from server.tracks import StreamOutputTrack, drain, read_camera
+from server.turn_status import ServerIce
 from stream.engine import DEFAULT_STREAM
 from stream.pipeline import FramePipeline
 
@@ -64,8 +66,10 @@ def _parse_offer(sdp: str, kind: str) -> RTCSessionDescription:
 class PeerManager:
     """Creates, tracks and closes peers. Each camera peer gets its own pipeline stream (its id is the peer's)."""
 
-    def __init__(self, pipeline: FramePipeline, max_peers: int, idle_timeout: float) -> None:
+    def __init__(self, pipeline: FramePipeline, max_peers: int, idle_timeout: float,
+                 ice: ServerIce | None = None) -> None:
         self.pipeline = pipeline
+        self.ice = ice or ServerIce(IceConfig())  # the STUN/TURN servers of the server's own connections
         self.max_peers = max_peers
         self.idle_timeout = idle_timeout
         self.peers: dict[str, Peer] = {}
@@ -86,8 +90,9 @@ class PeerManager:
         if len(self.peers) >= self.max_peers:
             raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_peers} peers",
                            {"Retry-After": "5"})
-        peer = Peer(stream_id or uuid.uuid4().hex[:12], peer_kind, RTCPeerConnection(RTCConfiguration(iceServers=[])),
-                    repeat=repeat)
+        peer_id = stream_id or uuid.uuid4().hex[:12]
+        ice = self.ice.configuration(peer_id)
+        peer = Peer(peer_id, peer_kind, RTCPeerConnection(ice), repeat=repeat)
         if peer.id in self.peers:  # another offer for the same id got in first
             raise ApiError(409, "stream_in_use", f"another connection just took stream {peer.id!r}")
         self.peers[peer.id] = peer
@@ -99,6 +104,7 @@ class PeerManager:
                 raise ApiError(400, "invalid_sdp", "the offer sends no video track")
             assemble_on_marker(peer.pc)  # the camera's frames reach the pipeline a frame interval sooner
             await peer.pc.setLocalDescription(await peer.pc.createAnswer())
+            self.ice.gathered(ice, peer.pc.localDescription.sdp, f"peer {peer.id}")
         except ApiError:
             await self.close(peer.id)
             raise

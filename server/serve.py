@@ -13,6 +13,8 @@ from engines import BackendName, batching_pays, resolve_backend
 from server.app import ModelInfo, create_app
 from server.cli import cache_dir, even_t_list
 from server.ice import include_loopback_candidates
+from server.ice_config import IceConfig
+from server.pages import PagesMissingError, find_pages
 from server.settings import DEFAULT_MODEL, ServerSettings
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
@@ -62,7 +64,9 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
                           idle_timeout=args.idle_timeout,
                           cors_origins=tuple(args.cors_origin),
                           ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
-                          allow_public_without_token=args.allow_public_without_token)
+                          allow_public_without_token=args.allow_public_without_token, pages=not args.no_pages,
+                          ice=IceConfig.from_options(args.ice_server, args.turn_username, args.turn_credential,
+                                                     args.turn_secret, args.turn_ttl))
 
 
 def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> CompileOptions | None:
@@ -78,6 +82,12 @@ def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> Com
 
 
 def run_server(args: argparse.Namespace) -> int:
+    if not args.no_pages:  # before the (slow) model load; create_app looks them up again
+        try:
+            find_pages()
+        except PagesMissingError as exc:
+            logger.error("%s", exc)
+            return 2
     model, demo = choose_model(args.model)
     settings = build_settings(args, model)  # validates everything before the (slow) model load
     options = compile_options(settings.stream, settings.max_peers, precision=args.precision)

@@ -6,6 +6,7 @@ import ipaddress
 import math
 from dataclasses import dataclass, field
 
+from server.ice_config import IceConfig
 from stream.config import StreamConfig
 
 SDP_MAX_BYTES = 64 * 1024  # real offers are 4-6 KB; FastAPI itself has no body cap
@@ -27,6 +28,8 @@ class ServerSettings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     allow_public_without_token: bool = False
+    pages: bool = True  # serve the web pages (missing pages stop the start); False: the API only
+    ice: IceConfig = field(default_factory=IceConfig)  # STUN/TURN servers for every peer connection
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -12,12 +12,14 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
 from server.errors import ApiError
+from server.ice_config import IceConfig
 from server.metrics import StreamMeter
 from server.tracks import StreamOutputTrack, drain
+from server.turn_status import ServerIce
 from stream.pipeline import FramePipeline
 
 logger = logging.getLogger(__name__)
@@ -51,8 +53,10 @@ def _parse_view_offer(sdp: str, kind: str) -> RTCSessionDescription:
 class ViewerManager:
     """Creates, tracks and closes viewers. ``known(stream_id)`` says whether a stream can be watched."""
 
-    def __init__(self, pipeline: FramePipeline, max_viewers: int, connect_timeout: float = 30.0) -> None:
+    def __init__(self, pipeline: FramePipeline, max_viewers: int, connect_timeout: float = 30.0,
+                 ice: ServerIce | None = None) -> None:
         self.pipeline = pipeline
+        self.ice = ice or ServerIce(IceConfig())  # the STUN/TURN servers of the server's own connections
         self.max_viewers = max_viewers
         self.connect_timeout = connect_timeout
         self.viewers: dict[str, Viewer] = {}
@@ -70,15 +74,18 @@ class ViewerManager:
         if len(self.viewers) >= self.max_viewers:
             raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_viewers} viewers",
                            {"Retry-After": "5"})
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        viewer_id = uuid.uuid4().hex[:12]
+        ice = self.ice.configuration(f"view-{viewer_id}")
+        pc = RTCPeerConnection(ice)
         output = StreamOutputTrack(self.pipeline, stream_id, StreamMeter(), own_frames=True, repeat=repeat)
-        viewer = Viewer(uuid.uuid4().hex[:12], stream_id, pc, output)
+        viewer = Viewer(viewer_id, stream_id, pc, output)
         self.viewers[viewer.id] = viewer
         try:
             self._wire(viewer)
             await pc.setRemoteDescription(offer)
             pc.addTrack(viewer.output)
             await pc.setLocalDescription(await pc.createAnswer())
+            self.ice.gathered(ice, pc.localDescription.sdp, f"viewer {viewer.id}")
         except (ValueError, KeyError, IndexError) as exc:  # aiortc's SDP handling raises these on odd input
             await self.close(viewer.id)
             raise ApiError(400, "invalid_sdp", f"the offer could not be used: {exc}") from exc

@@ -19,7 +19,8 @@ from stream import trigflow
 from stream.config import CfgType, StreamConfig
 from stream.control import get_preprocessor
 from stream.exceptions import UnknownStreamError
-from stream.frames import fit_frame, to_tensor, to_uint8, validate_frame
+from stream.frames import fit_frame, validate_frame
+from stream.image_tensors import to_tensor, to_uint8
 from stream.prompt import PromptEncoder
 from stream.similarity_filter import SimilarityFilter
 from stream.state import Conditioning, StepPlan, StreamSettings, StreamState

@@ -28,3 +28,20 @@ class UnknownStreamError(KeyError):
 
     def __str__(self) -> str:
         return f"unknown stream {self.stream_id!r}"
+
+
+class IncompatibleWeightsError(ValueError):
+    """The weights file at ``path`` does not load into ``target`` (a network of a known layer plan); ``reason`` is
+    what torch said (missing or unexpected keys, shape mismatches) or why the file could not be read."""
+
+    def __init__(self, path: str, target: str, reason: str) -> None:
+        self.path = path
+        self.target = target
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path} does not load into {self.target}: {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"IncompatibleWeightsError(path={self.path!r}, target={self.target!r})"

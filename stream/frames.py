@@ -1,4 +1,5 @@
-"""Conversion between camera frames (uint8 RGB arrays) and the model's image tensors."""
+"""Camera frames (uint8 RGB arrays): checks and fitting to the output size. numpy and OpenCV only, so that the
+camera bridge can fit frames the way the server does without torch (tensors: ``stream.image_tensors``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
-import torch
-from torch import Tensor
 
 
 @runtime_checkable
@@ -47,15 +46,3 @@ def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     resized = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
     top, left = (new_h - height) // 2, (new_w - width) // 2
     return np.ascontiguousarray(resized[top:top + height, left:left + width])
-
-
-def to_tensor(frame: np.ndarray, device: torch.device) -> Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1]."""
-    t = torch.from_numpy(frame).to(device).permute(2, 0, 1)[None].float()
-    return t / 127.5 - 1.0
-
-
-def to_uint8(images: Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounding as diffusers' image processor does."""
-    x = (images.float() * 0.5 + 0.5).clamp(0, 1)
-    return (x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()

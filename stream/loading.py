@@ -20,7 +20,8 @@ from stream.config import StreamConfig, VaeKind
 from stream.control import ControlNetConfig
 from stream.models.controlnet import SprintControlNetModel
 from stream.exceptions import ModelNotFoundError
-from stream.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConfig, load_tiny_autoencoder
+from stream.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConfig
+from stream.models.tiny_autoencoder_weights import ENCODER_FILENAME, load_tiny_autoencoder
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +110,20 @@ def _tiny_autoencoder(model_dir: Path, config: StreamConfig, placement: Placemen
                                  "the tiny autoencoder was asked for: pass tiny_vae=DIR holding taesana_*.pth")
     plan_file = Path(source) / TINY_VAE_PLAN
     plan = TinyAutoencoderConfig(**json.loads(plan_file.read_text())) if plan_file.is_file() else None
-    return load_tiny_autoencoder(source, device=placement.device, dtype=placement.dtype, config=plan,
-                                 encoder=config.encoder is VaeKind.TINY, decoder=config.decoder is VaeKind.TINY,
-                                 local_files_only=local_files_only)
+    try:
+        return load_tiny_autoencoder(source, device=placement.device, dtype=placement.dtype, config=plan,
+                                     encoder=config.encoder is VaeKind.TINY, decoder=config.decoder is VaeKind.TINY,
+                                     local_files_only=local_files_only)
+    except ModelNotFoundError as exc:  # add which option asked for each missing file, and the way around it
+        raise ModelNotFoundError(exc.model, exc.missing, f"{exc.hint}. {_tiny_option_hint(exc.missing)}") from exc
+
+
+def _tiny_option_hint(missing: list[str]) -> str:
+    hints = []
+    for filename in missing:
+        side, others = ("encoder", "'dcae'") if filename == ENCODER_FILENAME else ("decoder", "'dcae' or 'dcae-lite'")
+        hints.append(f"{filename} is read because {side}='tiny' (--{side} tiny); without it, choose {side}={others}")
+    return "; ".join(hints)
 
 
 def _dcae_lite(model_dir: Path, config: StreamConfig, placement: Placement,

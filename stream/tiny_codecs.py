@@ -14,7 +14,8 @@ from torch import nn
 
 from stream.loading import LITE_VAE_DIR, TINY_VAE_DIR, TINY_VAE_PLAN
 from stream.models.controlnet import SprintControlNetModel
-from stream.models.tiny_autoencoder import TinyAutoencoderConfig, TinyDecoder, TinyEncoder, save_tiny_autoencoder
+from stream.models.tiny_autoencoder import TinyAutoencoderConfig, TinyDecoder, TinyEncoder
+from stream.models.tiny_autoencoder_weights import save_tiny_autoencoder
 
 # TAESANA's published plan with every width / 16 (~1/256 of its work, like the proportional preset's ~1/236).
 PROPORTIONAL_TINY_VAE = TinyAutoencoderConfig(

@@ -44,3 +44,17 @@ def make_engine(tiny_model_dir: Path):
         return StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(**config))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def coturn(tmp_path_factory: pytest.TempPathFactory):
+    """A real coturn on loopback with a shared secret (TURN REST API credentials), one per test session."""
+    import secrets
+
+    from tests.coturn import start_coturn
+
+    server = start_coturn(tmp_path_factory.mktemp("coturn"), secret=secrets.token_hex(24))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -11,7 +11,8 @@ import torch
 from diffusers import SanaSprintPipeline
 from torch import Tensor
 
-from stream.frames import fit_frame, to_tensor, to_uint8
+from stream.frames import fit_frame
+from stream.image_tensors import to_tensor, to_uint8
 from stream.prompt import default_complex_human_instruction
 
 SIGMA_D = 0.5

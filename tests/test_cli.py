@@ -100,6 +100,18 @@ def test_bad_serve_options_exit_with_a_clear_message(caplog):
         build_parser().parse_args(["serve", "--backend", "cuda-magic"])
 
 
+def test_build_and_make_tiny_model_define_their_options_when_parsed(capsys):
+    args = build_parser().parse_args(["build", "--model", "m", "--backend", "onnxruntime", "--precision", "fp16"])
+    assert (args.precision, args.func.__name__) == ("fp16", "run_build")
+    assert build_parser().parse_args(["make-tiny-model", "d", "--preset", "proportional"]).preset == "proportional"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["build", "--model", "m", "--precision", "fp8"])
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    assert "--kv-length" in capsys.readouterr().out
+
+
 def test_even_t_list():
     assert even_t_list(1.0, 2) == (1.0, 0.5)
     assert even_t_list(1.2, 3) == pytest.approx((1.2, 0.8, 0.4))

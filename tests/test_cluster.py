@@ -185,6 +185,8 @@ def test_streams_spread_over_workers_with_their_own_prompts_viewers_and_media(cl
             health = await cluster.wait_health(lambda h: h["viewers"] == 2, "two viewers")
             assert health["status"] == "ok" and health["workers_ready"] == 2
             assert {a.stream, b.stream} <= health["fps"].keys()
+            routes = (await http.get("/debug/connections")).json()["peers"]  # every worker's, merged
+            assert routes[a.stream]["state"] == routes[b.stream]["state"] == "connected"
             metrics = (await http.get("/metrics")).text
             for client in (a, b):
                 worker = owners[client.stream]["index"]
@@ -223,6 +225,9 @@ def test_front_errors_are_json_and_whip_goes_through(cluster):
             assert r.status_code == 422
             assert (await cluster.health())["streams"] == before  # nothing was left behind
 
+            r = await http.get("/ice-servers", headers=AUTH)  # the front's, as the workers use them: none here
+            assert r.status_code == 200 and r.json()["ice_servers"] == [] and not r.json()["relay"]
+            assert (await http.get("/ice-servers")).status_code == 401
             config = (await http.get("/config")).json()
             assert config["token_required"] and config["max_peers"] == 2 * 4  # --max-peers counts per worker
 

@@ -11,7 +11,8 @@ from diffusers import SanaControlNetModel, SanaSprintPipeline
 
 from stream import StreamConfig, StreamEngine
 from stream.control import Canny, ControlNetConfig, Passthrough, get_preprocessor
-from stream.frames import fit_frame, to_tensor
+from stream.frames import fit_frame
+from stream.image_tensors import to_tensor
 from stream.models.controlnet import SprintControlNetModel
 from stream.tiny_codecs import CONTROLNET_DIR
 from tests.conftest import camera_frame

@@ -77,32 +77,50 @@ def dockerignore_patterns() -> list[str]:
 
 
 def packages() -> list[str]:
-    """The top-level packages pyproject.toml installs."""
+    """The top-level packages pyproject.toml installs (web: the pages, data only)."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     return sorted(p.rstrip("*") for p in config["tool"]["setuptools"]["packages"]["find"]["include"])
+
+
+def stages(steps: list[Instruction]) -> dict[str, list[Instruction]]:
+    """Each build stage's instructions by stage name (``FROM image AS name``; the last stage is "final")."""
+    named: dict[str, list[Instruction]] = {}
+    for step in steps:
+        if step.keyword == "FROM":
+            words = step.args.split()
+            current = words[2] if len(words) == 3 and words[1].upper() == "AS" else f"stage{len(named)}"
+            named[current] = []
+        named[current].append(step)
+    last = list(named)[-1]
+    named["final"] = named.pop(last)
+    return named
 
 
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
 def test_dockerfile_rules(kind):
     path = DOCKERFILES[kind]
     steps = parse_dockerfile(path)
-    keywords = [s.keyword for s in steps]
-    by = {k: [s for s in steps if s.keyword == k] for k in set(keywords)}
+    staged = stages(steps)
+    assert sorted(staged) == ["final", "wheel"], "two stages: the wheel, then the image that installs it"
+    final = staged["final"]
+    keywords = [s.keyword for s in final]
+    by = {k: [s for s in final if s.keyword == k] for k in set(keywords)}
 
-    (base,) = by["FROM"]
-    image = base.args.split()[0]
-    assert ":" in image and not image.endswith(":latest"), f"base image must have a pinned tag: {image}"
+    for stage in staged.values():
+        image = stage[0].args.split()[0]
+        assert ":" in image and not image.endswith(":latest"), f"base image must have a pinned tag: {image}"
+    image = by["FROM"][0].args.split()[0]
     if kind == "gpu":
         assert image.startswith(("nvidia/cuda:", "nvcr.io/nvidia/")), image
-    assert "ADD" not in by, "use COPY; ADD of URLs or archives is not wanted"
+    assert "ADD" not in {s.keyword for s in steps}, "use COPY; ADD of URLs or archives is not wanted"
 
-    runs = [s.args for s in by["RUN"]]
-    for run in runs:
+    for run in (s.args for s in steps if s.keyword == "RUN"):
         if "apt-get install" in run:
             assert "apt-get update" in run and "--no-install-recommends" in run and " -y" in run, run
             assert "rm -rf /var/lib/apt/lists/*" in run, run
-        if re.search(r"\bpip install\b", run):
+        if re.search(r"\bpip (install|wheel)\b", run):
             assert "--no-cache-dir" in run, run
+    runs = [s.args for s in by["RUN"]]
     torch = [r for r in runs if '"torch==' in r]
     assert len(torch) == 1, "torch must be installed once, with an exact version"
     if kind == "cpu":
@@ -112,16 +130,20 @@ def test_dockerfile_rules(kind):
     if kind == "cpu":
         assert not any("tensorrt" in r for r in runs)
 
-    # every package pyproject.toml installs (and the pages) is copied, and exists, and is not .dockerignored
-    copied = [source for s in by["COPY"] for source in s.args.split()[:-1]]
+    # the wheel stage builds from every package pyproject.toml installs (the pages too), and nothing else
+    wheel_copies = [src for s in staged["wheel"] if s.keyword == "COPY" for src in s.args.split()[:-1]]
+    assert sorted(wheel_copies) == sorted([*packages(), "pyproject.toml", "README.md", "LICENSE"])
+    assert any(re.search(r"\bpip wheel\b.*--no-deps", s.args) for s in staged["wheel"] if s.keyword == "RUN")
+    # the image takes the code from that wheel only: installed without -e, after a dependency layer with stubs
+    assert [s.args.split()[:1] for s in by["COPY"] if "--from" in s.args] == [["--from=wheel"]]
+    install = [r for r in runs if re.search(r"\bpip install\b.*\.whl", r)]
+    assert len(install) == 1 and "--no-deps" in install[0] and " -e " not in install[0], install
+    assert not any(re.search(r"\bpip install\b.* -e ", r) for r in runs), "no editable install in the image"
+    stub = next(r for r in runs if "touch" in r and "pip install" in r)
     for package in packages():
-        assert package in copied, f"{path.name} does not COPY the {package} package"
-        stub = next(r for r in runs if "touch" in r and "pip install" in r)
-        assert f"{package}/__init__.py" in stub, f"the dependency layer lacks a stub of {package}"
-    assert "web" in copied
+        assert package == "web" or f"{package}/__init__.py" in stub, f"the dependency layer lacks a stub of {package}"
     ignored = dockerignore_patterns()
-    for step in by["COPY"]:
-        assert "--from" not in step.args
+    for step in (s for s in steps if s.keyword == "COPY" and "--from" not in s.args):
         for source in step.args.split()[:-1]:
             assert (ROOT / source).exists(), f"COPY {source}: no such path in the repository"
             assert source not in ignored, f"COPY {source} is excluded by .dockerignore"
@@ -163,6 +185,8 @@ def test_compose_file():
     options = serve_options()
     declared = set(compose["volumes"])
     for name, service in services.items():
+        if name == "coturn":
+            continue  # below
         build = service["build"]
         assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve().is_file(), name
         # host networking (WebRTC media on random UDP ports, see the comment in compose.yaml), or published ports
@@ -180,3 +204,21 @@ def test_compose_file():
         assert {f"{HOME_CACHE}/huggingface", f"{HOME_CACHE}/sana-stream"} <= set(mounts), name
         for source in mounts.values():
             assert source in declared or source.startswith(("/", ".")), source
+
+
+def test_compose_coturn_service_runs_the_checked_config_with_the_servers_secret():
+    """The TURN relay (docs/deploy.md): an opt-in profile, host networking (relay ports), a pinned image, the
+    config file that tests/test_turn.py runs under a real coturn, and the same secret variable as sana-stream's."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    coturn = services["coturn"]
+    assert coturn["profiles"] == ["turn"] and coturn["network_mode"] == "host"
+    assert re.fullmatch(r"coturn/coturn:\d+\.\d+(\.\d+)?", coturn["image"])
+    source, target = coturn["volumes"][0].split(":")[:2]
+    assert (COMPOSE.parent / source).is_file() and target == "/etc/coturn/sana-stream.conf"
+    script = coturn["command"][0]
+    assert "static-auth-secret=$$SANA_STREAM_TURN_SECRET" in script and "turnserver -c /tmp/turnserver.conf" in script
+    for name in ("sana-stream", "sana-stream-cpu"):
+        env = services[name]["environment"]
+        assert env["SANA_STREAM_TURN_SECRET"] == coturn["environment"]["SANA_STREAM_TURN_SECRET"]
+        assert "SANA_STREAM_ICE_SERVER" in env

@@ -1,9 +1,9 @@
-"""The TAESANA-compatible tiny autoencoder (stream/models/tiny_autoencoder.py), with random weights.
+"""The TAESANA-compatible tiny autoencoder (stream/models/tiny_autoencoder*.py), with random weights.
 
-The published ``taesana_*.pth`` cannot be downloaded here, so their layout is checked against a
-transcription of ``F32Encoder`` / ``F32Decoder`` from madebyollin/taesd ``taesd.py`` at commit
-2a1b4149efda2cb6da482e8d3ff017bdb4f98fc3 (the "Add support for Sana DC-AE" commit), and the layer
-plan against DESIGN section 4's FLOP figures.
+The published encoder is tested in test_taesana_weights.py; its decoder file is not at hand, so both layouts
+are also checked against a transcription of ``F32Encoder`` / ``F32Decoder`` from madebyollin/taesd
+``taesd.py`` at commit 2a1b4149efda2cb6da482e8d3ff017bdb4f98fc3 (the "Add support for Sana DC-AE" commit),
+and the layer plan against DESIGN section 4's FLOP figures.
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from stream.exceptions import ModelNotFoundError
+from stream.exceptions import IncompatibleWeightsError, ModelNotFoundError
 from stream.models.tiny_autoencoder import (
     DCAE_SCALING_FACTOR,
-    DECODER_FILENAME,
-    ENCODER_FILENAME,
     TinyAutoencoder,
     TinyAutoencoderConfig,
     TinyDecoder,
     TinyEncoder,
+)
+from stream.models.tiny_autoencoder_weights import (
+    DECODER_FILENAME,
+    ENCODER_FILENAME,
     load_tiny_autoencoder,
     save_tiny_autoencoder,
 )
@@ -198,19 +200,29 @@ def test_hub_id_is_read_from_the_local_cache_first(model: TinyAutoencoder, tmp_p
 
 
 def test_a_wrong_state_dict_fails_clearly(model: TinyAutoencoder, tmp_path: Path) -> None:
+    """torch's own strict check, in an error that names the file (a ValueError)."""
     assert model.decoder is not None
+    path = tmp_path / DECODER_FILENAME
     state = dict(model.decoder.state_dict())
     state["1.weight"] = torch.zeros(256, 16, 3, 3)  # a 16-channel latent decoder is not TAESANA
-    torch.save(state, tmp_path / DECODER_FILENAME)
-    with pytest.raises(ValueError, match=r"1\.weight has shape \[256, 16, 3, 3\], expected \[256, 32, 3, 3\]"):
+    torch.save(state, path)
+    with pytest.raises(IncompatibleWeightsError, match=r"size mismatch for 1\.weight: copying a param with shape "
+                       r"torch\.Size\(\[256, 16, 3, 3\]\) from checkpoint, the shape in current model is "
+                       r"torch\.Size\(\[256, 32, 3, 3\]\)") as err:
         load_tiny_autoencoder(tmp_path, device="cpu", dtype=torch.float32, encoder=False)
+    assert isinstance(err.value, ValueError) and err.value.path == str(path) and str(path) in str(err.value)
+    assert err.value.target.startswith("TinyDecoder built from TinyAutoencoderConfig(")
     del state["1.weight"]
     state["3.skip.weight"] = torch.zeros(256, 256, 1, 1)
-    torch.save(state, tmp_path / DECODER_FILENAME)
-    with pytest.raises(ValueError, match=r"missing 1\.weight \[256, 32, 3, 3\]; unexpected 3\.skip\.weight"):
+    torch.save(state, path)
+    with pytest.raises(IncompatibleWeightsError, match=r'Missing key\(s\) in state_dict: "1\.weight"'
+                       r'[\s\S]*Unexpected key\(s\) in state_dict: "3\.skip\.weight"'):
         load_tiny_autoencoder(tmp_path, device="cpu", dtype=torch.float32, encoder=False)
-    torch.save([1, 2], tmp_path / DECODER_FILENAME)
-    with pytest.raises(ValueError, match="not a state dict"):
+    torch.save([1, 2], path)
+    with pytest.raises(IncompatibleWeightsError, match="Expected state_dict to be dict-like"):
+        load_tiny_autoencoder(tmp_path, device="cpu", dtype=torch.float32, encoder=False)
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(IncompatibleWeightsError, match="not a readable torch state dict"):
         load_tiny_autoencoder(tmp_path, device="cpu", dtype=torch.float32, encoder=False)
 
 

@@ -83,13 +83,14 @@ class Client:
 
 async def connect(base: str, size: tuple[int, int] = (128, 128), offset: int = 0,
                   headers: dict[str, str] | None = None, stream: str | None = None, paused: bool = False,
-                  camera: SyntheticCamera | None = None, marker_assembly: bool = True) -> Client:
+                  camera: SyntheticCamera | None = None, marker_assembly: bool = True, relay: bool = False) -> Client:
     """POST /offer with a synthetic camera (``camera``, or a new one sending nothing until unpaused when ``paused``);
-    raises ``OfferRejected`` when the server refuses."""
+    raises ``OfferRejected`` when the server refuses. ``relay``: media through the server's TURN server only."""
     if camera is None:
         camera = SyntheticCamera(size, offset)
         camera.paused = paused
-    return Client(await stream_connect(base, camera, headers, stream=stream, marker_assembly=marker_assembly), camera)
+    inner = await stream_connect(base, camera, headers, stream=stream, marker_assembly=marker_assembly, relay=relay)
+    return Client(inner, camera)
 
 
 @contextlib.asynccontextmanager

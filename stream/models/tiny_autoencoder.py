@@ -1,70 +1,24 @@
-"""A tiny autoencoder for DC-AE f32c32 latents that loads the published TAESANA weights.
+"""A tiny autoencoder for DC-AE f32c32 latents, layer for layer TAESANA's published network.
 
-Why this module exists
-----------------------
-DC-AE costs about 92% of a 512 px Sana-Sprint frame (DESIGN section 4: decode 2,092 GFLOPs, encode
-1,295). madebyollin/taesd publishes a distilled "tiny" replacement for it, ``taesana_encoder.pth`` and
-``taesana_decoder.pth`` (commit 2a1b414, "Add support for Sana DC-AE"), at about 8 / 148 GFLOPs.
-diffusers' ``AutoencoderTiny`` cannot load them: its ``DecoderTiny`` keeps one channel count per stage
-and cannot express the F32 decoder, whose channel plan is 256-128-64-64-64-64 with five 2x upsamplings
-(and whose encoder starts with two strided convolutions). So this module rebuilds ``F32Encoder`` /
-``F32Decoder`` layer for layer, with the same ``nn.Sequential`` indices, so the published state dicts
-load strictly: ``module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))``.
-
-Source read: ``taesd.py`` of github.com/madebyollin/taesd at 2a1b4149efda2cb6da482e8d3ff017bdb4f98fc3
-(``F32Encoder``, ``F32Decoder``, ``Block``, ``Clamp``, ``TAESD``). A later revision of that file (which
-adds ``image_channels`` and an F16 variant) leaves the F32 plan unchanged. Our code is written anew.
-
-Conventions
------------
-Found in the sources:
-
-* TAESD images are (B, 3, H, W) in [0, 1] (``taesd.py`` ``main`` feeds ``TF.to_tensor`` images and
-  clamps decoder output to [0, 1]; diffusers' ``EncoderTiny`` maps ``x.add(1).div(2)`` and
-  ``DecoderTiny`` returns ``x.mul(2).sub(1)`` "to match TAESD convention").
-* The decoder starts with ``Clamp``: ``tanh(x / 3) * 3``, a soft clamp of the latents to (-3, 3).
-  The decoder's *output* is not clamped by the network.
-* Latents are "in approximately [-3, 3]" (README); ``TAESD.scale_latents`` maps [-3, 3] to [0, 1].
-* diffusers' ``AutoencoderTiny`` (the same TAESD design for SD) uses ``scaling_factor=1.0`` because
-  "no such scaling factor was used": TAESD latents live in the diffusion model's latent space, i.e.
-  they are already the VAE latents multiplied by the VAE's scaling factor.
-
-Inferred, not verified (no TAESANA weights can be downloaded here): TAESANA follows the same rule, so
-its latents equal ``AutoencoderDC.encode(x).latent * 0.41407``. Consistent with it: unscaled DC-AE
-latents have a std of about 1 / 0.41407 = 2.4, which the (-3, 3) ``Clamp`` would crush.
-
-``TinyAutoencoder`` therefore speaks AutoencoderDC's language at its boundary, as ``engines/``
-expects: images in [-1, 1] in and out, latents in DC-AE's own unscaled space (the engine multiplies
-by ``scaling_factor`` itself). It converts with ``x01 = (x + 1) / 2``, ``z = z_taesd / scaling_factor``
-on encode and the reverse on decode.
+madebyollin/taesd publishes ``taesana_encoder.pth`` / ``taesana_decoder.pth``, a distilled replacement for
+Sana's DC-AE (8 / 148 GFLOPs at 512 px against DC-AE's 1,295 / 2,092). diffusers' ``AutoencoderTiny`` cannot
+express their F32 plan, so ``TinyEncoder`` / ``TinyDecoder`` rebuild ``F32Encoder`` / ``F32Decoder`` of
+``taesd.py`` (commit 2a1b414) with the same ``nn.Sequential`` indices, and the published state dicts load
+strictly (``tiny_autoencoder_weights``). ``TinyAutoencoder`` speaks AutoencoderDC's language at its boundary:
+images in [-1, 1], latents unscaled; TAESANA's own latents are DC-AE's scaled ones (x 0.41407), measured on
+the published encoder. Conventions, sources and the measurements: docs/autoencoder.md.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
 from torch import Tensor, nn
 
-from stream.exceptions import ModelNotFoundError
-
-logger = logging.getLogger(__name__)
-
-ENCODER_FILENAME = "taesana_encoder.pth"
-DECODER_FILENAME = "taesana_decoder.pth"
 DCAE_SCALING_FACTOR = 0.41407  # dc-ae-f32c32-sana-1.0 / 1.1 ``config.scaling_factor``
-TAESD_REPO_URL = "https://github.com/madebyollin/taesd"
-TAESANA_COMMIT = "2a1b4149efda2cb6da482e8d3ff017bdb4f98fc3"
 LATENT_CLAMP = 3.0  # the decoder's first layer: tanh(x / 3) * 3
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -293,128 +247,3 @@ class TinyAutoencoder(nn.Module):
         z = latents.to(param.dtype) * self.scaling_factor  # (B, C, h, w) in the diffusion model's space
         images = self.decoder(z).mul(2).sub(1)  # (B, 3, f*h, f*w), [0, 1] -> [-1, 1]
         return images.clamp(-1, 1) if clamp else images
-
-
-def _state_dict_problems(module: nn.Module, state: Mapping[str, object]) -> list[str]:
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    problems = [f"missing {k} {list(shape)}" for k, shape in expected.items() if k not in state]
-    for key, value in state.items():
-        if key not in expected:
-            problems.append(f"unexpected {key}")
-        elif not isinstance(value, Tensor):
-            problems.append(f"{key} is a {type(value).__name__}, not a tensor")
-        elif tuple(value.shape) != expected[key]:
-            problems.append(f"{key} has shape {list(value.shape)}, expected {list(expected[key])}")
-    return problems
-
-
-def _load_part(module: TinyEncoder | TinyDecoder, path: Path) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
-    problems = _state_dict_problems(module, state)
-    if problems:
-        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
-        raise ValueError(f"{path} does not fit {type(module).__name__} built from {module.config}: {shown}")
-    module.load_state_dict(state, strict=True)
-
-
-def _missing_hint(source: str) -> str:
-    return (f"the TAESANA files are published at {TAESD_REPO_URL} (commit {TAESANA_COMMIT[:7]}); put them in a "
-            f"directory and pass that, or pass encoder=False / decoder=False to load one part alone "
-            f"(source: {source})")
-
-
-def _resolve_files(source: str | os.PathLike[str], names: list[str], *, revision: str | None,
-                   cache_dir: str | os.PathLike[str] | None, local_files_only: bool | None) -> dict[str, Path]:
-    """A directory is used as it is; a hub id is looked up in the local Hugging Face cache first and
-    downloaded only when it is not there and downloads are on (default: off only if ``HF_HUB_OFFLINE`` is set)."""
-    name = os.fspath(source)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        missing = [n for n in names if not (path / n).is_file()]
-        if missing:
-            raise ModelNotFoundError(name, missing, f"{path} does not hold them; " + _missing_hint(name))
-        return {n: path / n for n in names}
-    if not _HUB_ID.match(name):
-        raise ModelNotFoundError(name, names, "it is neither a directory nor a hub id (owner/name)")
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") if local_files_only is None else local_files_only
-    found: dict[str, Path] = {}
-    reasons: dict[str, str] = {}
-    for filename in names:
-        try:
-            found[filename] = Path(hf_hub_download(name, filename, revision=revision, cache_dir=cache_dir,
-                                                   local_files_only=True))
-            continue
-        except (EntryNotFoundError, OSError, ValueError):
-            pass  # not cached
-        if offline:
-            reasons[filename] = "not in the local Hugging Face cache and downloads are off"
-            continue
-        logger.info("downloading %s from the Hugging Face hub repo %s (first use)", filename, name)
-        try:
-            found[filename] = Path(hf_hub_download(name, filename, revision=revision, cache_dir=cache_dir))
-        except (EntryNotFoundError, OSError, ValueError) as exc:  # network errors are OSErrors
-            reasons[filename] = f"not cached and downloading failed: {exc}"
-    if reasons:
-        detail = "; ".join(f"{f}: {why}" for f, why in reasons.items())
-        raise ModelNotFoundError(name, list(reasons), f"{detail}. {_missing_hint(name)}")
-    return found
-
-
-def load_tiny_autoencoder(
-    source: str | os.PathLike[str],
-    *,
-    device: torch.device | str,
-    dtype: torch.dtype,
-    scaling_factor: float = DCAE_SCALING_FACTOR,
-    encoder: bool = True,
-    decoder: bool = True,
-    config: TinyAutoencoderConfig | None = None,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool | None = None,
-) -> TinyAutoencoder:
-    """Loads ``taesana_encoder.pth`` and/or ``taesana_decoder.pth`` strictly into a ``TinyAutoencoder``.
-
-    ``source`` is a directory holding the files or a Hugging Face hub id. No hub repo is known to host
-    TAESANA (the hub's madebyollin/taesd is the diffusers-format SD 1.x TAESD; the .pth files are on
-    GitHub), so a hub id is for mirrors. Raises ``ModelNotFoundError`` naming each missing file and
-    ``ValueError`` naming each key whose presence or shape differs from the layer plan. The result is
-    on ``device`` and ``dtype``, in eval mode, with gradients off.
-    """
-    if not (encoder or decoder):
-        raise ValueError("load at least one part: encoder=True and/or decoder=True")
-    names = [n for wanted, n in ((encoder, ENCODER_FILENAME), (decoder, DECODER_FILENAME)) if wanted]
-    paths = _resolve_files(source, names, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
-    config = config or TinyAutoencoderConfig()
-    enc = dec = None
-    if encoder:
-        enc = TinyEncoder(config)
-        _load_part(enc, paths[ENCODER_FILENAME])
-    if decoder:
-        dec = TinyDecoder(config)
-        _load_part(dec, paths[DECODER_FILENAME])
-    model = TinyAutoencoder(enc, dec, scaling_factor=scaling_factor)
-    model.to(device=torch.device(device), dtype=dtype).eval().requires_grad_(False)
-    logger.info("loaded tiny autoencoder (%s) from %s on %s as %s",
-                "+".join(p for p, m in (("encoder", enc), ("decoder", dec)) if m is not None), source, device, dtype)
-    return model
-
-
-def save_tiny_autoencoder(directory: str | os.PathLike[str], encoder: TinyEncoder | None,
-                          decoder: TinyDecoder | None) -> list[Path]:
-    """Writes the parts given as ``taesana_encoder.pth`` / ``taesana_decoder.pth``: plain state dicts of
-    float32 CPU tensors, as published. Returns the paths written."""
-    if encoder is None and decoder is None:
-        raise ValueError("nothing to save: both encoder and decoder are None")
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    written = []
-    for module, filename in ((encoder, ENCODER_FILENAME), (decoder, DECODER_FILENAME)):
-        if module is None:
-            continue
-        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
-        torch.save(state, path / filename)
-        written.append(path / filename)
-    return written

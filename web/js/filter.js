@@ -1,6 +1,6 @@
 // The webcam filter page: camera in, restyled video out, live prompt and settings.
 import { ApiFailure, getConfig, request, savedToken, saveToken } from "./api.js";
-import { formatStats, negotiate, videoStats } from "./rtc.js";
+import { IceFailure, formatStats, negotiate, rtcConfiguration, videoStats } from "./rtc.js";
 
 const $ = (id) => document.getElementById(id);
 const STREAM_KEY = "sana-stream.stream"; // per tab: a reload or reconnect keeps the stream id (and /view links)
@@ -57,6 +57,10 @@ function askForToken(refused) {
 
 function fail(err) {
   teardown();
+  if (err instanceof IceFailure) {
+    showMessage("relay", err.title, err.detail);
+    return;
+  }
   if (!(err instanceof ApiFailure)) {
     showMessage("error", "Something went wrong", String(err && err.message ? err.message : err));
     return;
@@ -194,7 +198,10 @@ async function start() {
 }
 
 async function connect(generation) {
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  // the server's STUN/TURN servers, with TURN credentials minted for this connection (named after the stream)
+  const servers = await request(`/ice-servers${state.streamId ? `?stream=${encodeURIComponent(state.streamId)}` : ""}`);
+  if (generation !== state.generation) return;
+  const pc = new RTCPeerConnection(rtcConfiguration(servers));
   state.pc = pc;
   pc.addTrack(state.camera.getVideoTracks()[0], state.camera);
   // the server announces each frame on this channel; its closing tells at once that the server dropped us
@@ -265,6 +272,7 @@ async function updateStats(pc) {
   $("stat-rtt").textContent = f.rtt;
   $("stat-dropped").textContent = f.dropped;
   $("stat-size").textContent = f.size;
+  $("stat-route").textContent = f.route;
 }
 
 // ---- settings -----------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 // The output-only page for OBS Browser Source: /view?stream=ID, full window, no controls, reconnects by itself.
 // A server started with --token needs it too: /view?stream=ID#token=TOKEN (the fragment never reaches logs),
-// or the token remembered by the webcam page in the same browser.
+// or the token remembered by the webcam page in the same browser. ?relay=1 forces media through the server's TURN server.
 import { ApiFailure, request, savedToken } from "./api.js";
-import { negotiate } from "./rtc.js";
+import { IceFailure, negotiate, rtcConfiguration } from "./rtc.js";
 
 const video = document.getElementById("output");
 const statusBox = document.getElementById("view-status");
@@ -35,8 +35,31 @@ async function connect() {
   clearTimeout(state.timer);
   state.live = false;
   if (state.pc) state.pc.close();
-  const pc = new RTCPeerConnection({ iceServers: [] });
-  state.pc = pc;
+  state.pc = null;
+  let pc = null;
+  try {
+    const servers = await request(`/ice-servers?stream=${encodeURIComponent(streamId)}`, { token });
+    if (generation !== state.generation) return;
+    pc = new RTCPeerConnection(rtcConfiguration(servers));
+    state.pc = pc;
+    wire(pc, generation);
+    await negotiate(pc, (sdp) => request("/view/offer", { method: "POST", token, body: { sdp, type: "offer", stream: streamId, repeat: false } }));
+    show("connecting", "Connecting…");
+  } catch (err) {
+    if (generation !== state.generation) return;
+    state.generation += 1; // what this closing fires is not news
+    if (pc) pc.close();
+    if (err instanceof IceFailure) retry(`${err.title}: ${err.detail} Retrying…`, "relay");
+    else if (!(err instanceof ApiFailure)) retry(`Error: ${err.message}; retrying…`);
+    else if (err.kind === "unknown_stream") retry(`Waiting for stream ${streamId}…`);
+    else if (err.kind === "unauthorized") retry(`This server needs its token: add #token=TOKEN to this page's address.`, "token");
+    else if (err.kind === "full") retry("The server has all the viewers it allows; retrying…", "full");
+    else if (err.kind === "unreachable") retry("Server unreachable; retrying…");
+    else retry(`${err.detail}; retrying…`);
+  }
+}
+
+function wire(pc, generation) {
   pc.addTransceiver("video", { direction: "recvonly" });
   // the server closes a viewer when its stream ends; the channel closing says so at once (ICE would take ~10 s)
   const channel = pc.createDataChannel("sana-view");
@@ -51,20 +74,6 @@ async function connect() {
     if (generation !== state.generation) return;
     if (pc.connectionState === "failed" || pc.connectionState === "closed") retry("Connection lost; reconnecting…");
   });
-  try {
-    await negotiate(pc, (sdp) => request("/view/offer", { method: "POST", token, body: { sdp, type: "offer", stream: streamId, repeat: false } }));
-    show("connecting", "Connecting…");
-  } catch (err) {
-    if (generation !== state.generation) return;
-    state.generation += 1; // what this closing fires is not news
-    pc.close();
-    if (!(err instanceof ApiFailure)) retry(`Error: ${err.message}; retrying…`);
-    else if (err.kind === "unknown_stream") retry(`Waiting for stream ${streamId}…`);
-    else if (err.kind === "unauthorized") retry(`This server needs its token: add #token=TOKEN to this page's address.`, "token");
-    else if (err.kind === "full") retry("The server has all the viewers it allows; retrying…", "full");
-    else if (err.kind === "unreachable") retry("Server unreachable; retrying…");
-    else retry(`${err.detail}; retrying…`);
-  }
 }
 
 function onFrame() {

@@ -1,0 +1,81 @@
+"""HTTP endpoints for ICE: the STUN/TURN servers a client should use, and which route each connection took.
+
+``GET /ice-servers`` hands each client the server's STUN/TURN URLs with fresh TURN credentials (minted from
+``--turn-secret``, or the static ones); it needs the token like ``/offer`` when one is set, since the credentials
+open the TURN server. ``GET /debug/connections`` says per peer and viewer whether media is relayed; it shows
+candidate types only, no addresses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, Query
+from pydantic import BaseModel, Field
+
+from server.ice import SelectedPair, selected_pair
+from server.ice_config import DEFAULT_CREDENTIAL_NAME, IceConfig
+from server.peers import PeerManager
+from server.schemas import STREAM_ID_PATTERN
+from server.viewers import ViewerManager
+
+
+class IceServer(BaseModel):
+    """An RTCIceServer as browsers and aiortc take it."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class IceServers(BaseModel):
+    ice_servers: list[IceServer] = Field(description="pass as RTCPeerConnection({iceServers}); TURN entries carry "
+                                                     "credentials for this client")
+    expires_at: int | None = Field(description="unix time when minted TURN credentials expire (null: static or none)")
+    relay: bool = Field(description="whether a TURN server is configured (iceTransportPolicy 'relay' can work)")
+
+
+class Route(BaseModel):
+    """The candidate pair a connection's media flows over; types are host, srflx, prflx or relay."""
+
+    kind: str
+    stream: str
+    state: str = Field(description="the connection's state: new, connecting, connected, failed, closed")
+    local: str | None = Field(description="this server's candidate type (null until ICE has chosen a pair)")
+    remote: str | None = Field(description="the client's candidate type")
+    relayed: bool | None = Field(description="whether a TURN server relays the media")
+
+
+class Connections(BaseModel):
+    peers: dict[str, Route]
+    viewers: dict[str, Route]
+
+
+def _route(kind: str, stream: str, state: str, pair: SelectedPair | None) -> Route:
+    if pair is None:
+        return Route(kind=kind, stream=stream, state=state, local=None, remote=None, relayed=None)
+    return Route(kind=kind, stream=stream, state=state, local=pair.local.value, remote=pair.remote.value,
+                 relayed=pair.relayed)
+
+
+def add_ice_routes(app: FastAPI, ice: IceConfig, authorize: Callable[..., Any],
+                   peers: Callable[[], PeerManager], viewers: Callable[[], ViewerManager]) -> None:
+    @app.get("/ice-servers", response_model=IceServers, dependencies=[Depends(authorize)])
+    async def ice_servers(stream: str | None = Query(default=None, pattern=STREAM_ID_PATTERN,
+                                                     description="named in minted TURN usernames (EXPIRY:STREAM), "
+                                                                 "so the TURN server's log shows whose relay it is")
+                          ) -> IceServers:
+        """The STUN/TURN servers to create a peer connection with, before POST /offer or /view/offer."""
+        servers, expires_at = ice.servers(stream or DEFAULT_CREDENTIAL_NAME)
+        return IceServers(ice_servers=[IceServer(**s) for s in servers], expires_at=expires_at,
+                          relay=bool(ice.turn_urls))
+
+    @app.get("/debug/connections", response_model=Connections)
+    async def connections() -> Connections:
+        """Per camera peer and viewer: the connection state and the candidate pair in use (relayed or direct)."""
+        return Connections(
+            peers={pid: _route(p.kind.value, pid, p.pc.connectionState, selected_pair(p.pc))
+                   for pid, p in list(peers().peers.items())},
+            viewers={vid: _route("viewer", v.stream, v.pc.connectionState, selected_pair(v.pc))
+                     for vid, v in list(viewers().viewers.items())})
