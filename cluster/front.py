@@ -36,6 +36,12 @@ METRICS_TIMEOUT_S = 2.0  # a worker slower than this to report is left out of on
 
 
 @dataclass
+class _Placing:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # offers holding or waiting for the lock; the last one removes it
+
+
+@dataclass
 class Front:
     """What the front runs on: the supervisor of the workers, the HTTP client to them, and how to stop them."""
 
@@ -43,7 +49,7 @@ class Front:
     workers: WorkerClient
     stop_workers: Callable[[], Awaitable[None]]
     prompt_defaults: dict[str, Any] = field(default_factory=dict)  # every /prompt without a stream, merged
-    _placing: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _placing: dict[str, _Placing] = field(default_factory=dict)
 
     async def bring_up_to_date(self, slot: WorkerSlot) -> None:
         """A (re)started worker gets the prompt changes every worker got before it joins (Supervisor.on_ready)."""
@@ -57,12 +63,14 @@ class Front:
         if stream_id is None:
             yield
             return
-        lock = self._placing.setdefault(stream_id, asyncio.Lock())
+        placing = self._placing.setdefault(stream_id, _Placing())
+        placing.users += 1
         try:
-            async with lock:
+            async with placing.lock:
                 yield
         finally:
-            if not lock.locked() and self._placing.get(stream_id) is lock:
+            placing.users -= 1
+            if not placing.users:
                 del self._placing[stream_id]
 
     async def offer(self, stream_id: str | None, path: str, **request: Any) -> tuple[WorkerSlot, httpx.Response]:

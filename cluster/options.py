@@ -15,7 +15,8 @@ def add_cluster_options(parser: argparse.ArgumentParser, env: Callable[..., str 
     group.add_argument("--ray-address", default=env("ray_address"), metavar="ADDRESS",
                        help="join this Ray cluster (workers on other machines) instead of starting a local Ray")
     group.add_argument("--worker-cpus", type=float, default=float(env("worker_cpus", "1") or 1),
-                       help="CPUs each worker reserves (default 1; a GPU worker's video codecs want 2-4)")
+                       help="CPUs each worker reserves and its engine's CPU threads use (default 1; a GPU "
+                            "worker's video codecs want 2-4)")
 
 
 def wants_cluster(args: argparse.Namespace) -> bool:

@@ -90,7 +90,8 @@ def _specs(args: argparse.Namespace, settings: ServerSettings, model: str, demo:
     loopback = settings.is_loopback and not config.ray_address
     name = _model_info(model, demo, "").name
     return [WorkerSpec(index=i, model=model, demo=demo, model_name=name, settings=settings, bind_loopback=loopback,
-                       precision=args.precision, log_level=getattr(args, "log_level", "INFO"))
+                       cpus=config.cpus_per_worker, precision=args.precision,
+                       log_level=getattr(args, "log_level", "INFO"))
             for i in range(config.workers)]
 
 

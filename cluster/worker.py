@@ -42,6 +42,7 @@ class WorkerSpec:
     # credentials do, since the worker's own connections use them
     settings: ServerSettings
     bind_loopback: bool  # a local cluster serving this machine: bind 127.0.0.1 and offer loopback candidates
+    cpus: float = 1.0  # its Ray CPU reservation: the engine's CPU threads (torch and onnxruntime) keep to it
     precision: str | None = None
     log_level: str = "INFO"
 
@@ -145,12 +146,16 @@ class EngineWorker:
     def _build_app(self) -> Any:
         from server.app import ModelInfo, create_app
         from server.ice import include_loopback_candidates
+        import torch
+
         from server.serve import compile_options
         from stream import StreamEngine
 
         spec, stream = self.spec, self.spec.settings.stream
         model = self._model_path()
-        options = compile_options(stream, spec.settings.max_peers, precision=spec.precision)
+        threads = max(1, int(spec.cpus))  # Ray reserves CPUs but pins nothing: left alone, each would use all
+        torch.set_num_threads(threads)
+        options = compile_options(stream, spec.settings.max_peers, precision=spec.precision, threads=threads)
 
         def build() -> StreamEngine:
             return StreamEngine.from_pretrained(model, stream, compile_options=options)
@@ -163,8 +168,8 @@ class EngineWorker:
         geometry = engine.backend.geometry
         self._device, self._dtype = str(geometry.device), str(geometry.dtype).removeprefix("torch.")
         self._rate = measure_rate(engine, stream.width, stream.height)
-        logger.info("worker %d: engine ready on %s (%s), %.2f frames/s for one stream", spec.index, self._device,
-                    self._engine_source.value, self._rate)
+        logger.info("worker %d: engine ready on %s (%s, %d CPU threads), %.2f frames/s for one stream", spec.index,
+                    self._device, self._engine_source.value, threads, self._rate)
         if spec.bind_loopback:
             include_loopback_candidates()
         return create_app(dataclasses.replace(spec.settings, host=self._host, port=0), engine,
