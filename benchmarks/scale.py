@@ -9,9 +9,10 @@ each run as the real command in its own process on this machine.
 
 The cameras run in a child process under SCHED_IDLE and send pre-encoded VP8 (``benchmarks.webrtc_camera``), so
 they take what the servers leave, as in the server benchmark. The 1-worker offer times come from the 1 x 2 CPU
-run. On a machine with GPUs the same runs compare GPUs; this one has 2 cores, shared by whatever else runs.
+run; the two clusters run side by side and stream in alternated rounds. On a machine with GPUs the same runs
+compare GPUs; this one has 2 cores, shared by whatever else runs.
 
-    python -m benchmarks.scale [--quick] [--seconds 30] [--streams 4] [--offers 12] [--size 256]
+    python -m benchmarks.scale [--quick] [--seconds 20] [--rounds 3] [--streams 4] [--offers 12] [--size 256]
                                [--preset proportional|tiny] [--backend auto|torch|onnxruntime]
                                [--cameras idle|normal] [--output DIR]
 """
@@ -171,20 +172,35 @@ def stream_run(server: Server, streams: int, seconds: float, size: int, idle: bo
 
 
 def run_all(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The single server's offers first, alone; then both clusters up side by side, their offers, and their
+    streaming runs alternated round by round, so that whatever else loads the machine loads both alike."""
     model = make_tiny_model(tmp / "model", preset=args.preset)
     cache, log = tmp / "engines", tmp / "servers.log"
-    runs: dict[str, Any] = {}
-    for name, workers, cpus, streaming in [("single", 0, 0, False), ("1x2", 1, 2, True), ("2x1", 2, 1, True)]:
-        logger.info("run %s: starting the server", name)
-        server = launch(model, args.size, args.backend, cache, workers, cpus, log)
-        try:
-            runs[name] = {"offer_s": asyncio.run(offer_times(server.base, args.offers))}
-            if streaming:
-                logger.info("run %s: %d cameras for %g s", name, args.streams, args.seconds)
-                runs[name].update(stream_run(server, args.streams, args.seconds, args.size,
-                                             args.cameras == "idle"))
-        finally:
+    logger.info("single process: starting the server")
+    single = launch(model, args.size, args.backend, cache, 0, 0, log)
+    try:
+        runs: dict[str, Any] = {"single": {"offer_s": asyncio.run(offer_times(single.base, args.offers))}}
+    finally:
+        single.stop()
+    clusters: dict[str, Server] = {}
+    try:
+        for name, workers, cpus in (("1x2", 1, 2.0), ("2x1", 2, 1.0)):
+            logger.info("%s: starting the server", name)
+            clusters[name] = launch(model, args.size, args.backend, cache, workers, cpus, log)
+        for name, server in clusters.items():
+            runs[name] = {"offer_s": asyncio.run(offer_times(server.base, args.offers)), "rounds": []}
+        time.sleep(15)  # the offers' peers never connect: they time out (10 s) before anything is timed
+        for round_ in range(args.rounds):
+            for name, server in clusters.items():
+                logger.info("round %d, %s: %d cameras for %g s", round_ + 1, name, args.streams, args.seconds)
+                runs[name]["rounds"].append(stream_run(server, args.streams, args.seconds, args.size,
+                                                       args.cameras == "idle"))
+    finally:
+        for server in clusters.values():
             server.stop()
+    for name in clusters:
+        for key in ("fps", "front_cpu_per_stream", "worker_cpu_per_stream"):
+            runs[name][key] = statistics.median(r[key] for r in runs[name]["rounds"])
     return runs
 
 
@@ -195,9 +211,11 @@ def comparisons(runs: dict[str, Any], streams: int) -> list[Comparison]:
                         note=f"median of {len(runs[key]['offer_s'])} offers each, one at a time")
              for n, (key, label) in enumerate([("1x2", "1 worker"), ("2x1", "2 workers")], 1)]
     two, one = runs["2x1"], runs["1x2"]
+    rounds = ", ".join(f"{a['fps'] / b['fps']:.2f}" for a, b in zip(two["rounds"], one["rounds"]))
     found.append(Comparison("aggregate_fps", f"engine frames/s, {streams} streams", "2 workers x 1 CPU", two["fps"],
                             "1 worker x 2 CPUs", one["fps"], "frames/s", two["fps"] / one["fps"], "A/B",
-                            note="every stream's generated frames over the run, from the front's /metrics"))
+                            note="every stream's generated frames over a run, from the front's /metrics; medians "
+                                 f"of {len(two['rounds'])} alternated rounds (ratio per round: {rounds})"))
     found.append(Comparison("front_cpu", "CPU per stream, 2 workers x 1 CPU", "front",
                             two["front_cpu_per_stream"] * 100, "workers", two["worker_cpu_per_stream"] * 100,
                             "% of a core", two["front_cpu_per_stream"] / two["worker_cpu_per_stream"], "A/B",
@@ -209,25 +227,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="proportional", choices=["proportional", "tiny"])
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--offers", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=3, help="alternated streaming runs of each cluster")
     parser.add_argument("--backend", default=AUTO, choices=[AUTO, *backend_names()])
     parser.add_argument("--cameras", default="idle", choices=["idle", "normal"],
                         help="the cameras' scheduling: idle (SCHED_IDLE: only what the servers leave) or normal")
-    parser.add_argument("--quick", action="store_true", help="tiny model, 128 px, 5 s, 4 offers")
+    parser.add_argument("--quick", action="store_true", help="tiny model, 128 px, one 5 s round, 4 offers")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     if args.quick:
-        args.preset, args.size, args.seconds, args.offers = "tiny", 128, 5.0, 4
+        args.preset, args.size, args.seconds, args.offers, args.rounds = "tiny", 128, 5.0, 4, 1
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     machine = machine_info()
     with tempfile.TemporaryDirectory() as tmp:
         runs = run_all(args, Path(tmp))
     found = comparisons(runs, args.streams)
     meta = {"machine": machine,
             "settings": {"preset": args.preset, "width": args.size, "height": args.size,
-                         "frames": f"{args.seconds:g} s of {args.streams} streams", "backend": args.backend,
+                         "frames": f"{args.rounds} x {args.seconds:g} s of {args.streams} streams",
+                         "backend": args.backend,
                          "offers": args.offers,
                          "client_scheduler": "SCHED_IDLE" if args.cameras == "idle" else "normal"},
             "runs": runs}

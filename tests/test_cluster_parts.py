@@ -238,3 +238,10 @@ def test_worker_options_are_checked(caplog):
     assert "--ray-address needs --workers" in caplog.text
     assert main(["serve", "--workers", "none"]) == 2
     assert "--workers must be 'auto' or a whole number" in caplog.text
+
+
+def test_workers_auto_without_a_gpu_is_the_single_process_server(caplog, tmp_path):
+    # the single server's own start, which then finds no model there: the fallback ran it, and no Ray started
+    assert main(["serve", "--workers", "auto", "--no-pages", "--model", str(tmp_path / "no-model")]) == 2
+    assert "shows no GPU, so the server runs in one process" in caplog.text
+    assert "no-model" in caplog.records[-1].getMessage()
