@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 bench: $(STAMP)
-	for b in engine pipeline server backends controlnet taesana; do $(VENV)/bin/python -m benchmarks.$$b $(ARGS) || exit 1; done
+	for b in engine pipeline server backends controlnet taesana scale; do $(VENV)/bin/python -m benchmarks.$$b $(ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts
