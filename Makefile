@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: serve test bench clean
+.PHONY: serve test bench gpu-check clean
 
 $(STAMP): pyproject.toml scripts/setup_venv.sh
 	bash scripts/setup_venv.sh test
@@ -17,6 +17,11 @@ test: $(STAMP)
 	bash scripts/ensure_chromium.sh
 	bash scripts/ensure_coturn.sh
 	$(VENV)/bin/python -m pytest $(ARGS)
+
+# on a machine with an NVIDIA GPU: the GPU tests and the real-size benchmark in under 10 minutes (docs/gpu.md);
+# ARGS="--dry-run" checks the script on any machine
+gpu-check: $(STAMP)
+	bash scripts/gpu_check.sh $(ARGS)
 
 bench: $(STAMP)
 	for b in engine pipeline server backends controlnet taesana scale; do $(VENV)/bin/python -m benchmarks.$$b $(ARGS) || exit 1; done

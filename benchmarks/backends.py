@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.engine import synthetic_frames
+from benchmarks.frames import camera_frames, mean_abs_diff
 from benchmarks.report import Comparison, machine_info, text_table, write_results
 from benchmarks.timing import MODEL_CALLS, TimedBackend, cpu_snapshot, interleave, median_of, other_cpu_share
 from engines import BackendName
@@ -86,7 +86,7 @@ def run_benchmark(config: BackendBenchConfig, model: str | Path,
     timed = {"torch": TimedBackend(eager.backend), name: TimedBackend(parts.backend)}
     engines = {label: StreamEngine(backend, eager.prompt_encoder, eager.config, sigma_d=eager.sigma_d)
                for label, backend in timed.items()}
-    frames = synthetic_frames(16, config.width, config.height)
+    frames = camera_frames(16, config.width, config.height)
     outputs: dict[str, dict[int, np.ndarray]] = {label: {} for label in engines}
 
     def side(label: str) -> Callable[[int], Mapping[str, float]]:
@@ -105,8 +105,7 @@ def run_benchmark(config: BackendBenchConfig, model: str | Path,
     contention = other_cpu_share(snapshot, cpu_snapshot())
     ort, eag = samples[name], samples["torch"]
     same = sorted(set(outputs["torch"]) & set(outputs[name]))
-    diff = float(np.mean([np.abs(outputs["torch"][i].astype(np.int16) - outputs[name][i]).mean()
-                          for i in same])) if same else -1.0
+    diff = float(np.mean([mean_abs_diff(outputs["torch"][i], outputs[name][i]) for i in same])) if same else -1.0
     comparisons = [Comparison(
         key=f"{name}_vs_torch",
         title=f"StreamEngine, {len(config.t_list)} step: {name} vs torch eager ({device.type})",

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.engine import synthetic_frames
+from benchmarks.frames import camera_frames
 from benchmarks.report import Comparison, machine_info, text_table, write_results
 from benchmarks.timing import in_worker_thread, interleave, median_of
 from stream import StreamConfig, StreamEngine
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             config = dict(width=size, height=size, t_list=(1.0,), encoder=encoder, decoder=encoder)
             engines = {"none": StreamEngine.from_pretrained(model, StreamConfig(**config)),
                        "controlnet": StreamEngine.from_pretrained(model, StreamConfig(**config, controlnets=net))}
-            frames_in = synthetic_frames(frames + 1, size, size)
+            frames_in = camera_frames(frames + 1, size, size)
 
             def side(engine: StreamEngine) -> Any:
                 def run(i: int) -> None:

@@ -23,8 +23,8 @@ from stream.tiny_model import TinyModelSpec, build_text_encoder, build_tokenizer
 META = torch.device("meta")
 PARTS = ("encode", "decode", "transformer", "text_encoder")
 
-# The real Sana-Sprint 0.6B at 512x512 px, batch 1 (DESIGN 4), in GFLOPs. This module counts the real configs
-# (diffusers / Gemma-2-2B defaults) at 1294.9 / 2092.2 / 315.6 and 2077.5 at 500 text-encoder tokens.
+# The real Sana-Sprint 0.6B at 512x512 px, batch 1, in GFLOPs (docs/design.md#where-the-time-goes). This module
+# counts the real configs (diffusers / Gemma-2-2B defaults) at 1294.9 / 2092.2 / 315.6, and 2077.5 at 500 text tokens.
 REAL_SPRINT_GFLOPS: dict[str, float] = {"encode": 1295.0, "decode": 2092.0, "transformer": 316.0,
                                         "text_encoder": 2000.0}
 REAL_SPRINT_CACHEABLE_GFLOPS = 47.0  # caption projection + cross-attention K/V over 300 text tokens, per step

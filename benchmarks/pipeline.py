@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.frames import scrolling_gradient
 from benchmarks.real_size import real_size_dcae
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
 from benchmarks.timing import in_worker_thread
@@ -38,16 +39,10 @@ class Run:
     latencies: list[float]  # seconds, input timestamp to published output
 
 
-def camera(k: int, size: int) -> np.ndarray:
-    y, x = np.mgrid[0:size, 0:size]
-    frame = np.stack([(x + 3 * k) % 256, (y + 5 * k) % 256, np.full_like(x, (7 * k) % 256)], -1)
-    return frame.astype(np.uint8)
-
-
 def camera_loop(size: int) -> list[np.ndarray]:
     """One second of camera frames, made before timing starts: drawing a 512 px frame 30 times a second would
     take a noticeable share of 2 cores, a cost a real camera does not put on the machine running the model."""
-    return [camera(k, size) for k in range(int(CAMERA_FPS))]
+    return [scrolling_gradient(k, size) for k in range(int(CAMERA_FPS))]
 
 
 def run_pipeline(engine: StreamEngine, streams: int, seconds: float, vae: str) -> Run:
@@ -90,7 +85,7 @@ def steady_rate(times: list[float]) -> float:
 
 def run_engine_alone(engine: StreamEngine, seconds: float) -> float:
     """Frames per second of ``engine(frame)`` called back to back on one stream, from a worker thread as the
-    pipeline calls it (torch's intra-op threads behave differently under the main thread: see README)."""
+    pipeline calls it (torch's intra-op threads behave differently under the main thread)."""
     frames = camera_loop(engine.config.width)
 
     def loop() -> float:

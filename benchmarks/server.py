@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -33,11 +32,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import uvicorn
 
+from benchmarks.loopback import running
 from benchmarks.pipeline import run_engine_alone
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
 from benchmarks.webrtc_camera import FRAME_PTS, Camera
@@ -136,19 +136,6 @@ def glass_to_glass(client: StreamClient, camera: Camera, start: float) -> list[t
     return out
 
 
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 async def peer_clients(base: str, peers: int, seconds: float, size: int) -> list[PeerResult]:
     """Connects ``peers`` cameras to the server at ``base``, streams for ``seconds`` and measures what came back."""
     cameras = [Camera(size, 1000 * i) for i in range(peers)]
@@ -182,7 +169,7 @@ async def run_peers(engine: StreamEngine, peers: int, seconds: float) -> PeerRun
     app = create_app(settings, engine, ModelInfo("benchmark", True, engine.config.backend.value))
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
     receive, send = context.Pipe(duplex=False)
-    async with serve(app) as base:
+    async with running(app) as base:
         child = context.Process(target=client_process, args=(base, peers, seconds, engine.config.width, send))
         child.start()
         deadline = time.monotonic() + seconds + 180  # spawning imports torch; connecting takes a few seconds

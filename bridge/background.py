@@ -15,6 +15,7 @@ announcement the newest mask is used.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -48,6 +49,32 @@ class ColorKey:
         painted[mask] = self.color
         alpha = np.where(mask, 0, 255).astype(np.uint8)
         return painted, alpha
+
+
+class KeyMasks:
+    """The key masks of recently sent frames by pts, so an output is keyed with the mask of the very frame it
+    shows: the exact pts, else the nearest within ``tolerance`` pts, else the newest mask."""
+
+    def __init__(self, tolerance: int, keep: int = 120) -> None:
+        self.tolerance, self.keep = tolerance, keep
+        self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def remember(self, pts: int, mask: np.ndarray) -> None:
+        self._masks[pts] = mask
+        while len(self._masks) > self.keep:
+            self._masks.popitem(last=False)
+
+    def for_pts(self, source_pts: int | None) -> np.ndarray | None:
+        if not self._masks:
+            return None
+        if source_pts is not None:
+            exact = self._masks.get(source_pts)
+            if exact is not None:
+                return exact
+            near = min(self._masks, key=lambda pts: abs(pts - source_pts))
+            if abs(near - source_pts) <= self.tolerance:
+                return self._masks[near]
+        return next(reversed(self._masks.values()))
 
 
 def parse_background(text: str, tolerance: float = 60.0) -> ColorKey:

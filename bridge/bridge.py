@@ -15,29 +15,23 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
-import av
 import httpx
-import numpy as np
-from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
 
 from bridge.background import ColorKey
-from bridge.errors import BridgeError, SinkClosed, SourceError
+from bridge.errors import BridgeError, SinkClosed
+from bridge.pump import FramePump
+from bridge.server_api import PromptRejected, ServerApi, describe_rejection, reason
 from bridge.sinks import FrameSink, SinkWorker
 from bridge.sources import FrameSource
-from stream.frames import fit_frame
-from server.client import OfferRejected, Received, RelayUnavailable, StreamClient, connect
+from bridge.track import SourceTrack
+from server.client import OfferRejected, Received, RelayUnavailable, StreamClient
 
 logger = logging.getLogger(__name__)
 
-VIDEO_CLOCK = 90_000
 PROMPT_FIELDS = ("prompt", "negative_prompt", "seed", "strength", "guidance_scale", "cfg_scale", "control_scales")
 
 
@@ -75,201 +69,12 @@ class BridgeOptions:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
-@dataclass
-class _Captured:
-    seq: int
-    image: np.ndarray
-    mask: np.ndarray | None
-
-
-class FramePump:
-    """Reads the source on its own thread, one frame per tick of ``fps``, fitted to ``size``; the newest frame
-    wins. ``open`` runs the source's ``open`` on that thread and raises what it raised."""
-
-    def __init__(self, source: FrameSource) -> None:
-        self.source = source
-        self.latest: _Captured | None = None
-        self.ended = False
-        self.error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup: asyncio.Future[None] | None = None
-        self._opened = threading.Event()
-        self._go = threading.Event()
-        self._stop = threading.Event()
-        self._fps = 30.0
-        self._size = (512, 512)
-        self._key: ColorKey | None = None
-        self._thread: threading.Thread | None = None
-
-    async def open(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._wakeup = self._loop.create_future()
-        self._thread = threading.Thread(target=self._run, name="bridge-source", daemon=True)
-        self._thread.start()
-        await asyncio.to_thread(self._opened.wait)
-        if self.error is not None:
-            raise self.error
-
-    def start(self, fps: float, size: tuple[int, int], key: ColorKey | None) -> None:
-        self._fps, self._size, self._key = fps, size, key
-        self._go.set()
-
-    def _run(self) -> None:
-        try:
-            self.source.open()
-        except BaseException as exc:  # noqa: BLE001 - raised by open() on the loop
-            self.error = exc
-            self._opened.set()
-            return
-        self._opened.set()
-        try:
-            self._go.wait()
-            period = 1.0 / self._fps
-            next_tick = time.monotonic()
-            seq = 0
-            while not self._stop.is_set():
-                frame = self.source.read()
-                if frame is None:
-                    break
-                width, height = self._size
-                image = fit_frame(frame, width, height)
-                mask = self._key.mask(image) if self._key is not None else None
-                seq += 1
-                self.latest = _Captured(seq, image, mask)
-                self._notify()
-                next_tick += period
-                delay = next_tick - time.monotonic()
-                if delay > 0:
-                    self._stop.wait(delay)
-                else:
-                    next_tick = time.monotonic()  # behind (a slow camera): don't try to catch up
-        except BaseException as exc:  # noqa: BLE001 - read by the bridge
-            self.error = exc if isinstance(exc, SourceError) else SourceError(f"{self.source.describe()}: {exc}")
-        finally:
-            self.ended = True
-            self._notify()
-            self.source.close()
-
-    def _notify(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # the loop closed in between
-                pass
-
-    def _wake(self) -> None:
-        assert self._loop is not None
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
-        self._wakeup = self._loop.create_future()
-
-    async def next_after(self, seq: int) -> _Captured:
-        """The newest frame later than ``seq``; raises MediaStreamError when the source has ended."""
-        while True:
-            latest = self.latest
-            if latest is not None and latest.seq > seq:
-                return latest
-            if self.ended:
-                raise MediaStreamError
-            assert self._wakeup is not None
-            await asyncio.shield(self._wakeup)
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._go.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-
-class SourceTrack(MediaStreamTrack):
-    """The video track sent to the server: each new frame of the pump once, pts on a 90 kHz clock from 0 (the
-    server announces each output's input pts on that clock). Remembers the key masks of recent frames by pts."""
-
-    kind = "video"
-
-    def __init__(self, pump: FramePump) -> None:
-        super().__init__()
-        self._pump = pump
-        self._seq = 0
-        self._start: float | None = None
-        self._last_pts = -1
-        self.masks: OrderedDict[int, np.ndarray] = OrderedDict()
-        self.sent = 0
-
-    async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        captured = await self._pump.next_after(self._seq)
-        self._seq = captured.seq
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        pts = max(self._last_pts + 1, int((now - self._start) * VIDEO_CLOCK))
-        self._last_pts = pts
-        frame = av.VideoFrame.from_ndarray(captured.image, format="rgb24")
-        frame.pts, frame.time_base = pts, Fraction(1, VIDEO_CLOCK)
-        if captured.mask is not None:
-            self.masks[pts] = captured.mask
-            while len(self.masks) > 120:
-                self.masks.popitem(last=False)
-        self.sent += 1
-        return frame
-
-    def mask_for(self, source_pts: int | None) -> np.ndarray | None:
-        """The key mask of the input frame with this pts (within a frame), else the newest one."""
-        if not self.masks:
-            return None
-        if source_pts is not None:
-            exact = self.masks.get(source_pts)
-            if exact is not None:
-                return exact
-            near = min(self.masks, key=lambda pts: abs(pts - source_pts))
-            if abs(near - source_pts) <= VIDEO_CLOCK // 10:
-                return self.masks[near]
-        return next(reversed(self.masks.values()))
-
-
 class _Ended(enum.Enum):
     STOPPED = "stopped"
     SOURCE_ENDED = "the source ended"
     MAX_FRAMES = "the requested number of frames arrived"
     LOST = "the connection was closed"
     STALLED = "no frames arrived"
-
-
-class _NoLeakHttp:
-    """Lends ``server.client.connect`` our HTTP client. A transport error is kept in ``error`` and answered with
-    a stand-in 503, so that ``connect`` closes the peer connection it made (it closes it on an error status, but
-    not on an exception) instead of leaking its ICE sockets; the caller raises ``error`` again."""
-
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-        self.error: httpx.TransportError | None = None
-
-    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self._send(self.http.post, url, **kwargs)
-
-    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self._send(self.http.get, url, **kwargs)
-
-    async def _send(self, method: Any, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return await method(url, **kwargs)
-        except httpx.TransportError as exc:
-            self.error = exc
-            return httpx.Response(503, json={"error": "unreachable", "detail": str(exc)})
-
-
-def describe_rejection(exc: OfferRejected, server: str) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    detail = body.get("detail") or body.get("error") or exc.body
-    if exc.status == 401:
-        return f"the server at {server} refused the token (HTTP 401): pass the server's token with --token " \
-               "or SANA_STREAM_TOKEN"
-    if exc.status == 503:
-        return f"the server at {server} is full (HTTP 503: {detail}); try again later or raise its --max-peers"
-    return f"the server at {server} refused the connection: HTTP {exc.status}: {detail}"
 
 
 class Bridge:
@@ -287,7 +92,7 @@ class Bridge:
         self.fps: float | None = None
         self._prompt: dict[str, Any] = dict(options.prompt)
         self._stop = asyncio.Event()
-        self._http: httpx.AsyncClient | None = None
+        self._api: ServerApi | None = None
         self._client: StreamClient | None = None
 
     def stop(self) -> None:
@@ -299,11 +104,10 @@ class Bridge:
 
     async def run(self) -> None:
         pump, worker = FramePump(self.source), SinkWorker(self.sink)
-        self._http = httpx.AsyncClient(base_url=self.options.server, timeout=self.options.http_timeout,
-                                       headers=self.options.headers)
+        self._api = api = ServerApi(self.options.server, self.options.headers, self.options.http_timeout)
         try:
             await pump.open()
-            config = await self._server_config()
+            config = await api.config()
             output = (int(config["width"]), int(config["height"]))  # what comes back
             self.size = self.options.size or output  # what is sent
             self.fps = self.options.fps or self.source.native_fps or 30.0
@@ -323,23 +127,8 @@ class Bridge:
                 await asyncio.to_thread(worker.close)
             if self._client is not None:
                 await self._client.close()
-            await self._http.aclose()
+            await api.aclose()
             self.connected.clear()
-
-    async def _server_config(self) -> dict[str, Any]:
-        assert self._http is not None
-        try:
-            r = await self._http.get("/config")
-        except httpx.TransportError as exc:
-            raise BridgeError(f"cannot reach the server at {self.options.server}: {_reason(exc)}") from None
-        if r.status_code != 200:
-            raise BridgeError(f"{self.options.server} does not look like a sana-stream server: GET /config "
-                              f"answered HTTP {r.status_code}")
-        try:
-            return r.json()
-        except ValueError:
-            raise BridgeError(f"{self.options.server} does not look like a sana-stream server: GET /config "
-                              "is not JSON") from None
 
     async def _stream(self, pump: FramePump, worker: SinkWorker) -> None:
         delay = self.options.backoff_initial
@@ -351,7 +140,7 @@ class Bridge:
                 track.stop()
                 message = (describe_rejection(exc, self.options.server) if isinstance(exc, OfferRejected)
                            else str(exc) if isinstance(exc, RelayUnavailable)
-                           else f"cannot reach the server at {self.options.server}: {_reason(exc)}")
+                           else f"cannot reach the server at {self.options.server}: {reason(exc)}")
                 fatal = self.connections == 0 or (isinstance(exc, OfferRejected) and exc.status == 401)
                 if fatal:
                     raise BridgeError(message) from None
@@ -392,17 +181,9 @@ class Bridge:
             delay = min(2 * delay, self.options.backoff_max)
 
     async def _connect(self, track: SourceTrack) -> StreamClient:
-        assert self._http is not None
-        http = _NoLeakHttp(self._http)
-        try:  # the same stream id on reconnects: /view?stream=ID links and the server's stream survive
-            client = await connect(self.options.server, track, self.options.headers, http=http,  # type: ignore[arg-type]
-                                   stream=self.stream_id, relay=self.options.relay)
-        except OfferRejected:
-            if http.error is not None:
-                raise http.error from None
-            raise
-        except (KeyError, ValueError) as exc:  # an answer without our fields or with an SDP aiortc cannot use
-            raise BridgeError(f"{self.options.server} gave an unusable answer to the offer: {_reason(exc)}") from None
+        assert self._api is not None
+        # the same stream id on reconnects: /view?stream=ID links and the server's stream survive
+        client = await self._api.connect(track, self.stream_id, relay=self.options.relay)
         client.keep = 4  # the bridge forwards the newest frame only; don't hoard decoded frames
         self.stream_id = client.stream
         return client
@@ -459,7 +240,7 @@ class Bridge:
         image, alpha = frame.image, None
         key = self.options.key
         if key is not None:
-            mask = track.mask_for(client.note(frame).get("source_pts"))
+            mask = track.masks.for_pts(client.note(frame).get("source_pts"))
             if mask is not None:
                 image, alpha = key.apply(image, mask)
         worker.put(image, alpha)
@@ -473,28 +254,21 @@ class Bridge:
         unknown = set(changes) - set(PROMPT_FIELDS)
         if unknown:
             raise ValueError(f"unknown prompt settings: {sorted(unknown)}")
-        if not self.connected.is_set() or self._http is None or self.stream_id is None:
+        if not self.connected.is_set() or self._api is None or self.stream_id is None:
             self._prompt.update(changes)
             return None
         try:
             state = await self._post_prompt(changes)
         except httpx.TransportError as exc:
             self._prompt.update(changes)
-            logger.warning("could not send the prompt change (%s); it is applied on reconnecting", _reason(exc))
+            logger.warning("could not send the prompt change (%s); it is applied on reconnecting", reason(exc))
             return None
         self._prompt.update(changes)
         return state
 
     async def _post_prompt(self, changes: dict[str, Any]) -> dict[str, Any]:
-        assert self._http is not None and self.stream_id is not None
-        r = await self._http.post("/prompt", json={"stream": self.stream_id, **changes})
-        if r.status_code != 200:
-            try:
-                body: Any = r.json()
-            except ValueError:
-                body = r.text
-            raise PromptRejected(r.status_code, body)
-        return r.json()["streams"][self.stream_id]
+        assert self._api is not None and self.stream_id is not None
+        return await self._api.post_prompt(self.stream_id, changes)
 
     async def _apply_prompt(self, fatal: bool) -> None:
         """Sends the remembered settings to a new connection's stream (a restarted server forgot them). Settings
@@ -508,18 +282,4 @@ class Bridge:
                 raise BridgeError(f"the server refused the prompt settings {self._prompt}: {exc}") from None
             logger.error("the server refused the prompt settings %s: %s", self._prompt, exc)
         except httpx.TransportError as exc:
-            logger.warning("could not send the prompt settings: %s", _reason(exc))
-
-
-class PromptRejected(BridgeError):
-    """POST /prompt answered with an error (a value out of range, a missing token)."""
-
-    def __init__(self, status: int, body: Any) -> None:
-        self.status, self.body = status, body
-        detail = body.get("detail", body) if isinstance(body, dict) else body
-        super().__init__(f"HTTP {status}: {detail}")
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            logger.warning("could not send the prompt settings: %s", reason(exc))

@@ -59,6 +59,10 @@ def resolve_backend(name: BackendName | str, *, cuda: bool | None = None,
         import torch
 
         cuda = torch.cuda.is_available()
+        if not cuda and torch.version.cuda is not None:  # a CUDA build that cannot start CUDA: say why
+            from engines.gpu_probe import cuda_problem
+
+            logger.warning("backend auto: %s; choosing a CPU backend", cuda_problem())
     installed = installed or (lambda module: importlib.util.find_spec(module) is not None)
     best, module = (BackendName.TENSORRT, "tensorrt") if cuda else (BackendName.ONNXRUNTIME, "onnxruntime")
     where = "an NVIDIA GPU" if cuda else "a CPU"

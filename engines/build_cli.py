@@ -91,6 +91,14 @@ def run_build(args: argparse.Namespace) -> int:
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
+    if config.backend is BackendName.TENSORRT:  # the GPU stack's real problem in a second, not after loading
+        from engines.gpu_probe import probe_tensorrt
+
+        try:
+            probe_tensorrt(config.device)
+        except EngineError as exc:
+            logger.error("%s", exc)
+            return 1
     placement = choose_placement(config.device, config.dtype)
     path = resolve_model_dir(args.model)
     pipe = load_pipeline(path, placement)

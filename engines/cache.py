@@ -62,6 +62,7 @@ class CacheKey:
     gpu_name: str = ""
     compute_capability: str = ""
     builder_optimization_level: int = 0
+    tf32: bool = False  # TensorRT's TF32 builder flag
 
     SLOT_FIELDS = ("kind", "model_digest", "component", "shapes", "precision", "gpu_name", "compute_capability")
 

@@ -43,7 +43,8 @@ class CompileOptions:
     check: bool = False  # parity of every part (ORT vs torch, fp32) before use; a failure raises ParityError
     tolerance: float = FP32_TOLERANCE
     builder_optimization_level: int = 3  # TensorRT: 3 is NVIDIA's demo default; 5 builds far longer
-    cuda_graph: bool = True  # TensorRT: capture each part in a CUDA graph after its first run
+    cuda_graph: bool = True  # TensorRT: capture each part in a CUDA graph when it is loaded
+    tf32: bool = False  # TensorRT: TF32 for the fp32 islands of bf16/fp16 engines (docs/gpu.md, "Precision")
     threads: int = 0  # onnxruntime's CPU thread pool; 0: its default, the physical cores (a cluster worker: its share)
 
     def __post_init__(self) -> None:
@@ -174,11 +175,10 @@ def compile_backend(backend: TorchBackend, spec: BuildSpec, options: CompileOpti
     if name is BackendName.TORCH:
         raise ValueError("the torch backend is not compiled; use TorchBackend directly")
     require_onnx_tools()
-    if name is BackendName.TENSORRT:  # fail before minutes of export, not after
-        from engines.tensorrt_runtime import import_tensorrt, require_cuda
+    if name is BackendName.TENSORRT:  # fail before minutes of export, not after, with the actual cause
+        from engines.gpu_probe import probe_tensorrt
 
-        import_tensorrt()
-        require_cuda(backend.geometry.device)
+        probe_tensorrt(backend.geometry.device)
     precision = options.resolved_precision(name)
     spec = BuildSpec(**{**spec.__dict__, "precision": precision})
     compiler = Compiler(backend, spec, options, name)

@@ -65,3 +65,17 @@ class EngineLoadError(EngineError):
 
     def __repr__(self) -> str:
         return f"EngineLoadError(path={str(self.path)!r}, backend={self.backend!r})"
+
+
+class EngineBuildError(EngineError):
+    """TensorRT (through polygraphy) could not build an engine from an ONNX graph."""
+
+    def __init__(self, path: Path, reason: str, hint: str) -> None:
+        self.path, self.reason, self.hint = path, reason, hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"TensorRT could not build an engine from {self.path}: {self.reason}. {self.hint}"
+
+    def __repr__(self) -> str:
+        return f"EngineBuildError(path={str(self.path)!r}, reason={self.reason!r})"

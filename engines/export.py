@@ -1,6 +1,6 @@
 """ONNX export of one part: torch.export + torch.onnx (dynamo), then constant folding with polygraphy.
 
-Choices, each from DESIGN 5: opset 18-20 (23 emits Attention/RMSNormalization ops that ONNX Runtime CPU
+Choices (docs/design.md#dependency-facts): opset 18-20 (23 emits Attention/RMSNormalization ops that ONNX Runtime CPU
 and TensorRT 10 parsers reject); static shapes from ``engines.specs`` with example batches as built (the
 graph is static anyway, so batch 1 cannot get baked in by accident); explicit input and output names; the
 epsilon guard of ``engines.graphs.export_safe``. Graphs are saved with external weights, so parts over

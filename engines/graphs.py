@@ -1,6 +1,6 @@
 """The modules that get exported: each part the stream engine runs, with flat, named tensor inputs.
 
-Export safety (DESIGN 5): the dynamo exporter's optimizer deletes ``x + 1e-15`` (it treats 1e-15 as 0),
+Export safety (docs/design.md#dependency-facts): the dynamo exporter's optimizer deletes ``x + 1e-15`` (as 0),
 which turns Sana's linear attention (and DC-AE's) into 0/0 = NaN where a ReLU'd query is all zero. While
 exporting, ``export_safe`` swaps in versions that guard the denominator with ``clamp_min(1e-15)``, which
 the optimizer keeps. The denominators are sums of non-negative products, so ``max(d, eps)`` equals

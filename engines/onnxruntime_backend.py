@@ -49,11 +49,10 @@ class OrtEngine(CompiledEngine):
         options.intra_op_num_threads = threads  # 0: onnxruntime's default (the physical cores)
         options.log_severity_level = 3
         if device.type == "cpu":
-            # as torch.set_flush_denormal on CPU (DESIGN 5: random weights hit denormals)
+            # as torch.set_flush_denormal on CPU (docs/design.md#dependency-facts: random weights hit denormals)
             options.add_session_config_entry("session.set_denormal_as_zero", "1")
-            # onnxruntime's pool threads spin between ops by default, taking every idle cycle from the server's
-            # event loop and encoders; on 2 cores the spinning even made the engine alone slower (proportional
-            # model, 512 px: 1.93 fps spinning, 2.48 without)
+            # pool threads spin between ops by default, taking the idle cycles the event loop and encoders need
+            # (benchmarks/README.md#measurements-behind-design-choices)
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers_for(device))

@@ -1,7 +1,7 @@
 """Cached cross-attention keys and values of a prompt, and their batched form.
 
 Each Sana block's cross-attention projects the (fixed) prompt embeddings to K and V on every call.
-For a fixed prompt these never change, so they are computed once per prompt (DESIGN 3) and fed to
+For a fixed prompt these never change, so they are computed once per prompt (docs/design.md#prompt-kv) and fed to
 attention directly; padding tokens are dropped beforehand, which is exact.
 """
 

@@ -1,10 +1,17 @@
 """TensorRT engine builds with polygraphy: strongly typed networks from fp16/bf16/fp32 ONNX.
 
-TensorRT 11 removed the FP16/BF16 builder flags (DESIGN 5), and polygraphy's ``CreateConfig(fp16=True)``
+TensorRT 11 has no FP16/BF16 builder flags (docs/design.md#dependency-facts); polygraphy's ``CreateConfig(fp16=True)``
 depends on them; a strongly typed network takes each layer's precision from the ONNX graph's dtypes
 instead, which works on TensorRT 10 and 11 alike. Shapes are static: one optimization profile with
 min = opt = max. A timing cache per GPU and TensorRT version makes rebuilds fast; a progress monitor logs
 the builder's phases, since a build takes minutes.
+
+TF32 (docs/gpu.md, "Precision"): fp32 engines build without it, so they compare with torch's fp32; bf16 and
+fp16 engines keep polygraphy's default (off) for their fp32 islands too, unless ``CompileOptions.tf32`` asks.
+
+The timing cache is written by ``save_timing_cache``, not by polygraphy's ``save_timing_cache=``: polygraphy
+enters ``timing_cache.serialize()`` as a context manager, which TensorRT 10/11 deprecate with a warning that
+``filterwarnings = error`` turns into a failed build.
 
 The build plan (``make_build_plan``) is pure and tested on CPU; only ``build_engine`` imports tensorrt.
 """
@@ -12,6 +19,7 @@ The build plan (``make_build_plan``) is pure and tested on CPU; only ``build_eng
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -21,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from engines.cache import CacheKey
-from engines.exceptions import EngineLoadError
+from engines.exceptions import BackendUnavailableError, EngineBuildError, EngineLoadError
+from engines.gpu_probe import driver_hint, import_tensorrt, install_summary, recording_logger
 from engines.io_buffers import specs_from_onnx
 from engines.specs import PartId, Precision, TensorSpec
-from engines.tensorrt_runtime import TrtEngine, import_tensorrt, require_cuda
+from engines.tensorrt_runtime import TrtEngine, require_cuda
 
 if TYPE_CHECKING:
     from engines.compile import Compiler
@@ -55,10 +64,11 @@ class TrtBuildPlan:
     strongly_typed: bool = True  # the only way on TensorRT 11; no FP16/BF16 flags
     builder_optimization_level: int = 3
     timing_cache: Path | None = None
+    tf32: bool = False  # TF32 for the network's fp32 tensors (never for an fp32 engine)
 
 
 def make_build_plan(onnx_path: Path, precision: Precision, *, builder_optimization_level: int = 3,
-                    timing_cache: Path | None = None) -> TrtBuildPlan:
+                    timing_cache: Path | None = None, tf32: bool = False) -> TrtBuildPlan:
     """The plan for ``onnx_path``; checks that its float tensors carry ``precision`` (a strongly typed
     network builds in the dtypes the graph has, so a mismatch would silently build the wrong precision)."""
     inputs, outputs = specs_from_onnx(onnx_path)
@@ -69,7 +79,7 @@ def make_build_plan(onnx_path: Path, precision: Precision, *, builder_optimizati
         raise ValueError(f"{onnx_path} is not a {want} graph: {wrong}")
     profiles = tuple(ProfileShape(t.name, t.shape, t.shape, t.shape) for t in inputs)
     return TrtBuildPlan(Path(onnx_path), Precision(precision), inputs, outputs, profiles, True,
-                        builder_optimization_level, timing_cache)
+                        builder_optimization_level, timing_cache, tf32 and Precision(precision) is not Precision.FP32)
 
 
 def gpu_identity(device: torch.device) -> tuple[str, str]:
@@ -115,29 +125,77 @@ def _progress_monitor(trt: Any) -> Any:
     return BuildProgress()
 
 
-def build_engine(plan: TrtBuildPlan, out_path: Path) -> None:
-    """Builds and writes a serialized engine (needs tensorrt and a GPU)."""
+def save_timing_cache(config: Any, path: Path) -> bool:
+    """Writes the builder config's timing cache to ``path`` (atomically; the config loaded the old cache before
+    the build, so it holds the old entries and the new ones). False when the config has no cache."""
+    cache = config.get_timing_cache()
+    if cache is None:
+        return False
+    data = cache.serialize()  # an IHostMemory; never entered as a context manager (deprecated in TensorRT 10/11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_bytes(bytes(data))
+    os.replace(partial, path)  # two builds at once: the last one's cache wins, neither file is torn
+    return True
+
+
+def _build_hint(reason: str) -> str:
+    if "parse" in reason.lower():
+        return "The ONNX graph holds something this TensorRT cannot parse; TensorRT's messages are in the log above"
+    return ("TensorRT's messages are in the log above; \"could not find any implementation\" usually means the GPU "
+            "ran out of memory during tactic timing: stop other GPU processes or build for fewer streams")
+
+
+def create_builder(trt: Any, device: torch.device) -> Any:
+    """A ``trt.Builder`` on ``device``, created once up front so that its failure (pybind11's ``TypeError``)
+    names the cause instead of surfacing from inside polygraphy."""
+    trt_logger = recording_logger(trt)
+    try:
+        with torch.cuda.device(device):
+            builder = trt.Builder(trt_logger)
+    except TypeError as exc:
+        builder, cause = None, str(exc)
+    else:
+        cause = "trt.Builder returned None"
+    if builder is None:
+        logged = "; ".join(trt_logger.errors) or cause
+        raise BackendUnavailableError("tensorrt", "a TensorRT builder that starts",
+                                      f"trt.Builder failed on {device}: {logged}. {install_summary(trt)}: "
+                                      f"{driver_hint(torch.version.cuda)}")
+    return builder
+
+
+def build_engine(plan: TrtBuildPlan, out_path: Path, device: torch.device) -> None:
+    """Builds and writes a serialized engine on ``device`` (needs tensorrt and a GPU). polygraphy's failures
+    (``PolygraphyException``) become EngineBuildError with the cause and what to do."""
     trt = import_tensorrt()
-    from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, Profile, engine_bytes_from_network
+    from polygraphy.backend.trt import CreateConfig, Profile, engine_bytes_from_network, network_from_onnx_path
+    from polygraphy.exception import PolygraphyException
 
     profile = Profile()
     for p in plan.profiles:
         profile.add(p.name, min=p.min, opt=p.opt, max=p.max)
     monitor = _progress_monitor(trt)  # must outlive the build
     timing = plan.timing_cache
-    if timing is not None:
-        timing.parent.mkdir(parents=True, exist_ok=True)
-    config = CreateConfig(profiles=[profile], builder_optimization_level=plan.builder_optimization_level,
-                          load_timing_cache=str(timing) if timing is not None and timing.is_file() else None,
-                          progress_monitor=monitor)
-    network = NetworkFromOnnxPath(str(plan.onnx_path), strongly_typed=plan.strongly_typed)
     started = time.perf_counter()
-    logger.info("building a %s TensorRT %s engine from %s (this takes minutes; timing cache %s)",
-                plan.precision.value, trt.__version__, plan.onnx_path.parent.name, timing)
-    serialized = engine_bytes_from_network(network, config=config,
-                                           save_timing_cache=str(timing) if timing is not None else None)
+    logger.info("building a %s TensorRT %s engine from %s on %s (this takes minutes; timing cache %s, TF32 %s)",
+                plan.precision.value, trt.__version__, plan.onnx_path.parent.name, device, timing,
+                "on" if plan.tf32 else "off")
+    with torch.cuda.device(device):
+        create_builder(trt, device)
+        try:
+            network = network_from_onnx_path(str(plan.onnx_path), strongly_typed=plan.strongly_typed)
+            config = CreateConfig(profiles=[profile], builder_optimization_level=plan.builder_optimization_level,
+                                  tf32=plan.tf32, progress_monitor=monitor,
+                                  load_timing_cache=str(timing) if timing is not None and timing.is_file() else None,
+                                  )(network[0], network[1])
+            serialized = engine_bytes_from_network(network, config=config)
+        except PolygraphyException as exc:
+            raise EngineBuildError(plan.onnx_path, str(exc).strip(), _build_hint(str(exc))) from exc
+        if timing is not None:
+            save_timing_cache(config, timing)
     if not serialized:
-        raise RuntimeError(f"TensorRT returned no engine for {plan.onnx_path}")
+        raise EngineBuildError(plan.onnx_path, "TensorRT returned no engine", _build_hint(""))
     out_path.write_bytes(bytes(serialized))
     logger.info("built %s in %.0f s (%.1f MB)", out_path, time.perf_counter() - started,
                 out_path.stat().st_size / 1e6)
@@ -147,8 +205,7 @@ def load_or_build(compiler: Compiler, component: PartId, onnx_path: Path) -> tup
     """The cached engine of ``component`` (built when missing, stale or corrupt), loaded on the GPU. Its key
     identifies the part as the ONNX graph's key does (a ControlNet by its weights, not its index)."""
     trt = import_tensorrt()
-    device = compiler.backend.geometry.device
-    require_cuda(device)
+    device = require_cuda(compiler.backend.geometry.device)  # cuda:N: the build, the context and its runs
     gpu_name, capability = gpu_identity(device)
     options = compiler.options
     precision = compiler.spec.precision
@@ -156,13 +213,15 @@ def load_or_build(compiler: Compiler, component: PartId, onnx_path: Path) -> tup
     key = CacheKey(kind="tensorrt", model_digest=onnx_key.model_digest, component=onnx_key.component,
                    shapes=onnx_key.shapes, precision=precision.value, opset=options.opset,
                    trt_version=trt.__version__, gpu_name=gpu_name, compute_capability=capability,
-                   builder_optimization_level=options.builder_optimization_level)
+                   builder_optimization_level=options.builder_optimization_level,
+                   tf32=options.tf32 and precision is not Precision.FP32)
     plan = make_build_plan(onnx_path, precision, builder_optimization_level=options.builder_optimization_level,
-                           timing_cache=timing_cache_path(options.cache_dir, gpu_name, capability, trt.__version__))
+                           timing_cache=timing_cache_path(options.cache_dir, gpu_name, capability, trt.__version__),
+                           tf32=options.tf32)
 
     def build(directory: Path) -> None:
         started = time.perf_counter()
-        build_engine(plan, directory / PLAN_FILE)
+        build_engine(plan, directory / PLAN_FILE, device)
         compiler.add_time(f"build_{component.value}", started)
 
     entry = compiler.cache.get_or_build(key, build, what="TensorRT engine")

@@ -1,11 +1,20 @@
-"""TensorRT runtime: the tensor API on buffers allocated once, torch's current stream, CUDA graphs.
+"""TensorRT runtime: the tensor API on buffers allocated once, a CUDA stream per part, CUDA graphs.
 
-``import tensorrt`` happens only here and in ``tensorrt_build`` (lazily), so CPU installs never need it.
+Stream discipline (docs/gpu.md, "Threads and CUDA streams"): every part runs on a stream of its own, never on
+the legacy default stream. ``execute`` makes the part's stream wait for the caller's current stream (so the
+caller's writes into the input buffers land first) and the caller's stream wait for the part's (so its reads
+of the outputs, and its next writes, come after). The part is warmed up and captured in a CUDA graph while it
+is constructed, before any pipeline thread exists, in ``thread_local`` capture mode; the caller's stream is
+restored whatever the capture does. Everything runs under the part's own device (``cuda:N``).
+
+``import tensorrt`` happens only in ``engines.gpu_probe`` (lazily), so CPU installs never need it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,30 +22,22 @@ from typing import Any
 import torch
 
 from engines.base import CompiledEngine
-from engines.exceptions import BackendUnavailableError, EngineLoadError
+from engines.exceptions import EngineError
+from engines.gpu_probe import create_runtime, cuda_device, engine_load_error, import_tensorrt, recording_logger
 from engines.io_buffers import IOBuffers
 from engines.specs import TensorSpec
+
+__all__ = ["TrtEngine", "capture_graph", "check_engine_io", "engine_io", "import_tensorrt", "on_stream",
+           "require_cuda"]
 
 logger = logging.getLogger(__name__)
 
 _TRT_DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "bool")
 
 
-def import_tensorrt() -> ModuleType:
-    """The ``tensorrt`` module, or BackendUnavailableError saying how to get it."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise BackendUnavailableError("tensorrt", "the tensorrt package",
-                                      "install the extra on a machine with an NVIDIA GPU: "
-                                      "pip install 'sana-stream[tensorrt]'") from exc
-    return tensorrt
-
-
-def require_cuda(device: torch.device) -> None:
-    if device.type != "cuda" or not torch.cuda.is_available():
-        raise BackendUnavailableError("tensorrt", "a CUDA GPU",
-                                      f"the model is on {device}; TensorRT engines only run on NVIDIA GPUs")
+def require_cuda(device: torch.device | str | None) -> torch.device:
+    """``device`` resolved to ``cuda:N``, or BackendUnavailableError with the reason CUDA cannot be used."""
+    return cuda_device(device)
 
 
 def engine_io(engine: Any, trt: ModuleType) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -62,67 +63,114 @@ def check_engine_io(engine: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]
                              f"{[t.describe() for t in want]}")
 
 
-class TrtEngine(CompiledEngine):
-    """A deserialized plan with one execution context whose tensor addresses never change.
+@contextlib.contextmanager
+def on_stream(stream: torch.cuda.Stream) -> Iterator[None]:
+    """Makes ``stream`` the current stream of its device, and restores the previous one in a ``finally``."""
+    previous = torch.cuda.current_stream(stream.device)
+    torch.cuda.set_stream(stream)
+    try:
+        yield
+    finally:
+        torch.cuda.set_stream(previous)
 
-    The first ``execute`` runs eagerly (TensorRT's warm-up); with ``cuda_graph`` it is then captured once
-    and every later call replays the graph on torch's current stream.
+
+def capture_graph(enqueue: Callable[[int], None], stream: torch.cuda.Stream) -> torch.cuda.CUDAGraph:
+    """A CUDA graph of what ``enqueue(stream handle)`` launches on ``stream``.
+
+    ``thread_local`` capture mode: only this thread's unsafe CUDA calls can invalidate the capture (torch's
+    default, ``global``, lets any thread's do so). Unlike ``torch.cuda.graph``, whose ``__exit__`` skips
+    restoring the stream when ``capture_end`` raises, the caller's stream is restored on every path."""
+    graph = torch.cuda.CUDAGraph()
+    stream.synchronize()
+    with on_stream(stream):
+        graph.capture_begin(capture_error_mode="thread_local")
+        try:
+            enqueue(stream.cuda_stream)
+        finally:
+            graph.capture_end()
+    return graph
+
+
+class TrtEngine(CompiledEngine):
+    """A deserialized plan with one execution context whose tensor addresses never change, on its own stream.
+
+    Construction warms the context up (one eager run on zeroed inputs) and, with ``cuda_graph``, captures it;
+    ``execute`` then replays the graph. ``eager_runs`` and ``replays`` count what ran; ``graph_error`` says why
+    a capture failed (the part then runs eagerly, which is slower, and says so in a warning).
     """
 
-    def __init__(self, path: Path, device: torch.device, *, cuda_graph: bool = True,
+    def __init__(self, path: Path, device: torch.device | str, *, cuda_graph: bool = True,
                  expected_io: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None = None) -> None:
         trt = import_tensorrt()
-        require_cuda(device)
-        self.path, self.device, self.cuda_graph = Path(path), device, cuda_graph
-        self._trt_logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._trt_logger)
-        with torch.cuda.device(device):
+        self.path, self.device = Path(path), require_cuda(device)
+        self._trt_logger = recording_logger(trt)
+        with torch.cuda.device(self.device):
+            self._runtime = create_runtime(trt, self._trt_logger, self.device)
             self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise EngineLoadError(self.path, "tensorrt", "deserialize_cuda_engine returned None (a plan from another "
-                                  "TensorRT version or GPU, or a damaged file)")
-        io = engine_io(self.engine, trt)
-        if expected_io is not None:
-            check_engine_io(io, expected_io)
-        self.buffers = IOBuffers(*io, device)
-        self.context = self.engine.create_execution_context()
-        for t in io[0]:
-            self.context.set_input_shape(t.name, t.shape)
-        for name, address in self.buffers.addresses().items():
-            self.context.set_tensor_address(name, address)
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._runs = 0
-        logger.info("tensorrt %s: loaded %s (%d inputs, %d outputs, batch %d)", trt.__version__,
-                    self.path.parent.name, len(io[0]), len(io[1]), self.buffers.batch)
+            if self.engine is None:
+                raise engine_load_error(self.path, "deserialize_cuda_engine returned None (a plan from another "
+                                        "TensorRT version or GPU, or a damaged file)", self._trt_logger)
+            io = engine_io(self.engine, trt)
+            if expected_io is not None:
+                check_engine_io(io, expected_io)
+            self.buffers = IOBuffers(*io, self.device)
+            self.context = self.engine.create_execution_context()
+            if self.context is None:  # not the plan's fault: an EngineError, not an EngineLoadError (no rebuild)
+                logged = "; ".join(self._trt_logger.errors) or "no message"
+                raise EngineError(f"TensorRT could not create an execution context for {self.path} on {self.device} "
+                                  f"({logged}); the GPU is probably out of memory: stop other GPU processes")
+            for t in io[0]:
+                self.context.set_input_shape(t.name, t.shape)
+            for name, address in self.buffers.addresses().items():
+                self.context.set_tensor_address(name, address)
+            self.stream = torch.cuda.Stream(self.device)
+            self.graph: torch.cuda.CUDAGraph | None = None
+            self.graph_error: str | None = None
+            self.eager_runs = self.replays = 0
+            self._warm_up_and_capture(cuda_graph)
+        logger.info("tensorrt %s: loaded %s on %s (%d inputs, %d outputs, batch %d, %s)", trt.__version__,
+                    self.path.parent.name, self.device, len(io[0]), len(io[1]), self.buffers.batch,
+                    "CUDA graph" if self.graph is not None else "no CUDA graph")
+
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether ``execute`` replays a CUDA graph."""
+        return self.graph is not None
+
+    def _enqueue(self, stream_handle: int) -> None:
+        if not self.context.execute_async_v3(stream_handle):
+            raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.path}: "
+                               + ("; ".join(self._trt_logger.errors[-3:]) or "no message"))
+
+    def _warm_up_and_capture(self, cuda_graph: bool) -> None:
+        """TensorRT's first run does lazy setup that a graph must not capture: run once, then capture."""
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # the buffers' zero fill
+        self._enqueue(self.stream.cuda_stream)
+        self.eager_runs += 1
+        self.stream.synchronize()
+        if not cuda_graph:
+            return
+        try:
+            self.graph = capture_graph(self._enqueue, self.stream)
+        except RuntimeError as exc:  # capture-invalidating calls inside TensorRT, or an enqueue failure
+            self.graph_error = str(exc)
+            logger.warning("CUDA graph capture failed for %s (%s): this part runs without a graph, which is slower",
+                           self.path.parent.name, exc)
 
     def execute(self) -> None:
-        if self._graph is not None:
-            self._graph.replay()
-            return
-        stream = torch.cuda.current_stream(self.device)
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.path}")
-        self._runs += 1
-        if self.cuda_graph and self._runs == 1:
-            self._capture()
-
-    def _capture(self) -> None:
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):  # inside, torch's current stream is the capture stream
-                ok = self.context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream)
-        except RuntimeError as exc:
-            ok = False
-            reason = str(exc)
-        else:
-            reason = "execute_async_v3 returned False"
-        if not ok:
-            self.cuda_graph = False
-            logger.warning("CUDA graph capture failed for %s (%s): running it without a graph, which is slower",
-                           self.path.parent.name, reason)
-            return
-        self._graph = graph
+        with torch.cuda.device(self.device):
+            caller = torch.cuda.current_stream(self.device)
+            self.stream.wait_stream(caller)  # the caller's input writes land before the part reads them
+            if self.graph is not None:
+                with on_stream(self.stream):
+                    self.graph.replay()  # replays on the current stream
+                self.replays += 1
+            else:
+                self._enqueue(self.stream.cuda_stream)
+                self.eager_runs += 1
+            caller.wait_stream(self.stream)  # the caller's output reads (and next writes) wait for the part
 
     def close(self) -> None:
-        self._graph = None
+        self.stream.synchronize()
+        self.graph = None
         del self.context

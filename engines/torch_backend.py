@@ -66,10 +66,8 @@ class DcaeCodec:
 
 
 def codec_chunk(device: torch.device) -> int | None:
-    """Frames per autoencoder call: one at a time on a CPU, all at once elsewhere. On the 2-core CPU four
-    512 px frames took 1.20 s to encode and 1.31 s to decode through the proportional DC-AE as one batch, and
-    0.91 s / 1.04 s as four calls (full-resolution activations of four frames outgrow the caches); the tiny
-    decoder 0.40 vs 0.24 s. The transformer still takes every stream in one batch, where batching pays."""
+    """Frames per autoencoder call: one at a time on a CPU, where several frames' full-resolution activations
+    outgrow the caches (benchmarks/README.md#measurements-behind-design-choices), all at once elsewhere."""
     return 1 if device.type == "cpu" else None
 
 

@@ -61,7 +61,7 @@ def streams_per_call(engine: StreamEngine) -> int | None:
     """PipelineConfig.max_batch for the server: every stream in one call where batching pays (a GPU,
     ``engines.batching_pays``), else one, the streams taking turns: the rate per stream is the same, but each
     output comes one call after its camera frame instead of after the whole batch (with four peers, ~1 call
-    instead of ~4: README, server benchmark)."""
+    instead of ~4: benchmarks/README.md#server)."""
     return None if batching_pays(engine.backend.geometry.device) else 1
 
 

@@ -62,8 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("serve", help="run the streaming server")
     p.add_argument("--model", default=_env("model"),
-                   help="diffusers-format Sana-Sprint directory or hub id (default: cached Sana-Sprint 0.6B, "
-                        "else a tiny demo model)")
+                   help="diffusers-format Sana-Sprint directory or hub id (default: cached Sana-Sprint 0.6B; on a "
+                        "CUDA GPU with network access it is downloaded, else a tiny demo model is served)")
     p.add_argument("--host", default=_env("host", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(_env("port", "8080") or 8080))
     p.add_argument("--backend", default=_env("backend", AUTO), choices=[AUTO, *backend_names()],

@@ -8,10 +8,8 @@ from stream.prompt import MAX_PROMPT_CHARS
 
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 STREAM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-REPEAT_FIELD = Field(default=True, description="send each slow output (250 ms or more apart) a second time, so a "
-                     "receiver that completes a frame only when the next one starts arriving (aiortc's own assembly) "
-                     "shows it at once; a receiver that completes frames on the RTP marker bit (browsers, "
-                     "server.client) can send false and spare the server an encode and send per output")
+REPEAT_FIELD = Field(default=True, description="send each slow output a second time, for receivers that show a frame "
+                     "only once the next one arrives; false spares the server an encode per output (docs/api.md)")
 
 
 class Offer(BaseModel):

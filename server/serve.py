@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 import uvicorn
 
 from engines import BackendName, batching_pays, resolve_backend
 from server.app import ModelInfo, create_app
 from server.cli import cache_dir, even_t_list
+from server.default_model import ModelSource, announce_download, default_model_source, hub_reachable
 from server.ice import include_loopback_candidates
 from server.ice_config import IceConfig
 from server.pages import PagesMissingError, find_pages
@@ -28,21 +31,34 @@ logger = logging.getLogger(__name__)
 
 DEMO_BANNER = """
 ************************************************************************************
-*  DEMO MODE: no Sana-Sprint weights were given or found in the Hugging Face cache. *
+*  DEMO MODE: no Sana-Sprint weights were given or found in the Hugging Face cache, *
+*  and this machine has no CUDA GPU with the hub in reach to download them.         *
 *  Serving a tiny RANDOMLY INITIALISED model: its output is NOT a real style.       *
 *  Use real weights with: make serve ARGS="--model %s"
 ************************************************************************************"""
 
 
-def choose_model(requested: str | None) -> tuple[str, bool]:
-    """The model to load and whether it is the tiny demo: a requested model as it is, else cached real
-    weights, else the demo model (written once under the cache directory)."""
-    if requested:
-        return requested, False
+def _cached_default() -> bool:
     try:
-        return str(resolve_model_dir(DEFAULT_MODEL, local_files_only=True)), False
+        resolve_model_dir(DEFAULT_MODEL, local_files_only=True)
     except ModelNotFoundError:
-        pass
+        return False
+    return True
+
+
+def choose_model(requested: str | None, *, gpu: Callable[[], bool] = torch.cuda.is_available,
+                 online: Callable[[], bool] = hub_reachable) -> tuple[str, bool]:
+    """The model to load and whether it is the tiny demo (``server.default_model``): a requested model as it is,
+    else cached real weights, else on a GPU with the hub in reach the real weights, downloaded now, else the demo
+    model (written once under the cache directory)."""
+    source = default_model_source(requested, cached=_cached_default, gpu=gpu, online=online)
+    if source is ModelSource.REQUESTED:
+        return str(requested), False
+    if source is ModelSource.CACHED:
+        return str(resolve_model_dir(DEFAULT_MODEL, local_files_only=True)), False
+    if source is ModelSource.DOWNLOAD:
+        announce_download(DEFAULT_MODEL)
+        return str(resolve_model_dir(DEFAULT_MODEL, local_files_only=False)), False
     demo = cache_dir() / "demo-model"
     if not (demo / "model_index.json").exists():
         make_tiny_model(demo)

@@ -34,9 +34,8 @@ class InputStamp:
 
 async def read_camera(track: MediaStreamTrack, pipeline: FramePipeline, stream_id: str,
                       on_frame: Callable[[], None]) -> None:
-    """Consumes every frame of ``track`` (aiortc's own queues are unbounded) and submits it unconverted; the
-    pipeline keeps only the newest and converts just the frames it prepares, so the event loop spends
-    microseconds per camera frame. Returns when the track ends."""
+    """Consumes every frame of ``track`` (aiortc's own queues are unbounded) and submits it unconverted: the
+    pipeline keeps only the newest and converts just the frames it prepares. Returns when the track ends."""
     while True:
         try:
             frame = await track.recv()
@@ -62,23 +61,10 @@ class StreamOutputTrack(MediaStreamTrack):
     frame. When a data channel is attached, each frame is announced on it first as JSON
     ``{"pts", "source_pts", "kind"}`` so a client can tell which input frame it shows (latency, tests).
 
-    A new output that no newer one follows soon is sent once more (announced with kind ``repeat``), unless the
-    receiver said it needs no repeat (``repeat=False``). Why: aiortc's own receiver (scripts not using
-    server.client) completes a video frame only when the next frame's first packet arrives, so at 1-2 outputs a
-    second every frame would reach it a whole output interval late; the repeat completes it when it is sent.
-    Receivers that complete frames on the RTP marker bit (browsers, server.client and so the camera bridge) gain
-    nothing from it, and the web pages and server.client turn it off: a repeat costs an inter-frame encode of
-    the same frame object and its send (not a second conversion), and the receiver a decode. How soon: at once (``SLOW_REPEAT_AFTER_S``: aiortc's sender asks for it only after sending the
-    new frame) for a stream whose outputs average ``SLOW_OUTPUT_S`` or more apart (a CPU, a big model: doubling
-    1-4 frames a second costs no visible quality; waiting 25 ms first only delayed every frame by that much),
-    else after ``REPEAT_AFTER_S`` (100 ms), so outputs faster than 10 a second are
-    never repeated: the gain would be small, and the encoder's bitrate would be spread over twice the frames
-    (a 50 ms repeat visibly lowered the quality of a ~15 fps stream).
-
-    The pipeline converts each output to a yuv420p VideoFrame once; only one track may send that object, because
-    every track stamps its own pts on it while another track's encoder may be reading it on a worker thread (and
-    an RGB frame was reformatted there: two at once crashed in libswscale). Further tracks of the same stream
-    (viewers) pass ``own_frames=True``."""
+    A new output that no newer one follows soon is sent once more (kind ``repeat``), unless ``repeat=False``:
+    aiortc's own receiver completes a frame only when the next one starts arriving (docs/design.md#the-output-repeat).
+    Only one track may send the pipeline's shared yuv420p frame of an output, since each track stamps its own pts on
+    it; further tracks of the same stream (viewers) pass ``own_frames=True``."""
 
     kind = "video"
 
@@ -171,7 +157,6 @@ def repeat_after(output_interval: float | None) -> float:
 
 
 def to_video_frame(image: Any) -> av.VideoFrame:
-    """uint8 (H, W, 3) RGB -> a yuv420p VideoFrame; runs on the pipeline's postprocess thread via
-    PipelineConfig.convert. yuv420p is what aiortc's VP8 and H.264 encoders take: given RGB, they would convert
-    on every send, a repeat included (~2.5 ms at 512 px each)."""
+    """uint8 (H, W, 3) RGB -> a yuv420p VideoFrame, on the pipeline's postprocess thread (PipelineConfig.convert):
+    what aiortc's encoders take, so they do not convert on every send, a repeat included."""
     return av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")

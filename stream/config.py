@@ -17,7 +17,7 @@ MAX_RCFG_ANGLE = math.atan(80 / 0.5)
 
 
 class VaeKind(str, enum.Enum):
-    """Which autoencoder encodes frames / decodes outputs (DESIGN 4: the autoencoder is ~92% of a frame)."""
+    """Which autoencoder encodes frames / decodes outputs (~92% of a frame: docs/design.md#where-the-time-goes)."""
 
     DCAE = "dcae"  # the model's own DC-AE f32c32: best quality, slowest
     TINY = "tiny"  # TAESANA-style tiny autoencoder: ~14x fewer FLOPs to decode, softer detail
@@ -25,7 +25,7 @@ class VaeKind(str, enum.Enum):
 
 
 class CfgType(str, enum.Enum):
-    """How classifier-free guidance is applied (DESIGN 3, RCFG)."""
+    """How classifier-free guidance is applied (docs/design.md#rcfg)."""
 
     NONE = "none"  # distilled guidance only; batch n
     FULL = "full"  # a real negative-prompt pass at every slot; batch 2n

@@ -111,6 +111,10 @@ class StreamEngine:
         from stream.loading import choose_placement, load_codecs, load_controlnets, load_pipeline, resolve_model_dir
 
         config = config or StreamConfig()
+        if config.backend is BackendName.TENSORRT:  # the GPU stack's real problem in a second, not after loading
+            from engines.gpu_probe import probe_tensorrt
+
+            probe_tensorrt(config.device)
         placement = choose_placement(config.device, config.dtype)
         path = resolve_model_dir(model, local_files_only)
         pipe = load_pipeline(path, placement)
@@ -332,7 +336,7 @@ class StreamEngine:
         return batch
 
     def _guide(self, plan: StepPlan, x0: Tensor) -> tuple[Tensor, list[Tensor | None]]:
-        """RCFG (DESIGN 3) on one stream's model outputs; returns x0_hat per slot and the slots' references."""
+        """RCFG (docs/design.md#rcfg) on one stream's model outputs; returns x0_hat and the reference per slot."""
         cfg, cond = self.config.cfg_type, plan.cond
         k = plan.x.shape[0]
         x0_cond, x0_neg = x0[:k], x0[k:]

@@ -1,4 +1,4 @@
-"""Bounded per-stream queues where the newest item wins (DESIGN 2).
+"""Bounded per-stream queues where the newest item wins (docs/design.md#newest-frame-wins).
 
 A model slower than the camera must lower the frame rate, never raise the latency: when a queue is full
 the oldest item is dropped and counted.

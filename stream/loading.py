@@ -47,7 +47,7 @@ def choose_placement(device: str | None, dtype: str | None) -> Placement:
     if dtype is None:
         dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
     else:
-        # float16 is not offered: it is known to break Sana checkpoints (DESIGN 5)
+        # float16 is not offered: it is known to break Sana checkpoints (docs/design.md#dependency-facts)
         allowed = {"float32": torch.float32, "bfloat16": torch.bfloat16}
         if dtype not in allowed:
             raise ValueError(f"dtype must be one of {', '.join(allowed)}, got {dtype!r}")

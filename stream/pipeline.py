@@ -3,10 +3,10 @@
     submit() --raw slots--> preprocess thread --prepared slots--> engine worker --pending slots-->
     postprocess thread --> latest(stream) / frames(stream)
 
-Every queue is a bounded newest-wins slot per stream (DESIGN 2), so a model slower than the camera lowers
-the frame rate and never raises the latency. The worker batches every stream with a frame ready into one
-engine call (with ``PipelineConfig.max_batch``, up to that many streams, taking turns). Skipped frames
-(similarity filter) go straight from preprocessing to postprocessing.
+Each queue is a bounded newest-wins slot per stream (docs/design.md#newest-frame-wins): a model slower than
+the camera lowers the frame rate and never raises the latency. The worker batches every stream with a frame
+ready into one engine call (with ``PipelineConfig.max_batch``, up to that many streams, taking turns). Skipped
+frames (similarity filter) go straight from preprocessing to postprocessing.
 """
 
 from __future__ import annotations
@@ -69,6 +69,16 @@ class StreamStats:
 
 
 @dataclass
+class ThreadErrors:
+    """Exceptions each pipeline thread caught, logged and survived (the frame or batch is lost, the thread goes
+    on). Per-stream counts are in ``StreamStats.errors``."""
+
+    preprocess: int = 0  # frames that could not be prepared (conversion, upload, control maps)
+    engine: int = 0  # engine calls that failed (== FramePipeline.batch_errors)
+    postprocess: int = 0  # results that could not be finished, converted or published
+
+
+@dataclass
 class _Stream:
     stats: StreamStats = field(default_factory=StreamStats)
     sequence: itertools.count = field(default_factory=itertools.count)
@@ -95,6 +105,7 @@ class FramePipeline:
         self._turn_count = itertools.count()
         self.batches = 0
         self.batch_errors = 0
+        self._thread_errors = ThreadErrors()
         self._threads = [
             threading.Thread(target=self._preprocess_loop, name="sana-preprocess", daemon=True),
             threading.Thread(target=self._engine_loop, name="sana-engine", daemon=True),
@@ -130,6 +141,11 @@ class FramePipeline:
         with self._lock:
             stream = self._get(stream_id)
             return StreamStats(**vars(stream.stats))
+
+    def thread_errors(self) -> ThreadErrors:
+        """A copy of the counts of exceptions each thread caught and survived."""
+        with self._lock:
+            return ThreadErrors(**vars(self._thread_errors))
 
     # ---- frames --------------------------------------------------------------------------------------
 
@@ -208,12 +224,15 @@ class FramePipeline:
 
     def _preprocess_loop(self) -> None:
         while self._raw.wait_for_items() or not self._raw.closed:
-            # prepare only the frames the engine will take, just before it takes them (stream.prepare_schedule)
-            self._ready.wait_until_empty()
-            self._schedule.wait_until_due()
-            started = time.monotonic()
-            self._prepare_round()
-            self._schedule.prepared(time.monotonic() - started)
+            try:
+                # prepare only the frames the engine will take, just before it takes them (stream.prepare_schedule)
+                self._ready.wait_until_empty()
+                self._schedule.wait_until_due()
+                started = time.monotonic()
+                self._prepare_round()
+                self._schedule.prepared(time.monotonic() - started)
+            except Exception:  # no thread may die: log, count, go on
+                self._thread_failed("preprocess", "the preprocessing round failed")
 
     def _next_turn(self) -> list[str] | None:
         """The streams whose frames the next engine call takes: every one (None), or with ``max_batch`` the ones
@@ -235,8 +254,8 @@ class FramePipeline:
                 prepared = self.engine.prepare(stream_id, to_rgb(frame), (sequence, timestamp))
             except KeyError:  # the stream closed while its frame waited
                 continue
-            except ValueError:  # a DecodedFrame that gave no valid RGB frame: this frame is lost, not the stream
-                logger.exception("frame %d of stream %r could not be converted", sequence, stream_id)
+            except Exception:  # a DecodedFrame with no valid RGB frame, a failed upload: this frame is lost
+                self._thread_failed("preprocess", "frame %d of stream %r could not be prepared", sequence, stream_id)
                 self._count(stream_id, "errors")
                 continue
             if prepared.skipped:
@@ -252,9 +271,9 @@ class FramePipeline:
             try:
                 results = self.engine.run(batch)
             except Exception:  # one failed batch must not end every stream: log it, count it, go on
-                logger.exception("engine call failed for streams %s", [p.stream_id for p in batch])
                 self._schedule.run_finished(started, failed=True)
                 self.batch_errors += 1
+                self._thread_failed("engine", "engine call failed for streams %s", [p.stream_id for p in batch])
                 for prepared in batch:
                     self._count(prepared.stream_id, "errors")
                 continue
@@ -267,9 +286,14 @@ class FramePipeline:
     def _postprocess_loop(self) -> None:
         while self._pending.wait_for_items() or not self._pending.closed:
             for stream_id, pending in self._pending.take_each().items():
-                result = self.engine.finish(pending)
-                converted = self.config.convert(result.image) if self.config.convert else None
-                self._publish(stream_id, pending.prepared.tag[0], result, converted)
+                try:
+                    result = self.engine.finish(pending)
+                    converted = self.config.convert(result.image) if self.config.convert else None
+                    self._publish(stream_id, pending.prepared.tag[0], result, converted)
+                except Exception:  # this result is lost, not the thread
+                    self._thread_failed("postprocess", "result %d of stream %r could not be finished",
+                                        pending.prepared.tag[0], stream_id)
+                    self._count(stream_id, "errors")
 
     def _publish(self, stream_id: str, sequence: int, result: FrameResult, converted: Any) -> None:
         source_sequence, timestamp = result.tag
@@ -284,6 +308,17 @@ class FramePipeline:
         self._wake(stream)
 
     # ---- helpers -------------------------------------------------------------------------------------
+
+    def _thread_failed(self, stage: str, message: str, *args: Any) -> None:
+        """Counts an exception a thread caught and logs it with its traceback (the first 10 per thread, then
+        every 100th, so a persistent failure at camera rate cannot flood the log)."""
+        with self._lock:
+            count = getattr(self._thread_errors, stage) + 1
+            setattr(self._thread_errors, stage, count)
+        if count <= 10 or count % 100 == 0:
+            logger.exception(f"{message} ({stage} thread error {count})", *args)
+        else:
+            logger.error(f"{message} ({stage} thread error {count}, traceback logged every 100th)", *args)
 
     def _wake(self, stream: _Stream) -> None:
         with self._lock:

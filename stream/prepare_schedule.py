@@ -1,18 +1,8 @@
-"""When the pipeline should prepare the next frames: just before the engine wants them.
+"""When the pipeline should prepare the next frames: just before the engine wants them, so no CPU goes to frames a
+newer one replaces and the frame the engine takes is the newest (docs/design.md#prepared-just-in-time).
 
-A camera delivers 30 frames a second; an engine on a CPU takes a few. Preparing every frame wastes CPU the
-engine needs (on 2 cores that cost the pipeline ~10% of the engine's rate), and preparing the next frame as
-soon as the engine takes a batch makes that frame one whole engine call old by the time it runs. So the
-preprocessing thread waits until the engine's current call should end, less the time preparing takes
-and a margin: the frame it then prepares is the newest one, and it is ready when the engine is.
-
-A call that ends before its estimate wakes the waiting thread at once, so an estimate that is too late costs
-the engine one preparation (a few ms), never the rest of the estimate. That is why the lead holds no term for
-the spread of call times: it would make every frame wait that much longer in the ready slot (side by side on
-2 cores, dropping it and waking at the call's end took latency from 1.15 to 1.12 engine calls, rates equal).
-
-The durations are exponential moving averages of what was measured, so a slower or faster engine (more
-streams, a prompt change, the similarity filter skipping) retunes the schedule within a few calls.
+The durations are exponential moving averages of what was measured, so a slower or faster engine retunes the
+schedule within a few calls; a call that ends early wakes the waiting thread at once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stochastic similarity filter (DESIGN 3): skip frames that barely differ from the last processed one."""
+"""Stochastic similarity filter (docs/design.md#similarity-filter): skip frames close to the last processed one."""
 
 from __future__ import annotations
 

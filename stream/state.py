@@ -1,6 +1,6 @@
 """Per-stream state of the stream engine: live settings, what is derived from them, and the frames in flight.
 
-Stream Batch (DESIGN 3): slot ``i`` holds a frame that has finished ``i - 1`` steps. Each engine call noises
+Stream Batch (docs/design.md#stream-batch): slot ``i`` holds a frame that finished ``i - 1`` steps. Each call noises
 the newest frame to ``t_1``, noises every frame in flight to its next angle, runs one model batch over all
 slots, and the oldest frame leaves after its last step. In-flight frames are stored as their clean
 prediction ``x0_hat`` and noised at call time, so a change of angles or seed applies to them at once.

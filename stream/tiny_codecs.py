@@ -40,7 +40,7 @@ def write_tiny_codecs(directory: Path, vae: AutoencoderDC, plan: TinyAutoencoder
     config = dict(vae.config)
     config["decoder_block_types"] = ["ResBlock"] * len(config["decoder_block_out_channels"])
     config["decoder_qkv_multiscales"] = [[]] * len(config["decoder_block_out_channels"])
-    AutoencoderDC.from_config(config).save_pretrained(directory / LITE_VAE_DIR)
+    AutoencoderDC.from_config(config).to(vae.dtype).save_pretrained(directory / LITE_VAE_DIR)
 
 
 CONTROLNET_DIR = "controlnet"
@@ -56,6 +56,7 @@ def tiny_controlnet(transformer: SanaTransformer2DModel, num_layers: int = 1, se
     return net
 
 
-def write_tiny_controlnet(directory: Path, transformer: SanaTransformer2DModel, seed: int = 0) -> None:
-    """``directory``/controlnet: a one-block ``tiny_controlnet``."""
-    tiny_controlnet(transformer, num_layers=1, seed=seed).save_pretrained(directory / CONTROLNET_DIR)
+def write_tiny_controlnet(directory: Path, transformer: SanaTransformer2DModel, seed: int = 0,
+                          num_layers: int = 1) -> None:
+    """``directory``/controlnet: a ``tiny_controlnet`` of ``num_layers`` blocks."""
+    tiny_controlnet(transformer, num_layers=num_layers, seed=seed).save_pretrained(directory / CONTROLNET_DIR)

@@ -40,6 +40,7 @@ wearing hat glasses smiling looking camera background foreground beautiful ugly 
 class TinyPreset(str, enum.Enum):
     TINY = "tiny"  # the fastest thing that still runs every code path; tests and demo mode
     PROPORTIONAL = "proportional"  # the real Sprint 0.6B's share of work per part at 1/236 of its FLOPs; benchmarks
+    REAL = "real"  # the real Sprint 0.6B and DC-AE sizes with random weights: GPU speed and export at full size
 
 
 @dataclass(frozen=True)
@@ -68,34 +69,15 @@ class TinyModelSpec:
     vae_encoder_layers: tuple[int, ...] = (1, 1, 1, 1, 1, 1)  # blocks per stage; the real DC-AE: (2, 2, 2, 3, 3, 3)
     vae_decoder_layers: tuple[int, ...] = (1, 1, 1, 1, 1, 1)  # the real DC-AE: (3, 3, 3, 3, 3, 3)
     vae_attention_head_dim: int = 4
-    vocab_size: int = 800
+    vocab_size: int = 800  # of the tokenizer
     sample_size: int = 16  # latent size of the "native" resolution; 512 px / 32
+    text_vocab_size: int | None = None  # rows of Gemma's embedding; None: the tokenizer's vocabulary
+    controlnet_layers: int = 1  # blocks of the ControlNet written beside the model
+    dtype: str = "float32"  # of the weights as written ("bfloat16": as the real Sprint checkpoints)
 
 
-# The real Sana-Sprint 0.6B at 512x512 px, batch 1 (GFLOPs, 1 FMA = 2 FLOPs; DESIGN 4): DC-AE encode 1295,
-# decode 2092, transformer 316 per step (47 of them the cacheable caption projection and cross-attention K/V
-# over 300 text tokens), Gemma-2-2B ~2000 per prompt encode (~500 tokens with the instruction prefix).
-# PROPORTIONAL keeps each part's share of that work, scaled down by one common factor, 1/236, so one 1-step
-# 512 px frame costs ~15 GFLOPs (~0.5 s on 2 Xeon cores) instead of ~3.7 TFLOPs:
-#   - DC-AE: the real block types, 6 stages and blocks per stage, every width / 16 (~1/256 of the convs' work;
-#     16 is the largest divisor that keeps DC-AE's shortcut constraints), attention head dim 32 / 16.
-#   - transformer: 4 layers of width 192 instead of 28 of 1152 (28 * 1152^2 / (4 * 192^2) = 252), the real
-#     self-attention head dim 32 and mlp_ratio 2.5, caption_channels = 2 x width as in the real model.
-#   - Gemma-2: 3 layers, hidden 384, MLP 4x (as Gemma-2-2B's 2304 -> 9216), grouped-query attention with
-#     4 query / 2 key-value heads. vocab_size 1024 lets the tokenizer learn whole words, so the instruction
-#     prefix is 205 tokens and Gemma runs on 503 tokens per prompt, like the real ~200 + 300.
-# Measured with torch.utils.flop_counter.FlopCounterMode at 512x512 px, batch 1 (benchmarks/flops.py, meta
-# device; tests/test_proportional_model.py keeps these shares):
-#   part                       real GFLOPs   proportional GFLOPs   real / proportional   share vs real
-#   DC-AE encode                   1295            5.354                 241.9              0.98
-#   DC-AE decode                   2092            8.468                 247.0              0.96
-#   transformer step, 300 tokens    316            1.549                 204.0              1.16
-#     of which cacheable             47            0.243 (15.7%; real 14.9%)
-#   Gemma-2, 503 tokens           ~2000            7.841                 255.1              0.93
-#   scale factor = geometric mean of real / proportional = 236.1 ("share vs real" = 236.1 / that part's ratio)
-# What does not scale: cross-attention scores over the 300 padded tokens grow with width, not width^2, so they
-# are ~10% of this transformer's step against ~3% of the real one's; the stock (uncached, padded) step costs
-# ~1.4x the engine's cached step with a 12-token prompt here, 1.22x in the real model.
+# Each part keeps its share of the real 0.6B's work at 512 px, scaled down by one common factor (1/236), so a
+# CPU benchmark sees the real balance of parts; derivation and FLOPs: benchmarks/README.md#the-proportional-model
 PROPORTIONAL_SPEC = TinyModelSpec(
     transformer_layers=4,
     heads=6,
@@ -116,9 +98,42 @@ PROPORTIONAL_SPEC = TinyModelSpec(
     vocab_size=1024,
 )
 
+# The published configs with random weights (speed does not depend on weight values): Sana-Sprint 0.6B
+# (Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers: 28 blocks of 36 heads x 32, cross-attention 16 x 72,
+# caption channels 2304, mlp_ratio 2.5, native 1024 px) and DC-AE f32c32 (mit-han-lab/dc-ae-f32c32-sana-1.1-
+# diffusers: widths 128-256-512-512-1024-1024, 2-2-2-3-3-3 encoder and 3 x 6 decoder blocks, head dim 32), a
+# 7-block ControlNet (the Sana ControlNet design) and TAESANA's published tiny autoencoder plan. Gemma-2 has
+# Gemma-2-2B's width (2304), heads (8 query / 4 key-value, 256 each), MLP (9216) and vocabulary (256,000), but 2 of
+# its 26 layers: all 26 would be ~10 GB in fp32 on the CPUs this is tested on, and the text encoder runs only when a
+# prompt changes. Weights are written in bf16, as the real checkpoints are (about 3.4 GB on disk).
+REAL_SPEC = TinyModelSpec(
+    transformer_layers=28,
+    heads=36,
+    head_dim=32,
+    cross_heads=16,
+    cross_head_dim=72,
+    mlp_ratio=2.5,
+    text_hidden=2304,
+    text_layers=2,
+    text_heads=8,
+    text_kv_heads=4,
+    text_head_dim=256,
+    text_intermediate=9216,
+    text_vocab_size=256_000,
+    vae_widths=(128, 256, 512, 512, 1024, 1024),
+    vae_encoder_layers=(2, 2, 2, 3, 3, 3),
+    vae_decoder_layers=(3, 3, 3, 3, 3, 3),
+    vae_attention_head_dim=32,
+    vocab_size=1024,
+    sample_size=32,
+    controlnet_layers=7,
+    dtype="bfloat16",
+)
+
 PRESETS: dict[TinyPreset, TinyModelSpec] = {
     TinyPreset.TINY: TinyModelSpec(),
     TinyPreset.PROPORTIONAL: PROPORTIONAL_SPEC,
+    TinyPreset.REAL: REAL_SPEC,
 }
 
 
@@ -183,11 +198,14 @@ def build_vae(spec: TinyModelSpec) -> AutoencoderDC:
 
 
 def build_tiny_pipeline(spec: TinyModelSpec, seed: int = 0) -> SanaSprintPipeline:
+    """The pipeline of ``spec``, each network cast to ``spec.dtype`` as soon as it is built (the real preset's
+    networks would need 6.6 GB at once in fp32)."""
     torch.manual_seed(seed)
+    dtype = getattr(torch, spec.dtype)
     tokenizer = build_tokenizer(spec.vocab_size)
-    text_encoder = build_text_encoder(spec, len(tokenizer))
-    transformer = build_transformer(spec)
-    vae = build_vae(spec)
+    text_encoder = build_text_encoder(spec, max(spec.text_vocab_size or 0, len(tokenizer))).to(dtype)
+    transformer = build_transformer(spec).to(dtype)
+    vae = build_vae(spec).to(dtype)
     scheduler = SCMScheduler(prediction_type="trigflow", sigma_data=0.5)
     return SanaSprintPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                               transformer=transformer, scheduler=scheduler)
@@ -198,17 +216,19 @@ def make_tiny_model(directory: str | os.PathLike[str], preset: TinyPreset | str 
     """Writes a tiny Sana-Sprint in diffusers format to ``directory`` and returns its path, with a tiny
     autoencoder (``tiny_autoencoder/``), a DC-AE-Lite-style decoder (``vae_lite/``) and a one-block Sprint
     ControlNet (``controlnet/``) beside it."""
+    from stream.models.tiny_autoencoder import TinyAutoencoderConfig
     from stream.tiny_codecs import PROPORTIONAL_TINY_VAE, TINY_TINY_VAE, write_tiny_codecs, write_tiny_controlnet
 
     try:
-        spec = PRESETS[TinyPreset(preset)]
+        preset = TinyPreset(preset)
     except ValueError:
         raise ValueError(f"preset must be one of {', '.join(p.value for p in TinyPreset)}, got {preset!r}") from None
-    path = Path(directory)
+    spec, path = PRESETS[preset], Path(directory)
     pipe = build_tiny_pipeline(spec, seed)
     pipe.save_pretrained(path)
-    plan = PROPORTIONAL_TINY_VAE if TinyPreset(preset) is TinyPreset.PROPORTIONAL else TINY_TINY_VAE
+    plan = {TinyPreset.TINY: TINY_TINY_VAE, TinyPreset.PROPORTIONAL: PROPORTIONAL_TINY_VAE,
+            TinyPreset.REAL: TinyAutoencoderConfig()}[preset]
     write_tiny_codecs(path, pipe.vae, plan, seed)
-    write_tiny_controlnet(path, pipe.transformer, seed)
-    logger.info("wrote a tiny random Sana-Sprint (%s) to %s", TinyPreset(preset).value, path)
+    write_tiny_controlnet(path, pipe.transformer, seed, num_layers=spec.controlnet_layers)
+    logger.info("wrote a random Sana-Sprint (%s preset) to %s", preset.value, path)
     return path

@@ -1,4 +1,4 @@
-"""TrigFlow math of Sana-Sprint (DESIGN 3), as pure functions on tensors.
+"""TrigFlow math of Sana-Sprint (docs/design.md#trigflow), as pure functions on tensors.
 
 Angles ``t`` are radians: ``t = pi/2`` is pure noise, ``t = 0`` is clean. Latents live in TrigFlow space,
 ``x0 = vae_latent * scaling_factor * sigma_d``. Every ``t``/``s`` argument is a tensor that broadcasts

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from stream.tiny_model import make_tiny_model
+from tests.support import camera_frame  # noqa: F401 - its old home; tests import it from tests.support
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="assumes no CUDA device (marker cpu)")
+        for item in items:
+            if "cpu" in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -16,20 +26,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sana-sprint")
 
 
-def camera_frame(index: int, height: int = 96, width: int = 128) -> np.ndarray:
-    """A synthetic camera frame: a gradient with a square that moves with ``index``."""
-    y, x = np.mgrid[0:height, 0:width]
-    frame = np.stack([(x * 255 // width), (y * 255 // height), np.full_like(x, 96)], axis=-1).astype(np.uint8)
-    top, left = (index * 5) % (height - 24), (index * 7) % (width - 24)
-    frame[top:top + 24, left:left + 24] = (240, 40, 40)
-    return frame
-
-
 @pytest.fixture(scope="session")
 def reference(tiny_model_dir: Path):
     from diffusers import SanaSprintPipeline
 
-    from tests.reference import ReferenceSprint
+    from tests.support.reference import ReferenceSprint
 
     return ReferenceSprint(SanaSprintPipeline.from_pretrained(tiny_model_dir))
 
@@ -51,7 +52,7 @@ def coturn(tmp_path_factory: pytest.TempPathFactory):
     """A real coturn on loopback with a shared secret (TURN REST API credentials), one per test session."""
     import secrets
 
-    from tests.coturn import start_coturn
+    from tests.support.coturn import start_coturn
 
     server = start_coturn(tmp_path_factory.mktemp("coturn"), secret=secrets.token_hex(24))
     try:

@@ -9,7 +9,7 @@ import pytest
 
 from stream import FrameKind, ModelNotFoundError, StreamConfig, StreamEngine
 from stream.loading import LITE_VAE_DIR, TINY_VAE_DIR
-from tests.conftest import camera_frame
+from tests.support import camera_frame, mean_abs_diff
 
 
 def run(engine: StreamEngine, frames: int = 2) -> list[np.ndarray]:
@@ -24,7 +24,7 @@ def test_each_choice_loads_from_the_model_directory_and_changes_the_output(tiny_
     chosen = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(**config, encoder=encoder, decoder=decoder))
     outputs = run(chosen)
     assert all(o.shape == (64, 64, 3) and o.dtype == np.uint8 for o in outputs)
-    assert np.abs(outputs[-1].astype(int) - default[-1]).mean() > 1.0
+    assert mean_abs_diff(outputs[-1], default[-1]) > 1.0
 
 
 def test_tiny_autoencoder_from_an_explicit_directory(tiny_model_dir, tmp_path):

@@ -14,6 +14,8 @@ import pytest
 
 from benchmarks.engine import main
 
+pytestmark = pytest.mark.slow  # the whole benchmark, in quick mode
+
 COMPARISONS = {"engine_vs_pipeline", "stream_batch_vs_sequential", "rcfg_self_vs_full", "kv_cache_on_vs_off",
                "engine_overhead"}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from itertools import pairwise
@@ -20,12 +19,11 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from server.app import ModelInfo, create_app
 from server.settings import ServerSettings
 from stream import StreamConfig
-from tests.conftest import camera_frame
+from tests.support import ServerThread, camera_frame, mean_abs_diff
 from tests.test_server_stream import SIZE, local_engine, make_app  # noqa: F401 - fixture
 
 CHROMIUM = Path(os.environ.get("SANA_STREAM_CHROMIUM", "/usr/bin/chromium"))
@@ -117,28 +115,6 @@ def prompt_sensitive_app(local_engine):
     return create_app(ServerSettings(stream=config), local_engine(**settings), ModelInfo("tiny", True, "torch"))
 
 
-class Server:
-    """The app under uvicorn on a free loopback port, in a thread with its own event loop."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
 def new_page(browser, token: str | None = None):
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     if token is not None:
@@ -174,14 +150,10 @@ def settled_grab(page, element: str, timeout: float = 20.0) -> np.ndarray:
     last = mean_grab(page, element)
     while time.monotonic() < deadline:
         current = mean_grab(page, element)
-        if diff(current, last) < 0.12:
+        if mean_abs_diff(current, last) < 0.12:
             return current
         last = current
     raise AssertionError(f"the {element} video did not settle within {timeout} s")
-
-
-def diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).mean())
 
 
 def wait_advancing(page, element: str, frames: int = 4) -> None:
@@ -202,7 +174,8 @@ def screenshot(page, name: str, docs: str | None = None) -> None:
 
 
 def test_webcam_page_restyles_feeds_the_viewer_and_follows_the_prompt(browser, local_engine):
-    with Server(prompt_sensitive_app(local_engine)) as base:
+    with ServerThread(prompt_sensitive_app(local_engine)) as server:
+        base = server.base
         page = new_page(browser)
         page.goto(f"{base}/")
         page.wait_for_function("document.body.dataset.state === 'streaming'")
@@ -210,7 +183,7 @@ def test_webcam_page_restyles_feeds_the_viewer_and_follows_the_prompt(browser, l
         wait_advancing(page, "camera")
         stream = page.evaluate("window.sanaStream.streamId")
         camera = grab(page, "camera")
-        assert diff(grab(page, "output"), camera) > 20, "the output looks like the raw camera"
+        assert mean_abs_diff(grab(page, "output"), camera) > 20, "the output looks like the raw camera"
 
         viewer = new_page(browser)
         viewer.goto(f"{base}/view?stream={stream}")
@@ -218,7 +191,8 @@ def test_webcam_page_restyles_feeds_the_viewer_and_follows_the_prompt(browser, l
         wait_advancing(viewer, "output")
         assert httpx.get(f"{base}/health").json()["viewers"] == 1
         shown = grab(viewer, "output")
-        assert diff(shown, grab(page, "output")) < 0.5 * diff(shown, camera), "the viewer does not show the output"
+        near, far = mean_abs_diff(shown, grab(page, "output")), mean_abs_diff(shown, camera)
+        assert near < 0.5 * far, "the viewer does not show the output"
         screenshot(viewer, "viewer.png", docs="viewer.png")
 
         # the prompt alternates between PROMPT and the first one: the output must move at each change by more than
@@ -227,8 +201,8 @@ def test_webcam_page_restyles_feeds_the_viewer_and_follows_the_prompt(browser, l
         # which overlap in time, at least one does not span that moment)
         prompts = [page.input_value("#prompt"), PROMPT] * 2 + [page.input_value("#prompt")]
         shots = [settled_grab(page, "output")] + [send_prompt(page, stream, p) for p in prompts[1:]]
-        change = min(diff(a, b) for a, b in pairwise(shots))
-        same = min(diff(a, b) for a, b in zip(shots, shots[2:]))
+        change = min(mean_abs_diff(a, b) for a, b in pairwise(shots))
+        same = min(mean_abs_diff(a, b) for a, b in zip(shots, shots[2:]))
         assert change > max(1.0, 3 * same), f"the prompt moved the output {change:.2f} levels (same prompt: {same:.2f})"
         page.wait_for_function("document.getElementById('stat-fps').textContent !== '–'")
         page.fill("#prompt", PROMPT)
@@ -249,7 +223,8 @@ def test_webcam_page_restyles_feeds_the_viewer_and_follows_the_prompt(browser, l
 
 
 def test_a_full_server_says_so(browser, local_engine):
-    with Server(make_app(local_engine, max_peers=1)) as base:
+    with ServerThread(make_app(local_engine, max_peers=1)) as server:
+        base = server.base
         first = new_page(browser)
         first.goto(f"{base}/")
         first.wait_for_function("document.body.dataset.state === 'streaming'")
@@ -269,7 +244,8 @@ def test_a_full_server_says_so(browser, local_engine):
 
 
 def test_a_wrong_token_is_reported_and_a_right_one_connects(browser, local_engine):
-    with Server(make_app(local_engine, token=TOKEN)) as base:
+    with ServerThread(make_app(local_engine, token=TOKEN)) as server:
+        base = server.base
         page = new_page(browser, token="wrong-token")
         page.goto(f"{base}/")
         message = page.locator("#message[data-kind='token']")

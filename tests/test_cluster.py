@@ -21,10 +21,11 @@ import pytest
 
 from server.ice import include_loopback_candidates
 from stream import StreamConfig, StreamEngine
+from tests.support import eventually
+from tests.support.webrtc import connect
 from tests.test_server_api import whip_offer
 from tests.test_server_stream import SIZE, assert_shows
 from tests.test_server_viewer import view
-from tests.webrtc_client import connect, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"

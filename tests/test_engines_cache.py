@@ -18,7 +18,8 @@ KEY = CacheKey(kind="tensorrt", model_digest="a" * 64, component="transformer",
                compute_capability="9.0", builder_optimization_level=3)
 CHANGED = {"kind": "onnx", "model_digest": "b" * 64, "component": "decoder", "shapes": "latents:1x32x2x2:bfloat16",
            "precision": "fp16", "opset": 19, "torch_version": "2.14.0", "format_version": 2, "trt_version": "11.4.0",
-           "gpu_name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9", "builder_optimization_level": 5}
+           "gpu_name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9", "builder_optimization_level": 5,
+           "tf32": True}
 
 
 class Builds:

@@ -23,7 +23,7 @@ from engines.torch_backend import TorchBackend
 from stream import FrameKind, StreamConfig, StreamEngine
 from stream.control import ControlNetConfig
 from stream.tiny_codecs import CONTROLNET_DIR, tiny_controlnet
-from tests.conftest import camera_frame
+from tests.support import camera_frame, mean_abs_diff
 
 SHORT, LONG = "a cat", "a watercolor painting of a city street at night with neon lighting and a dragon"
 CONFIG = {"width": 64, "height": 64, "t_list": (1.2, 0.6), "prompt": SHORT, "seed": 3}
@@ -42,9 +42,6 @@ def engines(tiny_model_dir: Path, engine_cache: Path) -> tuple[StreamEngine, Str
     eager = StreamEngine.from_pretrained(tiny_model_dir, StreamConfig(**CONFIG))
     return compiled, eager
 
-
-def level_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 def run_both(engines, frames: dict[str, np.ndarray]) -> dict[str, tuple]:
@@ -76,7 +73,7 @@ def test_streams_warmup_and_prompts_of_different_lengths_match_torch(engines):
         for sid, (ours, theirs) in run_both(engines, frames).items():
             assert ours.kind is theirs.kind and ours.tag == theirs.tag
             kinds.append(ours.kind)
-            assert level_diff(ours.image, theirs.image) <= 1.0, (k, sid)
+            assert mean_abs_diff(ours.image, theirs.image) <= 1.0, (k, sid)
     assert FrameKind.WARMUP in kinds and FrameKind.GENERATED in kinds
 
 
@@ -85,7 +82,7 @@ def test_prompt_change_refills_kv(engines):
         engine.set_prompt("neon cyberpunk city", stream="default")
     for k in range(3):
         for ours, theirs in run_both(engines, {"default": camera_frame(20 + k)}).values():
-            assert level_diff(ours.image, theirs.image) <= 1.0
+            assert mean_abs_diff(ours.image, theirs.image) <= 1.0
 
 
 def test_buffers_keep_their_addresses(engines):
@@ -147,7 +144,7 @@ def test_shorter_kv_length_matches_torch_and_refuses_longer_prompts(tiny_model_d
     assert eager.backend.prompt_kv(eager.prompt_encoder.encode(LONG)).length > 16
     for k in range(3):
         ours, theirs = (e.process({"default": camera_frame(40 + k)})["default"] for e in (compiled, eager))
-        assert ours.kind is theirs.kind and level_diff(ours.image, theirs.image) <= 1.0
+        assert ours.kind is theirs.kind and mean_abs_diff(ours.image, theirs.image) <= 1.0
     with pytest.raises(ValueError, match="built for at most 16"):
         compiled.set_prompt(LONG)
     assert compiled.settings().prompt == SHORT  # the old prompt stays
@@ -173,9 +170,9 @@ def test_controlnet_matches_torch_and_scale_zero_equals_the_engine_without_it(ti
     for k in range(3):
         frame = {"default": camera_frame(k)}
         ours, theirs, off = (e.process(frame)["default"] for e in (controlled, eager, plain))
-        assert ours.kind is theirs.kind and level_diff(ours.image, theirs.image) <= 1.0, k
+        assert ours.kind is theirs.kind and mean_abs_diff(ours.image, theirs.image) <= 1.0, k
         if ours.kind is FrameKind.GENERATED:
-            assert level_diff(ours.image, off.image) > 1.0, k  # the net acts
+            assert mean_abs_diff(ours.image, off.image) > 1.0, k  # the net acts
     controlled.update(control_scales=(0.0,))
     for k in range(3, 6):  # from call 4 on, both steps of the frame ran at scale 0
         frame = {"default": camera_frame(k)}

@@ -21,8 +21,8 @@ from aiortc.rtp import RtpPacket
 
 from server.frame_assembly import MarkerJitterBuffer, assemble_on_marker
 from server.ice import include_loopback_candidates
-from tests.conftest import camera_frame
-from tests.webrtc_client import FRAME_PTS, SyntheticCamera
+from tests.support import camera_frame
+from tests.support.webrtc import FRAME_PTS, SyntheticCamera
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
 SIZE = 192  # a keyframe spans several packets

@@ -11,7 +11,7 @@ import torch
 from server.cli import main
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
 from stream.loading import choose_placement
-from tests.conftest import camera_frame
+from tests.support import camera_frame
 
 
 def test_make_tiny_model_command_writes_a_loadable_model(tmp_path):
@@ -63,10 +63,13 @@ def test_uncached_hub_id_offline_names_what_is_missing(tmp_path, monkeypatch):
     assert info.value.model == "Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers"
 
 
-def test_placement_defaults_and_overrides():
+@pytest.mark.cpu
+def test_placement_defaults_to_float32_on_a_cpu():
     auto = choose_placement(None, None)
-    if not torch.cuda.is_available():
-        assert (auto.device.type, auto.dtype) == ("cpu", torch.float32)
+    assert (auto.device.type, auto.dtype) == ("cpu", torch.float32)
+
+
+def test_placement_overrides():
     assert choose_placement("cpu", "bfloat16").dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):
         choose_placement("cpu", "float8")

@@ -9,7 +9,7 @@ from diffusers import SanaSprintPipeline
 from engines.prompt_kv import batch_prompt_kv
 from engines.torch_backend import TorchBackend
 from stream.prompt import PromptEncoder, default_complex_human_instruction
-from tests.conftest import camera_frame
+from tests.support import camera_frame
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The proportional preset keeps the real Sana-Sprint 0.6B's share of work per part (DESIGN 4).
+"""The proportional preset keeps the real Sana-Sprint 0.6B's work share per part (docs/design.md#where-the-time-goes).
 
 FLOPs are counted on meta-device models built from the preset's spec (no weights, ~1 s). Tolerance: after
 dividing by one common scale factor (the geometric mean over the four parts), each part's FLOPs lie within

@@ -1,20 +1,16 @@
-"""RCFG (DESIGN 3): each cfg_type against the sequential reference, and the batch size each one costs."""
+"""RCFG (docs/design.md#rcfg): each cfg_type against the sequential reference, and the batch size each one costs."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from engines.base import ModelBackend
 from stream import CfgType, StreamEngine
-from tests.conftest import camera_frame
+from tests.support import camera_frame, mean_abs_diff
 
 T_LIST = (1.2, 0.8, 0.4)
 SETTINGS = dict(prompt="a cat", negative_prompt="blurry photo", cfg_scale=2.0, delta=0.8, seed=4)
 
-
-def level_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 @pytest.mark.parametrize("cfg_type", [c.value for c in CfgType])
@@ -24,11 +20,11 @@ def test_cfg_type_matches_sequential_reference(make_engine, reference, cfg_type)
     for k in (2, 3):
         expected = reference.img2img(camera_frame(k - 2), width=64, height=64, t_list=T_LIST,
                                      cfg_type=cfg_type, **SETTINGS)
-        assert level_diff(outputs[k], expected) <= 0.1
+        assert mean_abs_diff(outputs[k], expected) <= 0.1
         if cfg_type != "none":  # guidance visibly changes the image, so the comparison above has teeth
             unguided = reference.img2img(camera_frame(k - 2), width=64, height=64, t_list=T_LIST,
                                          **{**SETTINGS, "cfg_scale": 1.0})
-            assert level_diff(expected, unguided) > 1.0
+            assert mean_abs_diff(expected, unguided) > 1.0
 
 
 @pytest.mark.parametrize("cfg_type", ["full", "self", "onetime"])
@@ -37,7 +33,7 @@ def test_scale_one_equals_no_guidance(make_engine, cfg_type):
     guided = make_engine(t_list=T_LIST, cfg_type=cfg_type, **{**SETTINGS, "cfg_scale": 1.0})
     for k in range(4):
         frame = camera_frame(k)
-        assert level_diff(plain(frame), guided(frame)) <= 0.05
+        assert mean_abs_diff(plain(frame), guided(frame)) <= 0.05
 
 
 class CountingBackend(ModelBackend):

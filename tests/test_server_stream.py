@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import cv2
 import httpx
 import numpy as np
 import pytest
@@ -13,11 +12,11 @@ from server.app import ModelInfo, create_app, streams_per_call
 from server.ice import include_loopback_candidates
 from server.settings import ServerSettings
 from server.metrics import StreamMeter
-from server.tracks import (REPEAT_AFTER_S, SLOW_OUTPUT_S, SLOW_REPEAT_AFTER_S, StreamOutputTrack, repeat_after,
-                           to_video_frame)
+from server.tracks import REPEAT_AFTER_S, SLOW_OUTPUT_S, StreamOutputTrack, repeat_after, to_video_frame
 from stream import StreamConfig, StreamEngine
 from stream.pipeline import FramePipeline, PipelineConfig
-from tests.webrtc_client import FRAME_PTS, SyntheticCamera, connect, running
+from tests.support import block_diff, running
+from tests.support.webrtc import FRAME_PTS, SyntheticCamera, connect
 
 SIZE = 128
 
@@ -35,24 +34,16 @@ def make_app(local_engine, **settings):
     return create_app(ServerSettings(stream=config, **settings), engine, ModelInfo("tiny", True, "torch"))
 
 
-def diff(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean level difference of 16x16 block averages: VP8 keeps the coarse picture, not the fine noise."""
-    small = [cv2.resize(x, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32) for x in (a, b)]
-    return float(np.abs(small[0] - small[1]).mean())
-
-
 def assert_shows(client, frames, reference, *, least: int = 4, bound: float = 5.0) -> None:
     """Every announced generated frame is the engine's output for the input frame it names: within ``bound``
     of it (VP8's error, in and out) and closer to it than to the outputs for the neighbouring inputs (whose
-    coarse colours differ). VP8's error here read 1.5-3.0 alone and 1.5-3.4 in a full local suite run, but 3.77,
-    4.08 (one peer) and 3.58, 3.60 (four peers) in fresh-clone runs that failed a 3.5 bound; the neighbouring
-    inputs' outputs read 3.5-15, so the 0.8 factor is what tells them apart."""
+    coarse colours differ); the 0.8 factor is the identity check (docs/testing.md#bounds-and-why)."""
     traced = [(f, k) for f in frames for k, kind in [client.source(f)] if kind == "generated"]
     assert len(traced) >= least
     for f, k in traced[-least:]:
         assert f.image.shape == (SIZE, SIZE, 3)
-        expected = diff(f.image, reference(client.camera.pattern(k)))
-        others = [diff(f.image, reference(client.camera.pattern(k + d))) for d in (-2, -1, 1, 2)]
+        expected = block_diff(f.image, reference(client.camera.pattern(k)))
+        others = [block_diff(f.image, reference(client.camera.pattern(k + d))) for d in (-2, -1, 1, 2)]
         assert expected < bound and expected < 0.8 * min(others), (expected, others)
 
 
@@ -87,6 +78,7 @@ def test_prompt_change_reaches_the_output_within_a_few_frames(local_engine):
     assert_shows(client, after, local_engine(prompt="neon cyberpunk city", seed=5))
 
 
+@pytest.mark.slow
 def test_four_peers_with_their_own_prompts_stay_isolated(local_engine):
     prompts = ["a watercolor painting", "neon cyberpunk city", "an oil painting of a dog", "pencil sketch"]
 
@@ -109,6 +101,7 @@ def test_four_peers_with_their_own_prompts_stay_isolated(local_engine):
         assert_shows(client, frames, local_engine(prompt=prompt), least=3)
 
 
+@pytest.mark.cpu
 def test_on_a_cpu_the_servers_streams_take_turns_one_per_engine_call(local_engine):
     assert streams_per_call(local_engine()) == 1  # the pipeline's turns: tests/test_pipeline.py
 
@@ -117,7 +110,7 @@ def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(lo
     """aiortc completes a received frame only when the next one starts arriving (our own client completes it on
     its marker packet; this one, as other aiortc receivers, does not); the server's repeat of each new output (at
     once for a stream this slow) brings glass-to-glass latency down to about one engine call instead of two."""
-    from tests.backends import InstrumentedBackend
+    from tests.support.backends import InstrumentedBackend
 
     fast = local_engine(prompt="a watercolor painting")
     engine = StreamEngine(InstrumentedBackend(fast.backend, delay=0.4), fast.prompt_encoder, fast.config)
@@ -135,13 +128,14 @@ def test_a_slow_stream_repeats_each_output_so_aiortc_receivers_get_it_at_once(lo
     assert "repeat" in kinds
     for before, f, kind in zip(frames, frames[1:], kinds[1:]):
         if kind == "repeat":
-            assert diff(before.image, f.image) < 2.0  # the same picture again
-    latencies = [f.at - client.camera.sent[k * FRAME_PTS] for f in frames
-                 for k, kind in [client.source(f)] if kind == "generated" and k is not None]
+            assert block_diff(before.image, f.image) < 2.0  # the same picture again
+    generated = [(f.at, k) for f in frames for k, kind in [client.source(f)] if kind == "generated" and k is not None]
+    latencies = [at - client.camera.sent[k * FRAME_PTS] for at, k in generated]
     assert len(latencies) >= 4
-    # measured: 0.57 / 0.55 s median with the repeat at once, 0.56 / 0.60 s after 25 ms (0.59 s after 100 ms),
-    # 1.01 s without (one more interval)
-    assert np.median(latencies) < 0.8
+    # in output intervals, which a loaded machine stretches as much as the latency: about one with the repeat
+    # (the call), two without it (the call, then the wait for the next output)
+    interval = np.median(np.diff([at for at, _ in generated]))
+    assert np.median(latencies) < 2.0 * interval, (latencies, interval)
 
 
 def test_a_camera_frame_is_restyled_without_waiting_for_the_next_one(local_engine):
@@ -161,13 +155,14 @@ def test_a_camera_frame_is_restyled_without_waiting_for_the_next_one(local_engin
     latencies = [f.at - client.camera.sent[k * FRAME_PTS] for f in frames
                  for k, kind in [client.source(f)] if kind == "generated" and k is not None]
     assert len(latencies) >= 4
-    assert np.median(latencies) < 0.3, latencies  # read 0.06-0.08 s; 0.57 s with aiortc's assembly at the server
+    # waiting for the next frame's first packet would take at least the camera's interval, whatever the load
+    assert np.median(latencies) < client.camera.interval, latencies
 
 
 def test_repeats_come_sooner_for_slow_streams_and_never_for_fast_ones():
     assert repeat_after(None) == REPEAT_AFTER_S  # nothing measured yet
-    assert repeat_after(SLOW_OUTPUT_S) == SLOW_REPEAT_AFTER_S < REPEAT_AFTER_S
-    assert repeat_after(0.066) == REPEAT_AFTER_S > 0.066  # 15 outputs a second: the next one comes first
+    assert repeat_after(SLOW_OUTPUT_S) < repeat_after(SLOW_OUTPUT_S / 2)  # slow outputs: repeated sooner
+    assert repeat_after(0.066) > 0.066  # 15 outputs a second: the next one comes before any repeat
 
 
 def test_a_repeat_resends_the_same_yuv_frame_as_an_inter_frame_after_a_forced_keyframe(local_engine):

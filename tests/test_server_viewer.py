@@ -14,9 +14,10 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from tests.support import block_diff, eventually, running
+from tests.support.webrtc import SyntheticCamera, connect
 from tests.test_server_api import TOKEN, whip_offer
-from tests.test_server_stream import SIZE, diff, local_engine, make_app  # noqa: F401 - fixture
-from tests.webrtc_client import SyntheticCamera, connect, eventually, running
+from tests.test_server_stream import SIZE, local_engine, make_app  # noqa: F401 - fixture
 
 
 @dataclass
@@ -93,7 +94,8 @@ def test_viewers_each_get_the_streams_frames_and_go_with_it(local_engine):
             shown, own = viewers[0].frames[-1][1], client.frames[-1].image
             assert shown.shape == (SIZE, SIZE, 3)
             camera = client.camera.pattern(0)
-            assert diff(shown, own) < 0.5 * diff(shown, camera), (diff(shown, own), diff(shown, camera))
+            near, far = block_diff(shown, own), block_diff(shown, camera)
+            assert near < 0.5 * far, (near, far)
 
             await client.close()  # the camera goes: its stream closes, and its viewers with it
             await eventually(lambda: not app.state.viewers().viewers, 15, "viewers closed with their stream")

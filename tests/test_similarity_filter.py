@@ -1,4 +1,4 @@
-"""The stochastic similarity filter (DESIGN 3): its statistics, forced processing, and the engine's skips."""
+"""The similarity filter (docs/design.md#similarity-filter): its statistics, forced processing, the engine's skips."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from stream import FrameKind
 from stream.similarity_filter import SimilarityFilter
-from tests.conftest import camera_frame
+from tests.support import camera_frame
 
 
 def test_identical_frames_skip_until_forced():

@@ -25,7 +25,7 @@ from server.serve import build_settings
 from stream import FrameKind, ModelNotFoundError, StreamConfig, StreamEngine
 from stream.models.tiny_autoencoder import DCAE_SCALING_FACTOR, LATENT_CLAMP, TinyAutoencoder, TinyEncoder
 from stream.models.tiny_autoencoder_weights import DECODER_FILENAME, ENCODER_FILENAME, load_tiny_autoencoder
-from tests.conftest import camera_frame
+from tests.support import camera_frame
 
 TAESANA_DIR = Path(__file__).parent / "data" / "taesana"
 # madebyollin/taesd at 2a1b414 ("Add support for Sana DC-AE"), as published

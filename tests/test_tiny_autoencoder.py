@@ -3,7 +3,7 @@
 The published encoder is tested in test_taesana_weights.py; its decoder file is not at hand, so both layouts
 are also checked against a transcription of ``F32Encoder`` / ``F32Decoder`` from madebyollin/taesd
 ``taesd.py`` at commit 2a1b4149efda2cb6da482e8d3ff017bdb4f98fc3 (the "Add support for Sana DC-AE" commit),
-and the layer plan against DESIGN section 4's FLOP figures.
+and the layer plan against docs/design.md#where-the-time-goes.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def test_scaling_convention_matches_dcae(model: TinyAutoencoder) -> None:
 
 
 def test_flops_match_the_published_plan() -> None:
-    """DESIGN section 4: tiny encoder ~8.3 GFLOPs, decoder ~148 GFLOPs at 512x512."""
+    """docs/design.md#where-the-time-goes: tiny encoder ~8.3 GFLOPs, decoder ~148 GFLOPs at 512x512."""
     with torch.device("meta"):
         encoder, decoder = TinyEncoder(), TinyDecoder()
         with FlopCounterMode(display=False) as counter:

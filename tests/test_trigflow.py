@@ -1,4 +1,4 @@
-"""TrigFlow helpers (DESIGN 3) on known values and round trips."""
+"""TrigFlow helpers (docs/design.md#trigflow) on known values and round trips."""
 
 from __future__ import annotations
 

@@ -19,12 +19,12 @@ from server.client import RelayUnavailable
 from server.ice import CandidateType, selected_pair
 from server.ice_config import IceConfig, IceUrl, TurnCredentials, mint_credentials
 from server.turn_status import ServerIce, check_turn, check_turn_servers
-from tests.coturn import closed_port, start_coturn
-from tests.test_bridge import clip, until  # noqa: F401 - fixture
-from tests.test_browser import Server
+from tests.support import ServerThread, eventually, free_port, running
+from tests.support.coturn import start_coturn
+from tests.support.webrtc import connect
+from tests.test_bridge import clip  # noqa: F401 - fixture
 from tests.test_cli import serve, stop, wait_healthy
 from tests.test_server_stream import SIZE, assert_shows, local_engine, make_app  # noqa: F401 - fixture
-from tests.webrtc_client import connect, running
 
 TOKEN = "turn-test-token"
 COMPOSE_TURN_CONFIG = Path(__file__).resolve().parent.parent / "docker" / "turnserver.conf"
@@ -137,29 +137,32 @@ def test_the_bridge_relays_when_asked(clip, local_engine, coturn):  # noqa: F811
         bridge = Bridge(VideoFileSource(clip, loop=True), RecordingSink(keep=2),
                         BridgeOptions(server=base, fps=15, relay=True))
         task = asyncio.create_task(bridge.run())
-        await until(lambda: bridge.frames_out >= 3 or task.done(), 30, "3 restyled frames")
+        await eventually(lambda: bridge.frames_out >= 3 or task.done(), 30, "3 restyled frames")
         assert not task.done(), task.result()
         routes = await get_json(base, "/debug/connections")
         bridge.stop()
         await task
         return routes, bridge.frames_out
 
-    with Server(make_app(local_engine, ice=relay_config(coturn))) as base:
+    with ServerThread(make_app(local_engine, ice=relay_config(coturn))) as server:
+        base = server.base
         routes, frames = asyncio.run(run(base))
     assert frames >= 3
     assert [r["relayed"] for r in routes["peers"].values()] == [True], routes
 
 
 def test_relay_without_a_usable_turn_server_fails_at_once_with_the_reason(local_engine, clip, tmp_path, caplog):  # noqa: F811
-    dead = f"turn:127.0.0.1:{closed_port()}?transport=tcp"
-    with Server(make_app(local_engine)) as base:
+    dead = f"turn:127.0.0.1:{free_port()}?transport=tcp"
+    with ServerThread(make_app(local_engine)) as server:
+        base = server.base
         with pytest.raises(RelayUnavailable, match="lists no TURN server"):
             asyncio.run(connect(base, (SIZE, SIZE), relay=True))
         with caplog.at_level(logging.ERROR):
             assert main(["camera", "--server", base, "--source", f"file:{clip}", "--record", str(tmp_path),
                          "--no-stdin", "--relay"]) == 1
         assert "relay forced, but the server at" in caplog.text and "lists no TURN server" in caplog.text
-    with Server(make_app(local_engine, ice=IceConfig.from_options([dead], turn_secret="x" * 16))) as base:
+    with ServerThread(make_app(local_engine, ice=IceConfig.from_options([dead], turn_secret="x" * 16))) as server:
+        base = server.base
         with pytest.raises(RelayUnavailable, match=f"TURN server {dead.replace('?', '[?]')} gave no relay address"):
             asyncio.run(connect(base, (SIZE, SIZE), relay=True))
 
@@ -168,7 +171,7 @@ def test_an_unreachable_turn_server_is_a_warning_naming_it_and_no_hang(local_eng
     """A TURN server that does not answer (UDP: nothing comes back; TCP: refused) is named in a warning at start;
     the server's own connections then go without it, so offers are not held up, and clients that reach the
     server directly stream as before."""
-    silent, refusing = f"turn:127.0.0.1:{closed_port()}", f"turn:127.0.0.1:{closed_port()}?transport=tcp"
+    silent, refusing = f"turn:127.0.0.1:{free_port()}", f"turn:127.0.0.1:{free_port()}?transport=tcp"
     config = IceConfig.from_options([silent, refusing], turn_secret="x" * 16)
 
     async def main():
@@ -214,7 +217,7 @@ def test_the_servers_own_connections_skip_a_failed_turn_server_then_try_it_again
 
 def test_serve_checks_its_turn_server_at_start_and_never_prints_the_secret(tiny_model_dir, tmp_path):
     secret = secrets.token_hex(20)
-    dead = f"turn:127.0.0.1:{closed_port()}?transport=tcp"
+    dead = f"turn:127.0.0.1:{free_port()}?transport=tcp"
     process, base = serve(["--model", str(tiny_model_dir), "--width", "64", "--height", "64", "--backend", "torch",
                            "--ice-server", "stun:127.0.0.1:3478", "--ice-server", dead],
                           env={"SANA_STREAM_CACHE": str(tmp_path), "SANA_STREAM_TURN_SECRET": secret})

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 
 from server.ice_config import IceConfig
-from tests.coturn import closed_port
-from tests.test_browser import Server, browser, diff, grab, new_page, screenshot, wait_advancing  # noqa: F401 - fixture
+from tests.support import ServerThread, free_port, mean_abs_diff
+from tests.test_browser import browser, grab, new_page, screenshot, wait_advancing  # noqa: F401 - fixture
 from tests.test_server_stream import local_engine, make_app  # noqa: F401 - fixture
 
 # the candidate types of the selected pair, from the browser's own getStats()
@@ -28,12 +28,13 @@ def relay_app(local_engine, url: str, secret: str):
 
 
 def test_pages_forced_to_relay_stream_through_coturn(browser, local_engine, coturn):
-    with Server(relay_app(local_engine, coturn.url(), coturn.secret)) as base:
+    with ServerThread(relay_app(local_engine, coturn.url(), coturn.secret)) as server:
+        base = server.base
         page = new_page(browser)
         page.goto(f"{base}/?relay=1")
         page.wait_for_function("document.body.dataset.state === 'streaming'")
         wait_advancing(page, "output")
-        assert diff(grab(page, "output"), grab(page, "camera")) > 20, "the output looks like the raw camera"
+        assert mean_abs_diff(grab(page, "output"), grab(page, "camera")) > 20, "the output looks like the raw camera"
         pair = page.evaluate(SELECTED_PAIR, "sanaStream")
         assert pair is not None and pair["local"] == "relay" and pair["state"] == "succeeded", pair
         page.wait_for_function("document.getElementById('stat-route').textContent === 'relay'")
@@ -52,7 +53,8 @@ def test_pages_forced_to_relay_stream_through_coturn(browser, local_engine, cotu
 
 
 def test_a_wrong_turn_secret_or_a_dead_turn_server_is_reported_on_the_page(browser, local_engine, coturn):
-    with Server(relay_app(local_engine, coturn.url(), "not-the-secret-of-this-coturn")) as base:
+    with ServerThread(relay_app(local_engine, coturn.url(), "not-the-secret-of-this-coturn")) as server:
+        base = server.base
         page = new_page(browser)
         page.goto(f"{base}/?relay=1")
         message = page.locator("#message[data-kind='relay']")
@@ -62,8 +64,9 @@ def test_a_wrong_turn_secret_or_a_dead_turn_server_is_reported_on_the_page(brows
         assert coturn.url() in text and "--turn-secret" in text, text
         screenshot(page, "relay-refused.png")
         page.context.close()
-    dead = f"turn:127.0.0.1:{closed_port()}?transport=tcp"
-    with Server(relay_app(local_engine, dead, coturn.secret)) as base:
+    dead = f"turn:127.0.0.1:{free_port()}?transport=tcp"
+    with ServerThread(relay_app(local_engine, dead, coturn.secret)) as server:
+        base = server.base
         page = new_page(browser)
         page.goto(f"{base}/?relay=1")
         message = page.locator("#message[data-kind='relay']")
@@ -74,7 +77,8 @@ def test_a_wrong_turn_secret_or_a_dead_turn_server_is_reported_on_the_page(brows
 
 
 def test_relay_without_a_turn_server_says_so(browser, local_engine):
-    with Server(make_app(local_engine)) as base:
+    with ServerThread(make_app(local_engine)) as server:
+        base = server.base
         page = new_page(browser)
         page.goto(f"{base}/?relay=1")
         message = page.locator("#message[data-kind='relay']")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.loopback import free_port
+
 TURNSERVER = os.environ.get("SANA_STREAM_TURNSERVER", "turnserver")
 REALM = "sana-stream.test"
 _PR_SET_PDEATHSIG = 1
@@ -42,26 +44,6 @@ def require_coturn() -> str:
         pytest.skip(f"{reason}: the TURN tests need Debian's coturn; `make test` as root installs it "
                     "(scripts/ensure_coturn.sh), or run `apt-get install coturn`")
     return path
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (coturn listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (UDP or TCP), for the unreachable-server tests."""
-    return free_port()
 
 
 def _die_with_parent() -> None:

@@ -1,4 +1,4 @@
-"""A plain, sequential Sana-Sprint img2img written straight from DESIGN 3 with diffusers' own stock
+"""A plain, sequential Sana-Sprint img2img written straight from docs/design.md#trigflow with diffusers' own stock
 transformer (uncached, padded prompt + mask) and VAE. The engine is tested against it."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ReferenceSprint:
     @torch.inference_mode()
     def clean(self, x: Tensor, t: float, prompt: tuple[Tensor, Tensor], guidance_scale: float,
               control: tuple | None = None) -> Tensor:
-        """One model call at angle t -> x0_hat, exactly the DESIGN 3 formulas. ``control`` is (a stock
+        """One model call at angle t -> x0_hat, exactly the docs/design.md#trigflow formulas. ``control`` is (a stock
         SprintControlNetModel, its control latent, its scale)."""
         embeds, mask = prompt
         tt = torch.tensor(t)

@@ -1,0 +1,150 @@
+"""CUDA and TensorRT checks that fail in the first second with the actual cause (docs/gpu.md, "CUDA versions").
+
+A CUDA 13 build of torch or TensorRT on a driver older than R580 does not say so by itself: torch reports
+``torch.cuda.is_available() == False`` (the model then lands on the CPU and TensorRT complains it "needs a CUDA
+GPU"), and ``trt.Runtime`` raises a bare ``TypeError`` from pybind11. ``probe_tensorrt`` asks torch for its own
+error text and records what TensorRT logs, so a broken install names its cause before minutes of export.
+``import tensorrt`` happens only here, lazily.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import re
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from engines.exceptions import BackendUnavailableError, EngineLoadError
+
+logger = logging.getLogger(__name__)
+
+# The oldest Linux driver each CUDA major runs on (NVIDIA's CUDA toolkit release notes, table 3).
+MIN_DRIVER = {12: "525.60.13", 13: "580.65.06"}
+_TRT_DIST = re.compile(r"^tensorrt[-_]cu(\d+)(?:[-_](?:bindings|libs))?$", re.IGNORECASE)
+
+
+def driver_hint(cuda_version: str | None) -> str:
+    """What driver a CUDA ``major.minor`` build needs, in words."""
+    major = int(cuda_version.split(".")[0]) if cuda_version else None
+    if major not in MIN_DRIVER:
+        return "check the NVIDIA driver with nvidia-smi"
+    return (f"CUDA {major} needs NVIDIA driver {MIN_DRIVER[major]} or newer (nvidia-smi shows the driver version and "
+            "the highest CUDA it runs)")
+
+
+def tensorrt_cuda_major(distributions: Iterable[str] | None = None) -> int | None:
+    """The CUDA major TensorRT was built for, from its installed distributions' names (``tensorrt-cu13``,
+    ``tensorrt_cu13_bindings``); None when no such distribution is installed."""
+    if distributions is None:
+        distributions = (d.metadata["Name"] or "" for d in importlib.metadata.distributions())
+    majors = {int(m.group(1)) for name in distributions if (m := _TRT_DIST.match(name))}
+    return max(majors) if majors else None
+
+
+def cuda_problem() -> str | None:
+    """Why torch cannot run CUDA here, in torch's own words, or None when it can."""
+    if torch.version.cuda is None:
+        return (f"torch {torch.__version__} is a CPU-only build; on a machine with an NVIDIA GPU `make serve` "
+                "installs the CUDA build (scripts/setup_venv.sh)")
+    try:
+        torch.cuda.init()  # raises with the driver's own message where is_available() only says False
+    except RuntimeError as exc:
+        return f"torch {torch.__version__} (CUDA {torch.version.cuda}) cannot start CUDA: {exc}; " + \
+            driver_hint(torch.version.cuda)
+    if torch.cuda.device_count() == 0:
+        return "torch sees no CUDA device (is CUDA_VISIBLE_DEVICES empty?)"
+    return None
+
+
+def cuda_device(device: torch.device | str | None) -> torch.device:
+    """``device`` as ``cuda:N`` with its index resolved (``cuda`` is the current device); raises when it is not
+    a CUDA device this process can use."""
+    problem = cuda_problem()
+    if problem is not None:
+        raise BackendUnavailableError("tensorrt", "a working CUDA GPU", problem)
+    dev = torch.device(device if device is not None else "cuda")
+    if dev.type != "cuda":
+        raise BackendUnavailableError("tensorrt", "a CUDA GPU",
+                                      f"the model is on {dev}; TensorRT engines only run on NVIDIA GPUs")
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    if not 0 <= index < torch.cuda.device_count():
+        raise BackendUnavailableError("tensorrt", f"GPU {index}",
+                                      f"torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)
+
+
+def import_tensorrt() -> ModuleType:
+    """The ``tensorrt`` module, or BackendUnavailableError saying how to get it."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise BackendUnavailableError("tensorrt", "the tensorrt package",
+                                      f"install the extra on a machine with an NVIDIA GPU: "
+                                      f"pip install 'sana-stream[tensorrt]' ({exc})") from exc
+    return tensorrt
+
+
+def recording_logger(trt: ModuleType) -> Any:
+    """A ``trt.ILogger`` that forwards to ``logging`` and keeps every error message (``.errors``)."""
+    severity = trt.ILogger.Severity
+
+    class RecordingLogger(trt.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, level: Any, msg: str) -> None:  # TensorRT calls this from C++: it must not raise
+            if level in (severity.INTERNAL_ERROR, severity.ERROR):
+                self.errors.append(msg)
+                logger.error("TensorRT: %s", msg)
+            elif level == severity.WARNING:
+                logger.warning("TensorRT: %s", msg)
+            elif level == severity.INFO:
+                logger.debug("TensorRT: %s", msg)
+
+    return RecordingLogger()
+
+
+def install_summary(trt: ModuleType) -> str:
+    return (f"TensorRT {trt.__version__} (CUDA {tensorrt_cuda_major() or '?'}), torch {torch.__version__} "
+            f"(CUDA {torch.version.cuda})")
+
+
+def create_runtime(trt: ModuleType, trt_logger: Any, device: torch.device) -> Any:
+    """``trt.Runtime`` on ``device``; its failure (a ``TypeError`` from pybind11, or None) becomes an EngineError
+    carrying what TensorRT logged and what to do."""
+    try:
+        with torch.cuda.device(device):
+            runtime = trt.Runtime(trt_logger)
+    except TypeError as exc:
+        runtime, cause = None, str(exc)
+    else:
+        cause = "trt.Runtime returned None"
+    if runtime is None:
+        logged = "; ".join(getattr(trt_logger, "errors", [])) or cause
+        raise BackendUnavailableError("tensorrt", "a TensorRT runtime that starts",
+                                      f"trt.Runtime failed on {device}: {logged}. {install_summary(trt)}: "
+                                      f"{driver_hint(torch.version.cuda)}; TensorRT and torch should be built for "
+                                      "the same CUDA major (docs/gpu.md)")
+    return runtime
+
+
+def probe_tensorrt(device: torch.device | str | None = None) -> torch.device:
+    """Imports TensorRT and starts CUDA and a ``trt.Runtime`` on ``device``: the whole GPU stack, in about a
+    second, before any model is loaded. Returns the resolved ``cuda:N``."""
+    trt = import_tensorrt()
+    dev = cuda_device(device)
+    trt_logger = recording_logger(trt)
+    create_runtime(trt, trt_logger, dev)
+    logger.info("TensorRT probe on %s (%s): %s", dev, torch.cuda.get_device_name(dev), install_summary(trt))
+    return dev
+
+
+def engine_load_error(path: Any, what: str, trt_logger: Any) -> EngineLoadError:
+    """An EngineLoadError for a TensorRT call that returned None, with what TensorRT logged."""
+    logged = "; ".join(getattr(trt_logger, "errors", []))
+    return EngineLoadError(path, "tensorrt", f"{what}" + (f": {logged}" if logged else ""))

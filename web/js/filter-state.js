@@ -1,0 +1,18 @@
+// The webcam filter page's shared state and its one DOM helper.
+
+export const $ = (id) => document.getElementById(id);
+export const STREAM_KEY = "sana-stream.stream"; // per tab: a reload or reconnect keeps the stream id (and /view links)
+export const CAMERA_KEY = "sana-stream.camera";
+
+export const state = {
+  config: null,
+  camera: null, // MediaStream
+  pc: null,
+  streamId: sessionStorage.getItem(STREAM_KEY),
+  settings: null, // the stream's settings as the server last confirmed them
+  generation: 0, // bumped by every (re)connect; stale callbacks compare against it
+  autoReconnects: 0,
+  statsTimer: null,
+  lastStats: null,
+};
+window.sanaStream = state; // for tests and the curious
