@@ -25,7 +25,7 @@ gpu-check: $(STAMP)
 	bash scripts/gpu_check.sh $(ARGS)
 
 bench: $(STAMP)
-	for b in engine pipeline server backends controlnet taesana; do $(VENV)/bin/python -m benchmarks.$$b $(ARGS) || exit 1; done
+	for b in engine pipeline server backends controlnet taesana scale; do $(VENV)/bin/python -m benchmarks.$$b $(ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts

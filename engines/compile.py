@@ -132,7 +132,7 @@ def part_loader(name: BackendName, cache: PartCache, options: CompileOptions, de
     if name is BackendName.ONNXRUNTIME:
         from engines.onnxruntime_backend import OnnxRuntimeLoader
 
-        return OnnxRuntimeLoader()
+        return OnnxRuntimeLoader(threads=options.threads)
     if name is BackendName.TENSORRT:
         from engines.tensorrt_build import TensorRTLoader
 

@@ -27,6 +27,7 @@ class CompileOptions:
     builder_optimization_level: int = 3  # TensorRT: 3 is NVIDIA's demo default; 5 builds far longer
     cuda_graph: bool = True  # TensorRT: capture each part in a CUDA graph when it is loaded
     tf32: bool = False  # TensorRT: TF32 for the fp32 islands of bf16/fp16 engines (docs/gpu.md, "Precision")
+    threads: int = 0  # onnxruntime's CPU thread pool; 0: its default, the physical cores (a cluster worker: its share)
 
     def __post_init__(self) -> None:
         if isinstance(self.streams, bool) or not isinstance(self.streams, int) or not 1 <= self.streams <= 64:
@@ -42,6 +43,8 @@ class CompileOptions:
             raise ValueError(f"kv_length must be None or an integer in [1, 4096], got {self.kv_length!r}")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ValueError(f"opset must lie in [{MIN_OPSET}, {MAX_OPSET}], got {self.opset!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise ValueError(f"threads must be a whole number, 0 or more, got {self.threads!r}")
         if not 0 <= self.builder_optimization_level <= 5:
             raise ValueError(f"builder_optimization_level must lie in [0, 5], got {self.builder_optimization_level!r}")
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())

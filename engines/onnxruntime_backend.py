@@ -88,7 +88,10 @@ class OrtPart(CompiledPart):
 
 
 class OnnxRuntimeLoader(PartLoader):
-    """ONNX Runtime runs the exported graph itself: nothing to build."""
+    """ONNX Runtime runs the exported graph itself: nothing to build. ``threads``: its CPU pool (0: its default)."""
+
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads
 
     def load(self, exported: ExportedPart) -> LoadedPart:
-        return LoadedPart(exported.onnx_path, OrtPart(exported.onnx_path, exported.device))
+        return LoadedPart(exported.onnx_path, OrtPart(exported.onnx_path, exported.device, threads=self.threads))

@@ -35,7 +35,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-CODE_PACKAGES = ("sana_stream", "stream", "engines", "rtc", "server", "bridge")
+CODE_PACKAGES = ("sana_stream", "stream", "engines", "rtc", "server", "bridge", "cluster")
 NOT_IN_WHEEL = ("tests/", "benchmarks/", "docs/", "docker/", "scripts/")
 # left in a checkout by setuptools and the tests; with the hidden folders (.git, .venv, caches), never copied
 LEFTOVERS = ("build", "dist", "artifacts")

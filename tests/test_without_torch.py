@@ -17,7 +17,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = ("sana_stream", "bridge", "rtc", "server", "stream", "engines", "web")
+OURS = ("sana_stream", "bridge", "rtc", "server", "stream", "engines", "cluster", "web")
 # the bridge-only install (docs/install.md): the wheel with --no-deps, then exactly these
 BRIDGE_REQUIREMENTS = ("numpy", "opencv-python-headless", "av", "aiortc", "httpx", "pyvirtualcam", "mss")
 # the core dependencies only the server needs: the bridge-only install lacks them

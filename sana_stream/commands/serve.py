@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cluster.options import add_cluster_options, wants_cluster
 from engines import AUTO, backend_names
 from engines.specs import Precision
 from rtc.ice_config import DEFAULT_TURN_TTL_S
@@ -12,6 +13,10 @@ from stream.config import CfgType, AutoencoderKind
 
 
 def run(args: argparse.Namespace) -> int:
+    if wants_cluster(args):
+        from cluster.serve import run_cluster  # Ray only for --workers
+
+        return run_cluster(args)
     from server.serve import run_server  # aiortc, uvicorn and the model stack only for this command
 
     return run_server(args)
@@ -69,6 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="serve the API only, without the web pages (/ and /view); without this flag a server "
                         "whose pages are missing refuses to start")
     add_ice_options(p)
+    add_cluster_options(p, env)
     p.set_defaults(func=run)
 
 
