@@ -120,7 +120,10 @@ def run_server(args: argparse.Namespace) -> int:
                                                  backend=settings.backend))
     scheme = "https" if settings.ssl_certfile else "http"
     logger.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
-    uvicorn.Server(uvicorn_config(app, settings)).run()
+    try:
+        uvicorn.Server(uvicorn_config(app, settings)).run()
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT: a clean stop, as uvicorn.run has it
+        pass
     return 0
 
 
