@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from cluster.aggregate import ClusterHealth, cluster_health, merge_metrics
@@ -22,15 +21,13 @@ from cluster.forward import WorkerClient, relay
 from cluster.placement import NoCapacity
 from cluster.supervisor import Supervisor, WorkerSlot, WorkerState
 from rtc.ice_config import DEFAULT_CREDENTIAL_NAME
-from server.app import ModelInfo
-from server.body_limit import BodyLimitMiddleware
-from server.errors import ApiError, install_error_handlers
-from server.hosts import HostCheckMiddleware
+from server.app import ModelInfo, install_http_guards
+from server.errors import ApiError
 from server.ice_routes import IceServer, IceServers
 from server.pages import find_pages, mount_pages
 from server.schemas import STREAM_ID_PATTERN, Answer, Offer, PromptState, PromptUpdate, ServerConfig, ViewAnswer, \
     ViewOffer
-from server.settings import BODY_MAX_BYTES, ServerSettings
+from server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 METRICS_TIMEOUT_S = 2.0  # a worker slower than this to report is left out of one /metrics answer
@@ -136,14 +133,7 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
     app = FastAPI(title="sana-stream", lifespan=lifespan,
                   description="Real-time Sana-Sprint img2img over WebRTC on several engine workers. "
                               "Errors are JSON: {error, detail}.")
-    # as server.app: added innermost first, the Host check runs before everything, then CORS, then the body cap
-    app.add_middleware(BodyLimitMiddleware, max_bytes=BODY_MAX_BYTES, timeout=settings.request_timeout)
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Location"])
-    if "*" not in settings.allowed_hosts:
-        app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.trusted_hosts)
-    install_error_handlers(app)
+    install_http_guards(app, settings)
     supervisor = front.supervisor
     supervisor.on_ready = front.bring_up_to_date
 

@@ -16,8 +16,7 @@ from cluster.front import Front, create_front_app
 from cluster.supervisor import Supervisor
 from cluster.worker import WorkerSpec, for_workers
 from server.app import ModelInfo
-from server.pages import PagesMissingError, find_pages
-from server.serve import build_settings, choose_model, run_server, uvicorn_config
+from server.serve import build_settings, choose_model, pages_present, run_server, uvicorn_config
 from server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -35,12 +34,8 @@ def run_cluster(args: argparse.Namespace) -> int:
                            "without --workers")
             return run_server(args)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request otherwise
-    if not args.no_pages:  # the front serves them: checked before Ray and the workers start
-        try:
-            find_pages()
-        except PagesMissingError as exc:
-            logger.error("%s", exc)
-            return 2
+    if not pages_present(args):  # the front serves them: checked before Ray and the workers start
+        return 2
     model, demo = choose_model(args.model)
     settings = build_settings(args, model)  # validates every option before Ray starts
     sizing = ClusterConfig(workers=1 if requested == AUTO else int(requested), ray_address=args.ray_address,

@@ -69,6 +69,18 @@ def streams_per_call(engine: StreamEngine) -> int | None:
     return None if batching_pays(engine.backend.geometry.device) else 1
 
 
+def install_http_guards(app: FastAPI, settings: ServerSettings) -> None:
+    """The Host check, CORS, the body cap and the JSON error format (docs/server.md), for the server and the
+    cluster front alike. Added innermost first: the Host check runs before everything, then CORS, then the cap."""
+    app.add_middleware(BodyLimitMiddleware, max_bytes=BODY_MAX_BYTES, timeout=settings.request_timeout)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Location"])
+    if "*" not in settings.allowed_hosts:
+        app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.trusted_hosts)
+    install_error_handlers(app)
+
+
 def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo) -> FastAPI:
     """Builds the app around an engine; the pipeline and peers live as long as the app's lifespan."""
     state: dict[str, Any] = {}
@@ -93,14 +105,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
     app = FastAPI(title="sana-stream", lifespan=lifespan,
                   description="Real-time Sana-Sprint img2img over WebRTC. Errors are JSON: {error, detail}.")
     allow_rsa_senders()  # GStreamer webrtcbin and other senders with RSA certificates (server.dtls_ciphers)
-    # added innermost first: the Host check runs before everything, then CORS, then the body cap
-    app.add_middleware(BodyLimitMiddleware, max_bytes=BODY_MAX_BYTES, timeout=settings.request_timeout)
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Location"])
-    if "*" not in settings.allowed_hosts:
-        app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.trusted_hosts)
-    install_error_handlers(app)
+    install_http_guards(app, settings)
 
     def authorize(request: Request) -> None:
         require_token(settings.token, request.headers.get("authorization", ""))

@@ -103,13 +103,21 @@ def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> Com
     return CompileOptions(streams=max_peers if shared else 1, **options)
 
 
+def pages_present(args: argparse.Namespace) -> bool:
+    """False, with the reason logged, when the pages are wanted (no ``--no-pages``) and missing."""
+    if args.no_pages:
+        return True
+    try:
+        find_pages()
+    except PagesMissingError as exc:
+        logger.error("%s", exc)
+        return False
+    return True
+
+
 def run_server(args: argparse.Namespace) -> int:
-    if not args.no_pages:  # before the (slow) model load; create_app looks them up again
-        try:
-            find_pages()
-        except PagesMissingError as exc:
-            logger.error("%s", exc)
-            return 2
+    if not pages_present(args):  # before the (slow) model load; create_app looks them up again
+        return 2
     model, demo = choose_model(args.model)
     settings = build_settings(args, model)  # validates everything before the (slow) model load
     options = compile_options(settings.stream, settings.max_peers, precision=args.precision)
