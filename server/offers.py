@@ -10,9 +10,12 @@ matches them. An offer that passes can still fail in aiortc; the managers close 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import logging
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiortc import RTCSessionDescription
@@ -226,3 +229,16 @@ def offer_failed(exc: Exception) -> ApiError:
 # what aiortc raises on an offer it cannot use (its SDP handling asserts, indexes and looks up keys)
 AIORTC_OFFER_ERRORS = (ValueError, KeyError, IndexError, AssertionError, InvalidAccessError, InvalidStateError,
                        OperationError, OSError)
+
+
+@contextlib.asynccontextmanager
+async def undone_on_failure(undo: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+    """Runs ``undo`` (closing and forgetting the peer or viewer) when the block fails in any way, cancellation
+    included, so nothing stays behind; an offer aiortc could not use becomes its 4xx (``offer_failed``)."""
+    try:
+        yield
+    except BaseException as exc:
+        await asyncio.shield(undo())
+        if isinstance(exc, (ApiError, *AIORTC_OFFER_ERRORS)):
+            raise offer_failed(exc) from exc  # type: ignore[arg-type]
+        raise

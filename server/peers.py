@@ -17,7 +17,7 @@ from rtc.ice_config import IceConfig
 from server.errors import ApiError
 from server.keyed_locks import KeyedLocks
 from server.metrics import CounterRate, StreamMeter
-from server.offers import AIORTC_OFFER_ERRORS, Wants, check_offer, offer_failed
+from server.offers import Wants, check_offer, undone_on_failure
 from server.tracks import StreamOutputTrack, drain, read_camera
 from server.turn_status import ServerIce
 from stream.engine import DEFAULT_STREAM
@@ -96,14 +96,9 @@ class PeerManager:
             ice = self.ice.configuration(peer_id)
             peer = Peer(peer_id, peer_kind, RTCPeerConnection(ice), repeat=repeat)
             self.peers[peer.id] = peer
-            try:
+            async with undone_on_failure(lambda: self._close_held(peer.id)):
                 await self._negotiate(peer, offer)
                 self.ice.gathered(ice, peer.pc.localDescription.sdp, f"peer {peer.id}")
-            except BaseException as exc:  # cancelled included: nothing of the peer may stay behind
-                await asyncio.shield(self._close_held(peer.id))
-                if isinstance(exc, (ApiError, *AIORTC_OFFER_ERRORS)):
-                    raise offer_failed(exc) from exc  # type: ignore[arg-type]
-                raise
             self._own(peer, self._watch_idle(peer))
         logger.info("peer %s (%s) connected; %d peer(s)", peer.id, peer.kind.value, len(self.peers))
         return peer, peer.pc.localDescription.sdp

@@ -18,7 +18,7 @@ from rtc.ice_config import IceConfig
 from server.errors import ApiError
 from server.keyed_locks import KeyedLocks
 from server.metrics import StreamMeter
-from server.offers import AIORTC_OFFER_ERRORS, Wants, check_offer, offer_failed
+from server.offers import Wants, check_offer, undone_on_failure
 from server.tracks import StreamOutputTrack, drain
 from server.turn_status import ServerIce
 from stream.pipeline import FramePipeline
@@ -70,17 +70,12 @@ class ViewerManager:
             output = StreamOutputTrack(self.pipeline, stream_id, meter, own_frames=True, repeat=repeat)
             viewer = Viewer(viewer_id, stream_id, pc, output)
             self.viewers[viewer.id] = viewer
-            try:
+            async with undone_on_failure(lambda: self.close(viewer.id)):
                 self._wire(viewer)
                 await pc.setRemoteDescription(offer)
                 pc.addTrack(viewer.output)
                 await pc.setLocalDescription(await pc.createAnswer())
                 self.ice.gathered(ice, pc.localDescription.sdp, f"viewer {viewer.id}")
-            except BaseException as exc:  # cancelled included: nothing of the viewer may stay behind
-                await asyncio.shield(self.close(viewer.id))
-                if isinstance(exc, (ApiError, *AIORTC_OFFER_ERRORS)):
-                    raise offer_failed(exc) from exc  # type: ignore[arg-type]
-                raise
         self._own(viewer, self._watch_connect(viewer))
         logger.info("viewer %s of stream %s connected; %d viewer(s)", viewer.id, stream_id, len(self.viewers))
         return viewer, pc.localDescription.sdp
