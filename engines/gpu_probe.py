@@ -114,23 +114,27 @@ def install_summary(trt: ModuleType) -> str:
             f"(CUDA {torch.version.cuda})")
 
 
-def create_runtime(trt: ModuleType, trt_logger: Any, device: torch.device) -> Any:
-    """``trt.Runtime`` on ``device``; its failure (a ``TypeError`` from pybind11, or None) becomes an EngineError
-    carrying what TensorRT logged and what to do."""
+def start_trt(trt: ModuleType, kind: str, trt_logger: Any, device: torch.device, advice: str = "") -> Any:
+    """``trt.Runtime`` or ``trt.Builder`` (``kind``) on ``device``; its failure (a ``TypeError`` from pybind11, or
+    None) becomes an EngineError carrying what TensorRT logged and what to do."""
     try:
         with torch.cuda.device(device):
-            runtime = trt.Runtime(trt_logger)
+            made = getattr(trt, kind)(trt_logger)
     except TypeError as exc:
-        runtime, cause = None, str(exc)
+        made, cause = None, str(exc)
     else:
-        cause = "trt.Runtime returned None"
-    if runtime is None:
+        cause = f"trt.{kind} returned None"
+    if made is None:
         logged = "; ".join(getattr(trt_logger, "errors", [])) or cause
-        raise BackendUnavailableError("tensorrt", "a TensorRT runtime that starts",
-                                      f"trt.Runtime failed on {device}: {logged}. {install_summary(trt)}: "
-                                      f"{driver_hint(torch.version.cuda)}; TensorRT and torch should be built for "
-                                      "the same CUDA major (docs/gpu.md)")
-    return runtime
+        raise BackendUnavailableError("tensorrt", f"a TensorRT {kind.lower()} that starts",
+                                      f"trt.{kind} failed on {device}: {logged}. {install_summary(trt)}: "
+                                      f"{driver_hint(torch.version.cuda)}{advice}")
+    return made
+
+
+def create_runtime(trt: ModuleType, trt_logger: Any, device: torch.device) -> Any:
+    return start_trt(trt, "Runtime", trt_logger, device,
+                     "; TensorRT and torch should be built for the same CUDA major (docs/gpu.md)")
 
 
 def probe_tensorrt(device: torch.device | str | None = None) -> torch.device:

@@ -30,8 +30,8 @@ import torch
 
 from engines.cache import CacheKey, PartCache
 from engines.compile_options import CompileOptions
-from engines.exceptions import BackendUnavailableError, EngineBuildError, EngineLoadError
-from engines.gpu_probe import driver_hint, import_tensorrt, install_summary, probe_tensorrt, recording_logger
+from engines.exceptions import EngineBuildError, EngineLoadError
+from engines.gpu_probe import import_tensorrt, probe_tensorrt, recording_logger, start_trt
 from engines.io_buffers import specs_from_onnx
 from engines.part_loader import ExportedPart, LoadedPart, PartLoader
 from engines.specs import Precision, TensorSpec
@@ -146,22 +146,9 @@ def _build_hint(reason: str) -> str:
 
 
 def create_builder(trt: Any, device: torch.device) -> Any:
-    """A ``trt.Builder`` on ``device``, created once up front so that its failure (pybind11's ``TypeError``)
-    names the cause instead of surfacing from inside polygraphy."""
-    trt_logger = recording_logger(trt)
-    try:
-        with torch.cuda.device(device):
-            builder = trt.Builder(trt_logger)
-    except TypeError as exc:
-        builder, cause = None, str(exc)
-    else:
-        cause = "trt.Builder returned None"
-    if builder is None:
-        logged = "; ".join(trt_logger.errors) or cause
-        raise BackendUnavailableError("tensorrt", "a TensorRT builder that starts",
-                                      f"trt.Builder failed on {device}: {logged}. {install_summary(trt)}: "
-                                      f"{driver_hint(torch.version.cuda)}")
-    return builder
+    """A ``trt.Builder`` on ``device``, created once up front so that its failure names the cause instead of
+    surfacing from inside polygraphy."""
+    return start_trt(trt, "Builder", recording_logger(trt), device)
 
 
 def build_engine(plan: TrtBuildPlan, out_path: Path, device: torch.device) -> None:
