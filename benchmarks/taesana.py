@@ -68,13 +68,13 @@ def encoder_flops(size: int) -> dict[str, int]:
 def onnx_runner(codec: Autoencoder, spec: PartSpec, directory: Path) -> tuple[Callable[[Tensor], Tensor], float]:
     """The codec exported and loaded in ONNX Runtime as the server runs it; returns (encode, export seconds)."""
     started = time.perf_counter()
-    engine = OrtPart(export_onnx(EncodeGraph(codec), spec, directory), CPU)
+    engine = OrtPart(export_onnx(EncodeGraph(codec), spec, directory), CPU, spec.batch)
     exported = time.perf_counter() - started
 
     def encode(images: Tensor) -> Tensor:
-        engine.buffers.write("images", images)
-        engine.execute()
-        return engine.buffers.read("latents")
+        rows = engine.buffers.write("images", images)
+        engine.execute(rows)
+        return engine.buffers.read("latents", rows)
 
     return encode, exported
 

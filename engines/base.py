@@ -7,6 +7,7 @@ math, noise, slots, guidance) lives in ``stream/`` and is the same for every bac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -78,16 +79,18 @@ class ModelBackend(ABC):
 
 
 class CompiledPart(ABC):
-    """One compiled part (ONNX Runtime session, TensorRT engine) with static shapes and buffers allocated once.
+    """One compiled part (ONNX Runtime session, TensorRT engine) with a dynamic batch and buffers allocated once.
 
-    ``buffers`` holds a tensor per input and output at fixed addresses; ``execute`` runs the part on them.
+    ``buffers`` holds a tensor per input and output at fixed addresses, sized for the most rows the part takes;
+    ``execute(rows)`` runs the part on their first ``rows`` rows. ``runs`` counts the calls per row count.
     """
 
     buffers: IOBuffers
+    runs: Counter[int]
 
     @abstractmethod
-    def execute(self) -> None:
-        """Runs once on the current contents of the input buffers, filling the output buffers."""
+    def execute(self, rows: int) -> None:
+        """Runs once on the first ``rows`` rows of the input buffers, filling those rows of the output buffers."""
 
     def close(self) -> None:
         """Releases the runtime's objects."""

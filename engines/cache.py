@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_ENV = "SANA_STREAM_CACHE"
 KEY_FILE = "key.json"
-FORMAT_VERSION = 1  # bump when export or build code changes what lands in an entry
+FORMAT_VERSION = 2  # 2: a dynamic batch (issue 27). Bump when export or build code changes what lands in an entry
 
 
 def cache_root() -> Path:

@@ -162,13 +162,13 @@ def compile_backend(backend: TorchBackend, spec: BuildSpec, options: CompileOpti
         onnx_paths[component] = compiler.onnx(component, precision)
         started = time.perf_counter()
         loaded = loader.load(ExportedPart(component, onnx_paths[component], compiler.onnx_key(component, precision),
-                                          precision, device))
+                                          precision, device, compiler.part(component, precision).batch_range))
         part_paths[component], compiled_parts[component] = loaded.path, loaded.compiled
         if loaded.build_seconds:
             compiler.seconds[f"build_{component.value}"] = loaded.build_seconds
         compiler.add_time(f"load_{component.value}", started)
     compiled = CompiledBackend(backend, compiled_parts, spec.kv_length, name.value)
-    logger.info("%s backend ready (%s, transformer batch %d, frame batch %d, %d prompt tokens, %d ControlNets)",
+    logger.info("%s backend ready (%s, transformer batch 1..%d, frame batch 1..%d, %d prompt tokens, %d ControlNets)",
                 name.value, precision.value, spec.velocity_batch, spec.frame_batch, spec.kv_length,
                 len(backend.controlnets))
     return CompileResult(compiled, onnx_paths, part_paths, parity, compiler.seconds)

@@ -1,10 +1,12 @@
-"""A ModelBackend over compiled parts (ONNX Runtime or TensorRT) with static shapes.
+"""A ModelBackend over compiled parts (ONNX Runtime or TensorRT) with a dynamic batch.
 
 The stream engine calls with batches that vary (a stream's warm-up, several streams, negative passes)
-and prompts of any length. This class maps those calls onto the fixed shapes (``engines.specs``):
+and prompts of any length. This class maps those calls onto the parts (``engines.specs``):
 
-- batch: rows are written into the part's buffers in chunks of its built batch; a short chunk leaves the
-  padding rows as they were (batch items never interact), and only the real rows are read back;
+- batch: each part runs on exactly the rows a call has (streams with a frame ready x their filled slots, plus
+  the negative rows), never padded to the built maximum: one stream on parts built for four streams costs what
+  it costs on parts built for one (benchmarks/results/dynamic_batch.md). Only more rows than the maximum run in
+  chunks of it;
 - prompt length: each block's K/V (B, heads, L, head_dim) fill the first L of ``kv_length`` token slots; the
   rest are zeroed and masked with a -10000 bias, exactly as ``batch_prompt_kv`` masks shorter prompts;
 - the K/V buffers are only rewritten when the KVBatch or the chunk changes (the stream engine reuses one
@@ -102,7 +104,7 @@ class CompiledBackend(ModelBackend):
             buffers.write("timestep", timestep[start:stop])
             buffers.write("guidance", guidance[start:stop])
             self._fill_kv(Component.TRANSFORMER, kv, start, stop)
-            compiled.execute()
+            compiled.execute(stop - start)
             out.append(buffers.read("velocity", stop - start))
         return out[0] if len(out) == 1 else torch.cat(out)
 
@@ -120,7 +122,7 @@ class CompiledBackend(ModelBackend):
         out = []
         for start in range(0, x.shape[0], cap):
             rows = compiled.buffers.write(input_name, x[start:start + cap])
-            compiled.execute()
+            compiled.execute(rows)
             out.append(compiled.buffers.read(output_name, rows))
         return out[0] if len(out) == 1 else torch.cat(out)
 
@@ -158,7 +160,7 @@ class CompiledBackend(ModelBackend):
             for name, value in feeds.items():
                 compiled.buffers.write(name, value[start:stop])
             self._fill_kv(part, kv, start, stop)
-            compiled.execute()
+            compiled.execute(rows)
             outputs = compiled.buffers.tensors
             names = self._control_names[:len(self._kv_blocks[part])]  # one residual per block of the net
             for i, name in enumerate(names):

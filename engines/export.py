@@ -1,16 +1,19 @@
 """ONNX export of one part: torch.export + torch.onnx (dynamo), then constant folding with polygraphy.
 
 Choices (docs/design.md#dependency-facts): opset 18-20 (23 emits Attention/RMSNormalization ops that ONNX Runtime CPU
-and TensorRT 10 parsers reject); static shapes from ``engines.specs`` with example batches as built (the
-graph is static anyway, so batch 1 cannot get baked in by accident); explicit input and output names; the
-epsilon guard of ``engines.graphs.export_safe``. Graphs are saved with external weights, so parts over
-2 GB work the same way as tiny ones.
+and TensorRT 10 parsers reject); a dynamic batch, the first dimension of every input and output (one symbol,
+``batch``), and static other dimensions from ``engines.specs`` (DC-AE needs its spatial size fixed); example
+inputs of ``EXPORT_BATCH`` = 2 rows whatever the part is built for, since torch.export specialises a batch of 1
+into the graph, and one graph then serves every maximum batch; ``check_graph`` refuses a graph whose batch came
+out static; explicit input and output names; the epsilon guard of ``engines.graphs.export_safe``. Graphs are
+saved with external weights, so parts over 2 GB work the same way as tiny ones.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import logging
 import time
 import warnings
@@ -34,6 +37,7 @@ WEIGHTS_FILE = "model.onnx.data"
 FORBIDDEN_OPS = frozenset({"SplitToSequence", "SequenceAt", "SequenceConstruct", "ConcatFromSequence",
                            "Attention", "RMSNormalization", "If", "Loop"})
 KV_MASK = -10000.0  # the additive bias of a masked prompt token (diffusers uses the same)
+EXPORT_BATCH = 2  # rows of the example inputs: torch.export bakes a batch of 1 into the graph
 
 
 def require_onnx_tools() -> None:
@@ -75,7 +79,8 @@ def example_inputs(spec: PartSpec, device: torch.device, seed: int = 0) -> list[
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """Silences the exporter's known chatter (not our warnings): torch's deprecation of pytree's LeafSpec
-    (raised from copyreg), its note that torchvision ops are not registered, onnx_ir's per-initializer logs."""
+    (raised from copyreg), its note that torchvision ops are not registered, onnx_ir's per-initializer logs, and
+    its note that every input's ``batch`` axis is one symbol (what ``batch_dynamic_shapes`` asks for)."""
     quiet = [logging.getLogger(n) for n in ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")]
     levels = [q.level for q in quiet]
     for q in quiet:
@@ -84,10 +89,26 @@ def _quiet_exporter() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                                     category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r"# The axis name: batch will not be used, since it shares",
+                                    category=UserWarning)
             yield
     finally:
         for q, level in zip(quiet, levels):
             q.setLevel(level)
+
+
+def batch_dynamic_shapes(module: nn.Module, count: int) -> tuple[object, ...]:
+    """torch.export's ``dynamic_shapes`` for ``module.forward`` called with ``count`` positional tensors: dimension
+    0 of each is one shared ``batch`` symbol; a ``*args`` parameter takes a tuple of the remaining tensors."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    shapes: list[object] = []
+    for param in inspect.signature(module.forward).parameters.values():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            shapes.append(tuple({0: batch} for _ in range(count - len(shapes))))
+            return tuple(shapes)
+        if len(shapes) < count:
+            shapes.append({0: batch})
+    return tuple(shapes)
 
 
 def export_onnx(module: nn.Module, spec: PartSpec, directory: Path, opset: int = DEFAULT_OPSET) -> Path:
@@ -104,14 +125,15 @@ def export_onnx(module: nn.Module, spec: PartSpec, directory: Path, opset: int =
     if param.dtype != dtype:
         module = copy.deepcopy(module).to(dtype)
     module = module.eval()
-    args = example_inputs(spec, param.device)
+    args = example_inputs(spec.with_batch(EXPORT_BATCH), param.device)
     directory.mkdir(parents=True, exist_ok=True)
     raw = directory / "raw.onnx"
     started = time.perf_counter()
     with export_safe(module), _quiet_exporter(), torch.no_grad():
         torch.onnx.export(module, tuple(args), str(raw), input_names=[t.name for t in spec.inputs],
                           output_names=[t.name for t in spec.outputs], opset_version=opset, dynamo=True,
-                          external_data=True, optimize=True, verbose=False)
+                          external_data=True, optimize=True, verbose=False,
+                          dynamic_shapes=batch_dynamic_shapes(module, len(args)))
     exported = time.perf_counter() - started
     model = fold(onnx.load(str(raw)), component)
     for leftover in directory.glob("raw.onnx*"):
@@ -163,10 +185,14 @@ def cast_resize_to_float(model: onnx.ModelProto) -> onnx.ModelProto:  # noqa: F8
 
 
 def check_graph(model: onnx.ModelProto, spec: PartSpec) -> None:  # noqa: F821
-    """The graph's inputs and outputs are exactly the spec's, and it holds no op we must not ship."""
+    """The graph's inputs and outputs are exactly the spec's, with a dynamic batch, and it holds no op we must not
+    ship."""
     from engines.io_buffers import specs_from_onnx
 
-    inputs, outputs = specs_from_onnx(model)
+    try:
+        inputs, outputs = specs_from_onnx(model, batch=spec.batch)
+    except ValueError as exc:  # a static batch (or another dynamic dimension) in the exported graph
+        raise ExportError(spec.component.value, str(exc)) from exc
     if inputs != spec.inputs or outputs != spec.outputs:
         raise ExportError(spec.component.value, f"the graph's io {[t.describe() for t in (*inputs, *outputs)]} "
                           f"differs from the spec {spec.describe()}")

@@ -1,10 +1,11 @@
 """Buffer bookkeeping of a compiled engine: one tensor per input and output, allocated once.
 
 ONNX Runtime (IO binding) and TensorRT (``set_tensor_address``, CUDA graphs) both run on fixed addresses,
-so every input and output gets one buffer of its static shape for the engine's lifetime. Callers write the
-rows they have into the inputs (``write``), the engine runs, and they read the rows back (``read``). Rows
-past the ones written keep whatever earlier, valid data they held: batch items never interact in these
-networks, so padding rows cost compute but never change the real rows.
+so every input and output gets one buffer of its maximum shape for the engine's lifetime. Callers write the
+rows they have into the inputs (``write``), the part runs on those first rows only (``CompiledPart.execute(rows)``:
+the buffers are contiguous with the batch first, so the first ``rows`` rows of every buffer are a tensor of
+``rows`` rows at the same address), and they read the rows back (``read``). Rows past the ones a call runs are
+neither computed nor read.
 """
 
 from __future__ import annotations
@@ -28,28 +29,32 @@ def zeros(spec: TensorSpec, device: torch.device) -> Tensor:
     return torch.zeros(spec.shape, dtype=spec.torch_dtype, device=device)
 
 
-def _value_infos(values: Iterable[Any]) -> tuple[TensorSpec, ...]:
+def _value_infos(values: Iterable[Any], batch: int) -> tuple[TensorSpec, ...]:
     specs = []
     for v in values:
         tensor_type = v.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
         if tensor_type.elem_type not in ONNX_DTYPES:
             raise ValueError(f"tensor {v.name!r} has ONNX element type {tensor_type.elem_type}, which we do not run")
-        if any(d <= 0 for d in dims):
-            raise ValueError(f"tensor {v.name!r} has a dynamic shape {dims}; compiled parts are static")
-        specs.append(TensorSpec(v.name, dims, ONNX_DTYPES[tensor_type.elem_type]))
+        if not dims or dims[0] != -1:
+            raise ValueError(f"tensor {v.name!r} has a static batch {dims[:1]}; compiled parts take a dynamic "
+                             "batch")
+        if any(d <= 0 for d in dims[1:]):
+            raise ValueError(f"tensor {v.name!r} has a dynamic shape {dims} past the batch; only the batch may vary")
+        specs.append(TensorSpec(v.name, (batch, *dims[1:]), ONNX_DTYPES[tensor_type.elem_type]))
     return tuple(specs)
 
 
-def specs_from_onnx(model: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """(inputs, outputs) of an ONNX model (a ModelProto or a path; weights are not loaded from a path)."""
+def specs_from_onnx(model: Any, *, batch: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """(inputs, outputs) of an ONNX model (a ModelProto or a path; weights are not loaded from a path) whose
+    first dimension, the batch, is dynamic, with ``batch`` (the most rows a part runs) in its place."""
     if isinstance(model, (str, Path)):
         import onnx
 
         model = onnx.load(str(model), load_external_data=False)
     initializers = {i.name for i in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
-    return _value_infos(inputs), _value_infos(model.graph.output)
+    return _value_infos(inputs, batch), _value_infos(model.graph.output, batch)
 
 
 class IOBuffers:
@@ -74,6 +79,12 @@ class IOBuffers:
                 raise ValueError(f"the allocator returned {tuple(buf.shape)} {buf.dtype} for {t.describe()}")
         self._input_names = frozenset(t.name for t in inputs)
         self._output_names = frozenset(t.name for t in outputs)
+
+    def check_rows(self, rows: int) -> int:
+        """``rows`` when a part can run that many rows of these buffers, else ValueError."""
+        if isinstance(rows, bool) or not isinstance(rows, int) or not 1 <= rows <= self.batch:
+            raise ValueError(f"rows must be an integer in [1, {self.batch}], got {rows!r}")
+        return rows
 
     def addresses(self) -> dict[str, int]:
         """Device address of every buffer; fixed for the lifetime of this object."""

@@ -7,7 +7,10 @@ absence is an error, never a quiet move to the CPU.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +19,9 @@ from engines.base import CompiledPart
 from engines.exceptions import BackendUnavailableError, EngineLoadError
 from engines.io_buffers import IOBuffers, specs_from_onnx
 from engines.part_loader import ExportedPart, LoadedPart, PartLoader
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +45,11 @@ def providers_for(device: torch.device) -> list[str | tuple[str, dict[str, objec
 
 
 class OrtPart(CompiledPart):
-    """An ONNX graph with static shapes, bound once to ``IOBuffers`` and run with ``run_with_iobinding``."""
+    """An ONNX graph with a dynamic batch on ``IOBuffers`` for up to ``max_batch`` rows, run with
+    ``run_with_iobinding``: one IO binding per row count, each binding the first rows of the same buffers (made on
+    first use: a binding is host bookkeeping, no memory of its own)."""
 
-    def __init__(self, path: Path, device: torch.device, *, threads: int = 0) -> None:
+    def __init__(self, path: Path, device: torch.device, max_batch: int, *, threads: int = 0) -> None:
         import onnxruntime as ort
 
         self.path, self.device = Path(path), device
@@ -61,30 +69,42 @@ class OrtPart(CompiledPart):
             raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types for a bad file
             raise EngineLoadError(self.path, "onnxruntime", str(exc)) from exc
-        inputs, outputs = specs_from_onnx(self.path)
+        try:
+            inputs, outputs = specs_from_onnx(self.path, batch=max_batch)
+        except ValueError as exc:
+            raise EngineLoadError(self.path, "onnxruntime", str(exc)) from exc
         unsupported = [t.describe() for t in (*inputs, *outputs) if t.dtype not in NUMPY_TYPES]
         if unsupported:
             raise EngineLoadError(self.path, "onnxruntime", f"no IO binding for {unsupported} (bf16 is TensorRT only)")
         self.buffers = IOBuffers(inputs, outputs, device)
-        self.binding = self.session.io_binding()
-        device_type, device_id = device.type, device.index or 0
-        for t in inputs:
-            self.binding.bind_input(t.name, device_type, device_id, NUMPY_TYPES[t.dtype], list(t.shape),
-                                    self.buffers.tensors[t.name].data_ptr())
-        for t in outputs:
-            self.binding.bind_output(t.name, device_type, device_id, NUMPY_TYPES[t.dtype], list(t.shape),
-                                     self.buffers.tensors[t.name].data_ptr())
-        logger.info("onnxruntime %s: %s on %s", ort.__version__, self.path.parent.name,
-                    self.session.get_providers()[0])
+        self.bindings: dict[int, ort.IOBinding] = {}
+        self.runs: Counter[int] = Counter()
+        logger.info("onnxruntime %s: %s on %s, batch 1..%d", ort.__version__, self.path.parent.name,
+                    self.session.get_providers()[0], max_batch)
 
-    def execute(self) -> None:
+    def binding(self, rows: int) -> ort.IOBinding:
+        """The IO binding of the first ``rows`` rows of every buffer."""
+        binding = self.bindings.get(rows)
+        if binding is None:
+            binding = self.bindings[rows] = self.session.io_binding()
+            device_type, device_id = self.device.type, self.device.index or 0
+            for bind, specs in ((binding.bind_input, self.buffers.inputs), (binding.bind_output, self.buffers.outputs)):
+                for t in specs:
+                    bind(t.name, device_type, device_id, NUMPY_TYPES[t.dtype], [rows, *t.shape[1:]],
+                         self.buffers.tensors[t.name].data_ptr())
+        return binding
+
+    def execute(self, rows: int) -> None:
+        binding = self.binding(self.buffers.check_rows(rows))
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()  # our writes land before ORT reads
-        self.session.run_with_iobinding(self.binding)
+        self.session.run_with_iobinding(binding)
+        self.runs[rows] += 1
 
     def close(self) -> None:
-        self.binding.clear_binding_inputs()
-        self.binding.clear_binding_outputs()
+        for binding in self.bindings.values():
+            binding.clear_binding_inputs()
+            binding.clear_binding_outputs()
 
 
 class OnnxRuntimeLoader(PartLoader):
@@ -94,4 +114,5 @@ class OnnxRuntimeLoader(PartLoader):
         self.threads = threads
 
     def load(self, exported: ExportedPart) -> LoadedPart:
-        return LoadedPart(exported.onnx_path, OrtPart(exported.onnx_path, exported.device, threads=self.threads))
+        return LoadedPart(exported.onnx_path, OrtPart(exported.onnx_path, exported.device, exported.batch.max,
+                                                      threads=self.threads))

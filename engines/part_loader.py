@@ -11,7 +11,7 @@ import torch
 
 from engines.base import CompiledPart
 from engines.cache import CacheKey
-from engines.specs import PartId, Precision
+from engines.specs import BatchRange, PartId, Precision
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class ExportedPart:
     onnx_key: CacheKey  # identifies the graph; a runtime's own cache key extends it
     precision: Precision
     device: torch.device
+    batch: BatchRange  # the rows the part runs: 1 to the built maximum (TensorRT's optimization profile)
 
 
 @dataclass

@@ -1,14 +1,19 @@
-"""Static shapes of the compiled parts: what the stream config asks for, turned into named, typed tensors.
+"""Shapes of the compiled parts: what the stream config asks for, turned into named, typed tensors.
 
-Compiled engines (ONNX Runtime, TensorRT) run fixed shapes. Three numbers vary while a stream engine
-runs, and each is fixed here, with the backend padding to it (``engines.compiled_backend``):
+Every input and output of a part has a dynamic first dimension, the batch, and static other dimensions:
 
-- the transformer batch: ``steps x streams`` (x2 for cfg ``full``, +1 per stream for ``onetime``); smaller
-  batches (a stream's warm-up, the similarity filter skipping a stream) are padded, larger ones run in chunks;
+- the batch: a part runs any number of rows from 1 to the built maximum (``BatchRange``), and the backend
+  (``engines.compiled_backend``) runs each part on the rows a call has, never padded. The transformer's
+  maximum is ``steps x streams`` (x2 for cfg ``full``, +1 per stream for ``onetime``), the autoencoder's one
+  frame per stream; a call with more rows than that runs in chunks. TensorRT tunes its kernels for the
+  range's ``opt`` (one stream, see ``BuildSpec.batch_range``); ONNX Runtime takes any batch as it comes;
 - the prompt length: K/V inputs hold ``kv_length`` tokens (the stream config's ``max_sequence_length``,
   so every prompt fits); a prompt's real tokens come first and the rest are masked by a -10000 bias, which
   is exact (``exp(-10000)`` is 0 in every float format);
-- the frame batch of the autoencoder: one frame per stream.
+- height and width are static (DC-AE's attention branches on H*W, docs/design.md#dependency-facts).
+
+A ``TensorSpec``'s shape holds the maximum batch (the size of its preallocated buffer); ``PartSpec.describe``
+writes the batch as ``B``, since one exported graph serves every batch.
 
 ControlNets: the transformer always takes ``num_blocks - 1`` residual inputs (``control_i``, added after block
 ``i + 1``, as diffusers adds ``controlnet_block_samples``), zeros when no ControlNet is on. One transformer part
@@ -98,23 +103,58 @@ class TensorSpec:
         return TORCH_DTYPES[self.dtype]
 
     def describe(self) -> str:
-        return f"{self.name}:{'x'.join(map(str, self.shape))}:{self.dtype}"
+        """``name:BxCxHxW:dtype``: the batch, the first dimension, is dynamic and reads ``B``."""
+        return f"{self.name}:{'x'.join(['B', *map(str, self.shape[1:])])}:{self.dtype}"
+
+    def with_batch(self, rows: int) -> TensorSpec:
+        return TensorSpec(self.name, (rows, *self.shape[1:]), self.dtype)
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """The batches a part runs: any number of rows from ``min`` to ``max``; TensorRT tunes for ``opt``."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        values = (self.min, self.opt, self.max)
+        integers = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        if not integers or not 1 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"a batch range needs integers 1 <= min <= opt <= max, got {values}")
+
+    def describe(self) -> str:
+        """``batch=1/2/8``: part of a TensorRT engine's cache key (its optimization profile)."""
+        return f"batch={self.min}/{self.opt}/{self.max}"
 
 
 @dataclass(frozen=True)
 class PartSpec:
-    """The inputs and outputs of one compiled part. Every tensor's first dimension is the batch."""
+    """The inputs and outputs of one compiled part. Every tensor's first dimension is the batch: the shapes
+    hold its maximum, and ``opt_batch`` is the common case TensorRT tunes for."""
 
     component: PartId
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    opt_batch: int = 1
 
     @property
     def batch(self) -> int:
+        """The maximum batch."""
         return self.inputs[0].shape[0]
 
+    @property
+    def batch_range(self) -> BatchRange:
+        return BatchRange(1, min(self.opt_batch, self.batch), self.batch)
+
+    def with_batch(self, rows: int) -> PartSpec:
+        """The same part with ``rows`` rows in every tensor (the export's example inputs, tests)."""
+        return PartSpec(self.component, tuple(t.with_batch(rows) for t in self.inputs),
+                        tuple(t.with_batch(rows) for t in self.outputs), self.opt_batch)
+
     def describe(self) -> str:
-        """A canonical one-line description of every tensor (part of the part cache key)."""
+        """A canonical one-line description of every tensor, the batch as ``B`` (part of the part cache key)."""
         return ";".join(t.describe() for t in (*self.inputs, *self.outputs))
 
     def input(self, name: str) -> TensorSpec:
@@ -189,6 +229,12 @@ class BuildSpec:
         """Autoencoder batch: one new (or finished) frame per stream."""
         return self.streams
 
+    @property
+    def stream_velocity_batch(self) -> int:
+        """Transformer rows of one stream with a full pipe: TensorRT's ``opt``, as one streamer on one GPU is the
+        common case (issue 27); more streams still run, with kernels tuned for one."""
+        return self.velocity_batch // self.streams
+
     def parts(self, model: ModelShapes) -> dict[PartId, PartSpec]:
         """Every part's named, typed, static inputs and outputs: the three components, then each ControlNet."""
         f = model.spatial_compression
@@ -209,13 +255,14 @@ class BuildSpec:
             *self._kv_inputs(model, model.num_blocks),
             *(TensorSpec(f"control_{i}", tokens, dt) for i in range(model.control_inputs)),
         )
+        opt = self.stream_velocity_batch
         parts: dict[PartId, PartSpec] = {
             Component.TRANSFORMER: PartSpec(Component.TRANSFORMER, transformer_inputs,
-                                            (TensorSpec("velocity", (b, c, h, w), dt),)),
+                                            (TensorSpec("velocity", (b, c, h, w), dt),), opt),
             Component.ENCODER: PartSpec(Component.ENCODER, (TensorSpec("images", (s, 3, self.height, self.width), dt),),
-                                        (TensorSpec("latents", (s, c, h, w), dt),)),
+                                        (TensorSpec("latents", (s, c, h, w), dt),), 1),
             Component.DECODER: PartSpec(Component.DECODER, (TensorSpec("latents", (s, c, h, w), dt),),
-                                        (TensorSpec("images", (s, 3, self.height, self.width), dt),)),
+                                        (TensorSpec("images", (s, 3, self.height, self.width), dt),), 1),
         }
         for index, blocks in enumerate(model.controlnet_blocks):
             part = ControlNetPart(index)
@@ -228,7 +275,8 @@ class BuildSpec:
                 kv_bias,
                 *self._kv_inputs(model, blocks),
             )
-            parts[part] = PartSpec(part, inputs, tuple(TensorSpec(f"residual_{i}", tokens, dt) for i in range(blocks)))
+            parts[part] = PartSpec(part, inputs, tuple(TensorSpec(f"residual_{i}", tokens, dt) for i in range(blocks)),
+                                   opt)
         return parts
 
     def _kv_inputs(self, model: ModelShapes, blocks: int) -> tuple[TensorSpec, ...]:

@@ -2,9 +2,11 @@
 
 TensorRT 11 has no FP16/BF16 builder flags (docs/design.md#dependency-facts); polygraphy's ``CreateConfig(fp16=True)``
 depends on them; a strongly typed network takes each layer's precision from the ONNX graph's dtypes
-instead, which works on TensorRT 10 and 11 alike. Shapes are static: one optimization profile with
-min = opt = max. A timing cache per GPU and TensorRT version makes rebuilds fast; a progress monitor logs
-the builder's phases, since a build takes minutes.
+instead, which works on TensorRT 10 and 11 alike. The batch is dynamic: one optimization profile with
+min 1, opt one stream's rows and max the rows of all streams the part is built for (``engines.specs``); every other
+dimension is static (min = opt = max). opt is one stream because one streamer on one GPU is the common case: TensorRT
+picks its kernels for opt and runs every batch in the range with them. A timing cache per GPU and TensorRT version
+makes rebuilds fast; a progress monitor logs the builder's phases, since a build takes minutes.
 
 TF32 (docs/gpu.md, "Precision"): fp32 engines build without it, so they compare with torch's fp32; bf16 and
 fp16 engines keep polygraphy's default (off) for their fp32 islands too, unless ``CompileOptions.tf32`` asks.
@@ -34,7 +36,7 @@ from engines.exceptions import EngineBuildError, EngineLoadError
 from engines.gpu_probe import import_tensorrt, probe_tensorrt, recording_logger, start_trt
 from engines.io_buffers import specs_from_onnx
 from engines.part_loader import ExportedPart, LoadedPart, PartLoader
-from engines.specs import Precision, TensorSpec
+from engines.specs import BatchRange, Precision, TensorSpec
 from engines.tensorrt_runtime import TrtPart, require_cuda
 
 logger = logging.getLogger(__name__)
@@ -59,25 +61,27 @@ class TrtBuildPlan:
     precision: Precision
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    profiles: tuple[ProfileShape, ...]  # one profile, static: min = opt = max
+    profiles: tuple[ProfileShape, ...]  # one profile: the batch from 1 to max, the other dimensions static
+    batch: BatchRange
     strongly_typed: bool = True  # the only way on TensorRT 11; no FP16/BF16 flags
     builder_optimization_level: int = 3
     timing_cache: Path | None = None
     tf32: bool = False  # TF32 for the network's fp32 tensors (never for an fp32 engine)
 
 
-def make_build_plan(onnx_path: Path, precision: Precision, *, builder_optimization_level: int = 3,
+def make_build_plan(onnx_path: Path, precision: Precision, batch: BatchRange, *, builder_optimization_level: int = 3,
                     timing_cache: Path | None = None, tf32: bool = False) -> TrtBuildPlan:
-    """The plan for ``onnx_path``; checks that its float tensors carry ``precision`` (a strongly typed
-    network builds in the dtypes the graph has, so a mismatch would silently build the wrong precision)."""
-    inputs, outputs = specs_from_onnx(onnx_path)
+    """The plan for ``onnx_path`` taking ``batch`` rows; checks that its float tensors carry ``precision`` (a strongly
+    typed network builds in the dtypes the graph has, so a mismatch would silently build the wrong precision)."""
+    inputs, outputs = specs_from_onnx(onnx_path, batch=batch.max)
     want = {Precision.FP32: "float32", Precision.FP16: "float16", Precision.BF16: "bfloat16"}[Precision(precision)]
     wrong = [t.describe() for t in (*inputs, *outputs)
              if t.dtype != want and not (t.name in FP32_INPUTS and t.dtype == "float32")]
     if wrong:
         raise ValueError(f"{onnx_path} is not a {want} graph: {wrong}")
-    profiles = tuple(ProfileShape(t.name, t.shape, t.shape, t.shape) for t in inputs)
-    return TrtBuildPlan(Path(onnx_path), Precision(precision), inputs, outputs, profiles, True,
+    profiles = tuple(ProfileShape(t.name, t.with_batch(batch.min).shape, t.with_batch(batch.opt).shape, t.shape)
+                     for t in inputs)
+    return TrtBuildPlan(Path(onnx_path), Precision(precision), inputs, outputs, profiles, batch, True,
                         builder_optimization_level, timing_cache, tf32 and Precision(precision) is not Precision.FP32)
 
 
@@ -205,11 +209,12 @@ class TensorRTLoader(PartLoader):
         precision = exported.precision
         onnx_key = exported.onnx_key
         key = CacheKey(kind="tensorrt", model_digest=onnx_key.model_digest, component=onnx_key.component,
-                       shapes=onnx_key.shapes, precision=precision.value, opset=options.opset,
+                       shapes=f"{onnx_key.shapes};{exported.batch.describe()}", precision=precision.value,
+                       opset=options.opset,
                        trt_version=trt.__version__, gpu_name=gpu_name, compute_capability=capability,
                        builder_optimization_level=options.builder_optimization_level,
                        tf32=options.tf32 and precision is not Precision.FP32)
-        plan = make_build_plan(exported.onnx_path, precision,
+        plan = make_build_plan(exported.onnx_path, precision, exported.batch,
                                builder_optimization_level=options.builder_optimization_level,
                                timing_cache=timing_cache_path(options.cache_dir, gpu_name, capability,
                                                               trt.__version__),
@@ -223,10 +228,10 @@ class TensorRTLoader(PartLoader):
             build_seconds += time.perf_counter() - started
 
         entry = self.cache.get_or_build(key, build, what="TensorRT engine")
-        expected = (plan.inputs, plan.outputs)
+        expected = (plan.inputs, plan.outputs, plan.batch)
         try:
             engine = TrtPart(entry / PLAN_FILE, device, cuda_graph=options.cuda_graph, expected_io=expected)
-        except (EngineLoadError, ValueError) as exc:  # refused plan or io mismatch: never use it, rebuild once
+        except (EngineLoadError, ValueError) as exc:  # refused plan, io or batch mismatch: never use it, rebuild once
             self.cache.invalidate(key, str(exc))
             entry = self.cache.build(key, build)
             engine = TrtPart(entry / PLAN_FILE, device, cuda_graph=options.cuda_graph, expected_io=expected)

@@ -14,7 +14,7 @@ import torch
 from engines import BackendName
 from engines.compile import CompileOptions, Compiler
 from engines.io_buffers import IOBuffers, specs_from_onnx
-from engines.specs import BuildSpec, Component, ControlNetPart, Precision, TensorSpec
+from engines.specs import BatchRange, BuildSpec, Component, ControlNetPart, Precision, TensorSpec
 from engines.tensorrt_build import make_build_plan, timing_cache_path
 from engines.tensorrt_runtime import check_engine_io, engine_io
 from stream import StreamConfig, StreamEngine
@@ -27,6 +27,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 BUILD = BuildSpec(width=64, height=64, steps=2, streams=2, kv_length=300)  # as test_engines_export
+BATCH = BatchRange(1, 2, 4)  # the transformer's: any batch up to 2 steps x 2 streams, tuned for one stream
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +50,32 @@ def transformer_onnx(compiler: Compiler) -> Path:
     return compiler.onnx(Component.TRANSFORMER, Precision.FP32)
 
 
-def test_build_plan_is_static_and_strongly_typed(transformer_onnx: Path, compiler: Compiler):
-    plan = make_build_plan(transformer_onnx, Precision.FP32, builder_optimization_level=3,
-                           timing_cache=Path("/cache/timing/x.cache"))
-    spec = compiler.part(Component.TRANSFORMER, Precision.FP32)
-    assert plan.strongly_typed and plan.precision is Precision.FP32 and plan.builder_optimization_level == 3
-    assert plan.inputs == spec.inputs and plan.outputs == spec.outputs
+def assert_batch_profile(plan, spec) -> None:
+    """One profile: the batch from 1 over one stream's rows (opt) to the maximum, every other dimension static."""
     assert [p.name for p in plan.profiles] == [t.name for t in spec.inputs]
-    assert all(p.min == p.opt == p.max == spec.input(p.name).shape for p in plan.profiles)
+    for p in plan.profiles:
+        shape = spec.input(p.name).shape
+        assert (p.min, p.opt, p.max) == ((1, *shape[1:]), (2, *shape[1:]), shape), p
 
 
-def test_controlnet_build_plan_is_static_and_keeps_timestep_fp32(controlled_compiler: Compiler):
+def test_build_plan_has_a_dynamic_batch_and_is_strongly_typed(transformer_onnx: Path, compiler: Compiler):
+    spec = compiler.part(Component.TRANSFORMER, Precision.FP32)
+    assert spec.batch_range == BATCH
+    plan = make_build_plan(transformer_onnx, Precision.FP32, spec.batch_range, builder_optimization_level=3,
+                           timing_cache=Path("/cache/timing/x.cache"))
+    assert plan.strongly_typed and plan.precision is Precision.FP32 and plan.builder_optimization_level == 3
+    assert plan.inputs == spec.inputs and plan.outputs == spec.outputs and plan.batch == BATCH
+    assert_batch_profile(plan, spec)
+    for component in (Component.ENCODER, Component.DECODER):  # one frame per stream, tuned for one
+        assert compiler.part(component, Precision.FP32).batch_range == BatchRange(1, 1, 2)
+
+
+def test_controlnet_build_plan_has_a_dynamic_batch_and_keeps_timestep_fp32(controlled_compiler: Compiler):
     part = ControlNetPart(0)
-    plan = make_build_plan(controlled_compiler.onnx(part, Precision.FP32), Precision.FP32)
     spec = controlled_compiler.part(part, Precision.FP32)
+    plan = make_build_plan(controlled_compiler.onnx(part, Precision.FP32), Precision.FP32, spec.batch_range)
     assert plan.inputs == spec.inputs and plan.outputs == spec.outputs
-    assert all(p.min == p.opt == p.max == spec.input(p.name).shape for p in plan.profiles)
+    assert_batch_profile(plan, spec)
     bf16 = controlled_compiler.part(part, Precision.BF16)
     assert bf16.input("timestep").dtype == "float32"
     assert {t.dtype for t in (*bf16.inputs, *bf16.outputs) if t.name != "timestep"} == {"bfloat16"}
@@ -72,7 +83,7 @@ def test_controlnet_build_plan_is_static_and_keeps_timestep_fp32(controlled_comp
 
 def test_build_plan_refuses_a_graph_of_another_precision(transformer_onnx: Path):
     with pytest.raises(ValueError, match="is not a float16 graph"):
-        make_build_plan(transformer_onnx, Precision.FP16)
+        make_build_plan(transformer_onnx, Precision.FP16, BATCH)
 
 
 def test_low_precision_plan_keeps_timestep_fp32(compiler: Compiler, tmp_path: Path):
@@ -80,7 +91,7 @@ def test_low_precision_plan_keeps_timestep_fp32(compiler: Compiler, tmp_path: Pa
 
     spec = compiler.part(Component.DECODER, Precision.FP16)
     path = export_onnx(compiler.modules[Component.DECODER], spec, tmp_path)
-    plan = make_build_plan(path, Precision.FP16)
+    plan = make_build_plan(path, Precision.FP16, spec.batch_range)
     assert {t.dtype for t in (*plan.inputs, *plan.outputs)} == {"float16"}
     t_spec = compiler.part(Component.TRANSFORMER, Precision.BF16)
     assert t_spec.input("timestep").dtype == "float32" and t_spec.input("hidden_states").dtype == "bfloat16"
@@ -94,7 +105,7 @@ def test_timing_cache_is_per_gpu_and_version():
 
 
 def test_buffers_follow_the_onnx_io(transformer_onnx: Path):
-    inputs, outputs = specs_from_onnx(transformer_onnx)
+    inputs, outputs = specs_from_onnx(transformer_onnx, batch=4)
     buffers = IOBuffers(inputs, outputs, torch.device("cpu"))
     assert buffers.batch == 4
     for t in (*inputs, *outputs):
@@ -109,7 +120,7 @@ def test_buffers_follow_the_onnx_io(transformer_onnx: Path):
 
 
 def test_buffers_validate_what_is_written(transformer_onnx: Path):
-    buffers = IOBuffers(*specs_from_onnx(transformer_onnx), torch.device("cpu"))
+    buffers = IOBuffers(*specs_from_onnx(transformer_onnx, batch=4), torch.device("cpu"))
     hidden = buffers.tensors["hidden_states"]
     with pytest.raises(ValueError, match="holds 4 rows"):
         buffers.write("hidden_states", torch.zeros(5, *hidden.shape[1:]))
@@ -131,12 +142,13 @@ class FakeTrt:
 
 
 class FakeEngine:
-    """An ICudaEngine's io queries (num_io_tensors, get_tensor_*) over specs, outputs listed first."""
+    """An ICudaEngine's io queries (num_io_tensors, get_tensor_*) over specs, outputs listed first: the batch
+    reads -1, as TensorRT reports a dynamic dimension, and the inputs' profile spans ``batch``."""
 
-    def __init__(self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
+    def __init__(self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], batch: BatchRange) -> None:
         kinds = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
         self.tensors = [(t, "out") for t in outputs] + [(t, "in") for t in inputs]
-        self.kinds = kinds
+        self.kinds, self.batch = kinds, batch
         self.num_io_tensors = len(self.tensors)
 
     def get_tensor_name(self, i: int) -> str:
@@ -149,19 +161,29 @@ class FakeEngine:
         return self.kinds[self._find(name)[0].dtype]
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        return self._find(name)[0].shape
+        return (-1, *self._find(name)[0].shape[1:])
+
+    def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple[int, ...]]:
+        t, mode = self._find(name)
+        assert mode == "in" and profile == 0
+        return [t.with_batch(rows).shape for rows in (self.batch.min, self.batch.opt, self.batch.max)]
 
     def get_tensor_mode(self, name: str) -> str:
         return self._find(name)[1]
 
 
 def test_engine_io_is_checked_against_the_onnx_graph(transformer_onnx: Path):
-    onnx_io = specs_from_onnx(transformer_onnx)
+    onnx_io = (*specs_from_onnx(transformer_onnx, batch=4), BATCH)
     io = engine_io(FakeEngine(*onnx_io), FakeTrt)
+    assert io[2] == BATCH and {t.shape[0] for t in (*io[0], *io[1])} == {4}  # the outputs' -1 reads the maximum
     check_engine_io(io, onnx_io)  # same tensors, another order
-    wrong = (tuple(TensorSpec(t.name, (8, *t.shape[1:]), t.dtype) for t in onnx_io[0]), onnx_io[1])
+    wrong = (tuple(TensorSpec(t.name, (4, *t.shape[1:-1], t.shape[-1] + 1), t.dtype) for t in onnx_io[0]),
+             onnx_io[1], BATCH)
     with pytest.raises(ValueError, match="differ from the ONNX graph"):
         check_engine_io(engine_io(FakeEngine(*wrong), FakeTrt), onnx_io)
+    static = engine_io(FakeEngine(onnx_io[0], onnx_io[1], BatchRange(4, 4, 4)), FakeTrt)  # an engine of before
+    with pytest.raises(ValueError, match="engine batch batch=4/4/4 differs from the build's batch=1/2/4"):
+        check_engine_io(static, onnx_io)
 
 
 @pytest.mark.cpu
@@ -254,9 +276,11 @@ def test_tf32_is_for_low_precision_engines_only(compiler: Compiler, transformer_
     """Defect 8: TF32 stays off unless asked for, and never touches an fp32 engine."""
     from engines.export import export_onnx
 
-    assert not make_build_plan(transformer_onnx, Precision.FP32, tf32=True).tf32
-    fp16 = export_onnx(compiler.modules[Component.DECODER], compiler.part(Component.DECODER, Precision.FP16), tmp_path)
-    assert make_build_plan(fp16, Precision.FP16, tf32=True).tf32 and not make_build_plan(fp16, Precision.FP16).tf32
+    assert not make_build_plan(transformer_onnx, Precision.FP32, BATCH, tf32=True).tf32
+    decoder = compiler.part(Component.DECODER, Precision.FP16)
+    fp16 = export_onnx(compiler.modules[Component.DECODER], decoder, tmp_path)
+    assert make_build_plan(fp16, Precision.FP16, decoder.batch_range, tf32=True).tf32
+    assert not make_build_plan(fp16, Precision.FP16, decoder.batch_range).tf32
 
 
 def test_parity_reference_runs_without_tf32_and_restores_the_flags():
