@@ -1,6 +1,7 @@
 """The stream engine on the onnxruntime backend against the torch backend: same frames out, with several
-streams, warm-up (batch padding), more streams than built (chunks), prompts of different lengths and
-ControlNets (their own parts, summed into the one transformer's residual inputs)."""
+streams, warm-up (fewer rows than built), more streams than built (chunks), prompts of different lengths and
+ControlNets (their own parts, summed into the one transformer's residual inputs). Each part runs the rows a call
+has: one stream on parts built for four runs one stream's rows, as on parts built for one."""
 
 from __future__ import annotations
 
@@ -53,6 +54,36 @@ def test_backend_is_compiled_onnxruntime(engines):
     compiled, _ = engines
     assert isinstance(compiled.backend, CompiledBackend) and compiled.backend.name == "onnxruntime"
     assert compiled.backend.parts[Component.TRANSFORMER].buffers.batch == 4
+
+
+def test_one_stream_on_parts_built_for_four_runs_its_own_rows_and_equals_parts_built_for_one(
+        demo_model_dir: Path, engine_cache: Path):
+    """Issue 27: the sessions see one stream's batch (1 row, then 2 once the pipe holds two frames), never the 8
+    rows the transformer was built for, and the frames equal those of parts built for one stream."""
+    built = {streams: StreamEngine.from_pretrained(demo_model_dir, StreamConfig(backend="onnxruntime", **CONFIG),
+                                                   compile_options=CompileOptions(streams=streams,
+                                                                                  cache_dir=engine_cache))
+             for streams in (4, 1)}
+    four = built[4].backend.parts
+    assert four[Component.TRANSFORMER].buffers.batch == 8 and four[Component.DECODER].buffers.batch == 4
+    for k in range(4):
+        ours, alone = (built[n].process({"default": camera_frame(k)})["default"] for n in (4, 1))
+        assert ours.kind is alone.kind and np.array_equal(ours.image, alone.image), k
+    for engine in built.values():
+        parts = engine.backend.parts
+        assert parts[Component.TRANSFORMER].runs == {1: 1, 2: 3}  # the warm-up call, then both slots
+        assert parts[Component.ENCODER].runs == {1: 4} and parts[Component.DECODER].runs == {1: 3}
+    # what ONNX Runtime itself computed: outputs of one stream's rows
+    velocity = four[Component.TRANSFORMER].binding(2).get_outputs()[0]
+    images = four[Component.DECODER].binding(1).get_outputs()[0]
+    assert velocity.shape() == [2, 32, 2, 2] and images.shape() == [1, 3, 64, 64]
+
+
+def test_parts_refuse_a_row_count_outside_their_range(engines):
+    part = engines[0].backend.parts[Component.ENCODER]
+    for rows in (0, 3, 1.0):
+        with pytest.raises(ValueError, match=r"rows must be an integer in \[1, 2\]"):
+            part.execute(rows)
 
 
 def test_streams_warmup_and_prompts_of_different_lengths_match_torch(engines):
