@@ -93,8 +93,10 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
 
 def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> CompileOptions | None:
     """How ``serve`` builds the compiled backends (None for torch); ``options`` go to CompileOptions. The parts
-    are built for ``max_peers`` streams where one model call serves every peer (``engines.batching_pays``), else
-    for one: a part built for four would only spend three padding rows on every single-peer call."""
+    take any batch from one row up to what they are built for, and each call runs the rows it has (one peer pays
+    for one frame): they are built for ``max_peers`` streams where one model call serves every peer
+    (``engines.batching_pays``), else for one, since there the streams take turns, one per call, and buffers for
+    more would never be filled."""
     if stream.backend is BackendName.TORCH:
         return None
     from engines.compile_options import CompileOptions

@@ -1,5 +1,6 @@
 """TensorRT on a GPU (``-m gpu``; skipped without tensorrt and a CUDA GPU): the tiny model's engines against
-eager torch, that every part replays a CUDA graph, that a second start builds nothing, a threaded FramePipeline
+eager torch, that every part replays a CUDA graph per batch size (each equal to an eager run of that size), that
+one stream on parts built for two runs one stream's rows, that a second start builds nothing, a threaded FramePipeline
 while prompts change, two streams on one engine, a ControlNet on its own engine, and the CUDA stream rules.
 
 The engines are built once per session into one cache at builder optimization level 0 (the fastest build;
@@ -56,10 +57,13 @@ def tensorrt_engine(model: Path, cache: Path, precision: str, **extra) -> Stream
 
 
 def assert_graphs_replayed(engine: StreamEngine) -> None:
-    """Every part was warmed up once and captured at load, and every later call replayed its graph."""
+    """Every part was warmed up once per batch size and captured at load (one graph per size), and every later
+    call replayed the graph of its size."""
     for part, trt_engine in engine.backend.parts.items():
-        assert trt_engine.graph is not None, (part, trt_engine.graph_error)
-        assert trt_engine.eager_runs == 1 and trt_engine.replays > 0, (part, trt_engine.eager_runs)
+        sizes = list(range(1, trt_engine.buffers.batch + 1))
+        assert sorted(trt_engine.graphs) == sizes, (part, trt_engine.graph_errors)
+        assert trt_engine.eager_runs == len(sizes), (part, trt_engine.eager_runs)
+        assert trt_engine.replays == sum(trt_engine.runs.values()) > 0, (part, trt_engine.runs)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
@@ -223,3 +227,46 @@ def test_a_part_on_the_second_gpu_runs_there(demo_model_dir: Path, trt_cache: Pa
     assert all(e.device == torch.device("cuda", 1) for e in compiled.backend.parts.values())
     assert torch.cuda.current_device() == 0
     assert_graphs_replayed(compiled)
+
+
+def test_each_batch_size_replays_its_own_graph_equal_to_an_eager_run(demo_model_dir: Path, trt_cache: Path):
+    """The same plan loaded with and without CUDA graphs: at every batch size from 1 to the maximum, the graph's
+    outputs equal an eager run's on the same inputs, and only the rows of that size are written."""
+    from engines.tensorrt_runtime import TrtPart
+
+    compiled = tensorrt_engine(demo_model_dir, trt_cache, "fp32")
+    path = compiled.backend.parts[Component.TRANSFORMER].path
+    graphed, eager = TrtPart(path, "cuda"), TrtPart(path, "cuda", cuda_graph=False)
+    assert not eager.graphs and eager.eager_runs == eager.buffers.batch
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for rows in range(1, graphed.buffers.batch + 1):
+        for part in (graphed, eager):
+            part.buffers.tensors["velocity"].fill_(float("nan"))  # rows past the call's must stay untouched
+        for t in graphed.buffers.inputs:
+            value = torch.rand((rows, *t.shape[1:]), generator=generator, device="cuda").to(t.torch_dtype)
+            for part in (graphed, eager):
+                part.buffers.write(t.name, value)
+        for part in (graphed, eager):
+            part.execute(rows)
+        torch.cuda.synchronize()
+        ours, theirs = graphed.buffers.tensors["velocity"], eager.buffers.tensors["velocity"]
+        assert torch.equal(ours[:rows], theirs[:rows]) and not ours[:rows].isnan().any(), rows
+        assert ours[rows:].isnan().all(), rows
+    assert graphed.replays == graphed.buffers.batch and graphed.runs == eager.runs
+
+
+def test_one_stream_on_parts_built_for_two_runs_its_own_rows(demo_model_dir: Path, trt_cache: Path):
+    """Issue 27 on TensorRT: one stream on parts built for two streams runs one stream's rows (1, then its 2
+    slots) and matches parts built for one."""
+    built = {n: StreamEngine.from_pretrained(demo_model_dir, StreamConfig(backend="tensorrt", **settings("fp32")),
+                                             compile_options=CompileOptions(streams=n, precision="fp32",
+                                                                            cache_dir=trt_cache,
+                                                                            builder_optimization_level=0))
+             for n in (2, 1)}
+    for k in range(4):
+        ours, alone = (built[n].process({"default": camera_frame(k)})["default"] for n in (2, 1))
+        assert ours.kind is alone.kind and mean_abs_diff(ours.image, alone.image) <= limit("fp32"), k
+    parts = built[2].backend.parts
+    assert parts[Component.TRANSFORMER].buffers.batch == 4
+    assert parts[Component.TRANSFORMER].runs == {1: 1, 2: 3} and parts[Component.DECODER].runs == {1: 3}
+    assert_graphs_replayed(built[2])
