@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.backends import RESULTS_DIR, BackendBenchConfig
 from benchmarks.frames import camera_frames, mean_abs_diff
 from benchmarks.report import Comparison, Target, machine_info, text_table, write_results
 from benchmarks.timing import cpu_snapshot, interleave, median_of, other_cpu_share
@@ -39,38 +40,26 @@ from engines.compile import compile_backend
 from engines.compile_options import CompileOptions
 from engines.compiled_backend import CompiledBackend
 from engines.specs import BuildSpec
-from stream.config import StreamConfig
 from stream.demo_model import DemoPreset, make_demo_model
 from stream.engine import DEFAULT_STREAM, FrameKind, StreamEngine
 
 logger = logging.getLogger(__name__)
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RATIO_TARGET = Target("<=", 1.15)
-SIDES = ("built for 4", "built for 1", "padded to 4")
+ALONE = "built for 1"
 
 
 @dataclass(frozen=True)
-class DynamicBatchBenchConfig:
-    preset: str = DemoPreset.PROPORTIONAL.value
+class DynamicBatchBenchConfig(BackendBenchConfig):
+    """The backends benchmark's settings at the issue's: 256 px, the tiny autoencoder, plus ``streams``."""
+
     width: int = 256
     height: int = 256
     frames: int = 30  # timed frames per side
     warmup: int = 3
-    t_list: tuple[float, ...] = (1.0,)
+    encoder: str = "tiny"
+    decoder: str = "tiny"
     streams: int = 4  # what the larger parts are built for (serve's default --max-peers)
-    prompt: str = "a watercolor painting of a city street at night, warm golden lighting"
-    seed: int = 0
-    device: str = "cpu"
-    compiled: str = BackendName.ONNXRUNTIME.value
-    precision: str | None = None  # None: fp32 for onnxruntime, bf16 for tensorrt
-    output_dir: Path = RESULTS_DIR
-
-    def stream_config(self) -> StreamConfig:
-        precision = self.precision or ("bf16" if self.compiled == BackendName.TENSORRT.value else "fp32")
-        return StreamConfig(width=self.width, height=self.height, t_list=self.t_list, prompt=self.prompt,
-                            seed=self.seed, device=self.device, dtype="float32" if precision == "fp32" else "bfloat16",
-                            encoder="tiny", decoder="tiny")
 
 
 class PaddedPart(CompiledPart):
@@ -91,12 +80,13 @@ def run_benchmark(config: DynamicBatchBenchConfig, model: str | Path,
     options = {n: CompileOptions(streams=n, cache_dir=cache_dir, precision=config.precision)
                for n in (config.streams, 1)}
     spec = {n: BuildSpec(width=config.width, height=config.height, steps=len(config.t_list), streams=n,
-                         kv_length=eager.config.max_sequence_length) for n in options}
+                         kv_length=config.kv_length or eager.config.max_sequence_length) for n in options}
     built = {n: compile_backend(eager.backend, spec[n], options[n], config.compiled).backend for n in options}
     wide = compile_backend(eager.backend, spec[config.streams], options[config.streams], config.compiled).backend
     padded = CompiledBackend(eager.backend, {p: PaddedPart(c) for p, c in wide.parts.items()}, wide.kv_length,
                              f"{config.compiled} (padded)")  # parts of its own: the same graphs, other sessions
-    backends = dict(zip(SIDES, (built[config.streams], built[1], padded)))
+    wide_label, padded_label = f"built for {config.streams}", f"padded to {config.streams}"
+    backends = {wide_label: built[config.streams], ALONE: built[1], padded_label: padded}
     engines = {label: StreamEngine(backend, eager.prompt_encoder, eager.config, sigma_d=eager.sigma_d)
                for label, backend in backends.items()}
     frames = camera_frames(16, config.width, config.height)
@@ -114,26 +104,28 @@ def run_benchmark(config: DynamicBatchBenchConfig, model: str | Path,
     device = eager.backend.geometry.device
     samples = interleave({label: side(label) for label in engines}, config.frames, config.warmup, device)
     contention = other_cpu_share(snapshot, cpu_snapshot())
-    one = median_of(samples["built for 1"])
-    comparisons = [_comparison(label, samples[label], one, outputs, config) for label in ("built for 4", "padded to 4")]
+    one = median_of(samples[ALONE])
+    comparisons = [_comparison(label, samples[label], one, outputs, config, label == wide_label)
+                   for label in (wide_label, padded_label)]
     rows = {label: {part.value: dict(compiled.runs) for part, compiled in backend.parts.items()}
             for label, backend in backends.items()}
     meta = {"machine": {**machine_info(), "other_processes_cpu_share": {"whole run": contention}},
-            "settings": {**dataclasses.asdict(config), "output_dir": str(config.output_dir)},
+            "settings": {**dataclasses.asdict(config), "output_dir": str(config.output_dir),
+                         "cache_dir": str(cache_dir)},
             "rows_per_call": rows}
     return comparisons, meta
 
 
 def _comparison(label: str, samples: list[dict[str, float]], one: float, outputs: dict[str, dict[int, np.ndarray]],
-                config: DynamicBatchBenchConfig) -> Comparison:
+                config: DynamicBatchBenchConfig, dynamic: bool) -> Comparison:
     ms = median_of(samples)
-    same = sorted(set(outputs[label]) & set(outputs["built for 1"]))
-    diffs = [mean_abs_diff(outputs[label][i], outputs["built for 1"][i]) for i in same]
-    equal = sum(np.array_equal(outputs[label][i], outputs["built for 1"][i]) for i in same)
-    target = RATIO_TARGET if label == "built for 4" else None
+    same = sorted(set(outputs[label]) & set(outputs[ALONE]))
+    diffs = [mean_abs_diff(outputs[label][i], outputs[ALONE][i]) for i in same]
+    equal = sum(np.array_equal(outputs[label][i], outputs[ALONE][i]) for i in same)
+    target = RATIO_TARGET if dynamic else None
     return Comparison(
-        key=label.replace(" ", "_"), a_label=label, a=1e3 * ms, b_label="built for 1", b=1e3 * one, unit="ms",
-        title=f"one stream, {config.compiled} parts {label} vs built for 1 ({config.device})",
+        key=label.replace(" ", "_"), a_label=label, a=1e3 * ms, b_label=ALONE, b=1e3 * one, unit="ms",
+        title=f"one stream, {config.compiled} parts {label} vs {ALONE} ({config.device})",
         ratio=ms / one, ratio_of="A/B", target=target,
         note=(f"{equal} of {len(same)} frames identical, mean |diff| {np.mean(diffs) if diffs else -1:.3f} of 255; "
               + ("each part runs the rows of one stream" if target else

@@ -86,7 +86,8 @@ TORCH_DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named input or output of a compiled part: a static shape and a dtype name (``float32`` ...)."""
+    """One named input or output of a compiled part: a shape (the batch, dimension 0, at its maximum) and a dtype
+    name (``float32`` ...)."""
 
     name: str
     shape: tuple[int, ...]
@@ -236,7 +237,8 @@ class BuildSpec:
         return self.velocity_batch // self.streams
 
     def parts(self, model: ModelShapes) -> dict[PartId, PartSpec]:
-        """Every part's named, typed, static inputs and outputs: the three components, then each ControlNet."""
+        """Every part's named, typed inputs and outputs (batch at its maximum): the three components, then each
+        ControlNet."""
         f = model.spatial_compression
         if self.width % f or self.height % f:
             raise ValueError(f"width and height must be multiples of the VAE's {f}x compression, "
