@@ -79,6 +79,26 @@ def test_one_stream_on_parts_built_for_four_runs_its_own_rows_and_equals_parts_b
     assert velocity.shape() == [2, 32, 2, 2] and images.shape() == [1, 3, 64, 64]
 
 
+def test_rows_are_the_streams_filled_slots_plus_their_negative_passes(demo_model_dir: Path, engine_cache: Path):
+    """cfg ``onetime`` (one negative row per stream) on parts built for 2 streams (at most (2 + 1) x 2 rows): a
+    stream warming up runs 1 slot + 1 negative, a full one 2 + 1, and a second stream joins with its own warm-up;
+    every call runs exactly those rows and matches eager torch."""
+    config = {**CONFIG, "cfg_type": "onetime", "cfg_scale": 1.5}
+    compiled = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(backend="onnxruntime", **config),
+                                            compile_options=CompileOptions(streams=2, cache_dir=engine_cache))
+    eager = StreamEngine.from_pretrained(demo_model_dir, StreamConfig(**config))
+    assert compiled.backend.parts[Component.TRANSFORMER].buffers.batch == 6
+    for k in range(4):
+        if k == 2:
+            for engine in (compiled, eager):
+                engine.add_stream("b", prompt=LONG, seed=5)
+        frames = {"default": camera_frame(k), **({"b": camera_frame(k + 9)} if k >= 2 else {})}
+        for sid, (ours, theirs) in run_both((compiled, eager), frames).items():
+            assert ours.kind is theirs.kind and mean_abs_diff(ours.image, theirs.image) <= 1.0, (k, sid)
+    assert compiled.backend.parts[Component.TRANSFORMER].runs == {2: 1, 3: 1, 5: 1, 6: 1}
+    assert compiled.backend.parts[Component.ENCODER].runs == {1: 2, 2: 2}
+
+
 def test_parts_refuse_a_row_count_outside_their_range(engines):
     part = engines[0].backend.parts[Component.ENCODER]
     for rows in (0, 3, 1.0):
