@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -15,7 +15,6 @@ joins. The cost is N warm-up runs of growing size plus N captures per part at lo
 step: 1+2+3+4 transformer rows), and only graph objects per size, no memory of their own. Lazy capture on first
 use would put that work on the frame path, inside the engine thread, while the other pipeline threads use the GPU.
 
-
 ``import tensorrt`` happens only in ``engines.gpu_probe`` (lazily), so CPU installs never need it.
 """
 
