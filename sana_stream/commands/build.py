@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     steps.add_argument("--steps", type=int, default=None, help="number of denoising steps (1-4)")
     steps.add_argument("--t-list", type=float, nargs="+", default=None, help="the angles themselves (radians)")
     p.add_argument("--cfg-type", default=CfgType.NONE.value, choices=[c.value for c in CfgType])
-    p.add_argument("--streams", type=int, default=1, help="streams served by one model call")
+    p.add_argument("--streams", type=int, default=1,
+                   help="the most streams one model call serves (the parts take any batch up to it)")
     p.add_argument("--precision", default=None, choices=[x.value for x in Precision],
                    help="graph precision (default: fp32 for onnxruntime, bf16 for tensorrt)")
     p.add_argument("--kv-length", type=int, default=None,
