@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from bridge.errors import SinkClosed, SinkError
+from engines.install_hint import install_hint
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class VirtualCameraSink(FrameSink):
             import pyvirtualcam
         except ImportError:
             raise SinkError("the virtual camera needs the pyvirtualcam package: pip install pyvirtualcam (or "
-                            f"'sana-stream[bridge]'), and a driver: {virtual_camera_driver_hint()}") from None
+                            f"{install_hint('bridge')}), and a driver: {virtual_camera_driver_hint()}") from None
         try:
             self._cam = pyvirtualcam.Camera(width, height, fps, fmt=pyvirtualcam.PixelFormat.RGB,
                                             device=self.device, backend=self.backend)

@@ -24,6 +24,7 @@ from rtc.ice_config import DEFAULT_CREDENTIAL_NAME
 from server.app import ModelInfo, install_http_guards
 from server.errors import ApiError
 from server.ice_routes import IceServer, IceServers
+from server.openapi import document_api
 from server.pages import find_pages, mount_pages
 from server.schemas import STREAM_ID_PATTERN, Answer, Offer, PromptState, PromptUpdate, ServerConfig, ViewAnswer, \
     ViewOffer
@@ -238,6 +239,7 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
                 merged[kind].update(response.json()[kind])
         return JSONResponse(merged)
 
+    document_api(app, authorize, token_required=settings.token is not None)
     if settings.pages:
         mount_pages(app, find_pages())
     app.state.front = front

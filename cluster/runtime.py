@@ -16,16 +16,16 @@ from cluster.config import ClusterConfig
 from cluster.status import WorkerStatus
 from cluster.supervisor import WorkerGone
 from cluster.worker import EngineWorker, WorkerSpec
+from engines.install_hint import install_hint
 
 logger = logging.getLogger(__name__)
-RAY_HINT = "the workers run on Ray: pip install 'sana-stream[cluster]'"
 
 
 def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ValueError(f"--workers needs Ray, which is not installed ({RAY_HINT})") from None
+        raise ValueError(f"--workers needs Ray, which is not installed: {install_hint('cluster')}") from None
     return ray
 
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from engines.exceptions import BackendUnavailableError, ExportError
 from engines.graphs import export_safe
+from engines.install_hint import install_hint
 from engines.specs import PartSpec
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def require_onnx_tools() -> None:
                if importlib.util.find_spec(m) is None]
     if missing:
         raise BackendUnavailableError("onnx export", ", ".join(missing),
-                                      "install the extra: pip install 'sana-stream[onnx]'")
+                                      f"install the extra: {install_hint('onnx')}")
 
 
 def example_inputs(spec: PartSpec, device: torch.device, seed: int = 0) -> list[Tensor]:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from engines.exceptions import BackendUnavailableError, EngineLoadError
+from engines.install_hint import install_hint
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def import_tensorrt() -> ModuleType:
     except ImportError as exc:
         raise BackendUnavailableError("tensorrt", "the tensorrt package",
                                       f"install the extra on a machine with an NVIDIA GPU: "
-                                      f"pip install 'sana-stream[tensorrt]' ({exc})") from exc
+                                      f"{install_hint('tensorrt')} ({exc})") from exc
     return tensorrt
 
 

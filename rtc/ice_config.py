@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rtc.secret_rules import MIN_TURN_SECRET_CHARS, require_length
+
 if TYPE_CHECKING:
     from aiortc import RTCConfiguration
 
@@ -144,8 +146,7 @@ class IceConfig:
         if static and self.turn_secret is not None:
             raise ValueError("give either --turn-secret (minted credentials) or --turn-username/--turn-credential "
                              "(static ones), not both")
-        if self.turn_secret is not None and len(self.turn_secret) < 16:
-            raise ValueError("--turn-secret must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+        require_length("--turn-secret", self.turn_secret, MIN_TURN_SECRET_CHARS)
         if self.turn_urls and not (static or self.turn_secret):
             raise ValueError(f"TURN server {self.turn_urls[0]} needs credentials: pass --turn-secret (coturn's "
                              "static-auth-secret) or --turn-username and --turn-credential")

@@ -22,6 +22,7 @@ from server.hosts import HostCheckMiddleware
 from server.ice_routes import add_ice_routes
 from server.keyed_locks import KeyedLocks
 from server.metrics import StreamCollector, StreamReport, exposition
+from server.openapi import document_api
 from server.pages import find_pages, mount_pages
 from server.peers import PeerKind, PeerManager
 from server.reports import health_rates, stream_reports
@@ -194,6 +195,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         return Response(exposition(collector), media_type=CONTENT_TYPE_LATEST)
 
     add_ice_routes(app, settings.ice, authorize, peers, viewers)
+    document_api(app, authorize, token_required=settings.token is not None)
 
     if settings.pages:
         mount_pages(app, find_pages())

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from rtc.ice_config import IceConfig
+from rtc.secret_rules import MIN_TOKEN_CHARS, require_length
 from server.hosts import default_hosts, host_pattern
 from stream.config import StreamConfig
 
@@ -46,8 +47,7 @@ class ServerSettings:
             raise ValueError(f"max_viewers must be 0 or more, got {self.max_viewers}")
         if not math.isfinite(self.idle_timeout) or self.idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be a positive number of seconds, got {self.idle_timeout}")
-        if self.token is not None and len(self.token) < 8:
-            raise ValueError("token must be at least 8 characters")
+        require_length("--token", self.token, MIN_TOKEN_CHARS)
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile must be given together")
         if "*" in self.cors_origins and self.token is not None:

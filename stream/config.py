@@ -14,6 +14,8 @@ SIGMA_DATA = 0.5  # TrigFlow data std (SCMScheduler.config.sigma_data); read fro
 MAX_ANGLE = math.pi / 2  # t = pi/2 is pure noise; every angle must lie strictly below it
 # RCFG divides by cos t; sCM's own largest angle, arctan(80 / 0.5), keeps 1 / cos t below 160.
 MAX_RCFG_ANGLE = math.atan(80 / 0.5)
+# float16 is not offered: it is known to break Sana checkpoints (docs/design.md#dependency-facts)
+DTYPES = ("float32", "bfloat16")
 
 
 class AutoencoderKind(str, enum.Enum):
@@ -80,7 +82,7 @@ class StreamConfig:
     max_skip_frames: int = 10  # forced processing after this many skips in a row
     seed: int = 0
     device: str | None = None  # None: cuda if available, else cpu
-    dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu
+    dtype: str | None = None  # one of DTYPES; None: bfloat16 on cuda, float32 on cpu
     prompt: str = ""
     negative_prompt: str = ""
     max_sequence_length: int = 300  # the pipeline's default; Sprint was trained with it
@@ -112,6 +114,8 @@ class StreamConfig:
             object.__setattr__(self, "backend", BackendName(self.backend))
         except ValueError:
             raise ValueError(f"backend must be one of {', '.join(backend_names())}, got {self.backend!r}") from None
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (or None), got {self.dtype!r}")
         object.__setattr__(self, "controlnets", tuple(self.controlnets))
         if not all(isinstance(c, ControlNetConfig) for c in self.controlnets):
             raise ValueError("controlnets must be a sequence of stream.control.ControlNetConfig")

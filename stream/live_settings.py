@@ -35,12 +35,15 @@ class LiveSetting:
 
 
 LIVE_SETTINGS: tuple[LiveSetting, ...] = (
-    LiveSetting("prompt", str, "prompt", "TEXT", bounds={"max_length": MAX_PROMPT_CHARS}),
-    LiveSetting("negative_prompt", str, "negative", "TEXT", bounds={"max_length": MAX_PROMPT_CHARS}),
-    LiveSetting("seed", int, "seed", "N", bounds={"ge": 0, "lt": SEED_LIMIT}),
-    LiveSetting("strength", float, "strength", "X", "t_list[0] in radians", {"gt": 0, "lt": MAX_STRENGTH}),
-    LiveSetting("guidance_scale", float, "guidance", "X", bounds={"ge": 0, "le": 20}),
-    LiveSetting("cfg_scale", float, "cfg", "X", bounds={"ge": 0, "le": 20}),
+    LiveSetting("prompt", str, "prompt", "TEXT", "the style, in words", {"max_length": MAX_PROMPT_CHARS}),
+    LiveSetting("negative_prompt", str, "negative", "TEXT", "what to steer away from (with RCFG, --cfg-type)",
+                {"max_length": MAX_PROMPT_CHARS}),
+    LiveSetting("seed", int, "seed", "N", "the noise seed; a new one redraws the noise", {"ge": 0, "lt": SEED_LIMIT}),
+    LiveSetting("strength", float, "strength", "X", "t_list[0] in radians: how far from the input (below pi/2)",
+                {"gt": 0, "lt": MAX_STRENGTH}),
+    LiveSetting("guidance_scale", float, "guidance", "X", "Sprint's distilled guidance (default 4.5)",
+                {"ge": 0, "le": 20}),
+    LiveSetting("cfg_scale", float, "cfg", "X", "RCFG scale (with --cfg-type other than none)", {"ge": 0, "le": 20}),
     LiveSetting("control_scales", float, "control", "X[,Y]", "one conditioning scale per ControlNet (0 turns it off)",
                 {"max_length": 8}, many=True),
 )

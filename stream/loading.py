@@ -23,7 +23,7 @@ from engines.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConf
 from engines.models.tiny_autoencoder_weights import ENCODER_FILENAME, load_tiny_autoencoder
 from engines.specs import BuildSpec
 from engines.torch_backend import DcaeAutoencoder, TorchBackend
-from stream.config import AutoencoderKind, StreamConfig
+from stream.config import DTYPES, AutoencoderKind, StreamConfig
 from stream.control import ControlNetConfig
 from stream.exceptions import ModelNotFoundError
 
@@ -51,11 +51,9 @@ def choose_placement(device: str | None, dtype: str | None) -> Placement:
     if dtype is None:
         dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
     else:
-        # float16 is not offered: it is known to break Sana checkpoints (docs/design.md#dependency-facts)
-        allowed = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-        if dtype not in allowed:
-            raise ValueError(f"dtype must be one of {', '.join(allowed)}, got {dtype!r}")
-        dt = allowed[dtype]
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        dt = getattr(torch, dtype)
     return Placement(dev, dt)
 
 

@@ -149,6 +149,7 @@ def test_bad_strength_and_unknown_stream(make_engine):
     (dict(similarity_threshold=1.0), "similarity_threshold"),
     (dict(max_skip_frames=-2), "max_skip_frames"),
     (dict(cfg_type="self", t_list=(1.57,)), r"t_list\[0\]"),
+    (dict(dtype="float16"), "dtype"),  # refused here, not first at from_pretrained
 ])
 def test_bad_config_raises_value_error_naming_the_field(kwargs, name):
     with pytest.raises(ValueError, match=name):

@@ -97,7 +97,7 @@ def send(live: Live, case: Case) -> list[httpx.Response | tuple[int, bytes]]:
         return list(pool.map(one, range(case.repeat)))
 
 
-def assert_refused(case: Case, answer: httpx.Response | tuple[int, bytes]) -> None:
+def assert_refused(case: Case, answer: httpx.Response | tuple[int, bytes], schema: dict) -> None:
     if isinstance(answer, tuple):
         status, content = answer
         body = httpx.Response(status, content=content).json()
@@ -107,6 +107,27 @@ def assert_refused(case: Case, answer: httpx.Response | tuple[int, bytes]) -> No
     assert set(body) == {"error", "detail"} and isinstance(body["error"], str) and body["detail"], body
     if case.error is not None:
         assert body["error"] == case.error, (case.id, body)
+    assert_documented(schema, case, status, body)
+
+
+def assert_documented(schema: dict, case: Case, status: int, body: dict) -> None:
+    """The answer's status is declared for its endpoint in /openapi.json, with the body it has (server.openapi).
+    Paths no endpoint serves (static files, unknown paths, wrong methods) are not in the schema."""
+    path = case.path.split("?")[0]
+    if case.raw is not None:
+        return
+    template = next((p for p in schema["paths"] if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", p), path)
+                     or p == path), None)
+    operation = schema["paths"].get(template, {}).get(case.method) if template else None
+    if operation is None:
+        return
+    declared = operation["responses"].get(str(status))
+    assert declared is not None, f"{case.method.upper()} {template} answers {status} ({case.id}), undeclared"
+    ref = declared["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    error_schema = schema["components"]["schemas"][ref]
+    assert set(error_schema["required"]) == set(body)
+    if isinstance(body["detail"], list):
+        assert all(set(d) == {"field", "message"} for d in body["detail"]), body
 
 
 def test_hostile_cases_are_enough():
@@ -117,8 +138,9 @@ def test_hostile_cases_are_enough():
 def test_hostile_request_is_refused_and_leaves_nothing_behind(live, case):
     before = live.state()
     received = live.client.inner.received
+    schema = live.server.app.openapi()
     for answer in send(live, case):
-        assert_refused(case, answer)
+        assert_refused(case, answer, schema)
     assert live.state() == before
     live.server.call(live.client.wait_frames(1, timeout=20))  # the live peer is still streaming
     assert live.client.inner.received > received

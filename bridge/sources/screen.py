@@ -9,8 +9,9 @@ import numpy as np
 
 from bridge.errors import SourceError
 from bridge.sources.base import FrameSource
+from engines.install_hint import install_hint
 
-MSS_HINT = "pip install mss (or pip install 'sana-stream[bridge]')"
+MSS_HINT = f"pip install mss (or {install_hint('bridge')})"
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,9 @@
     sana-stream camera --source window:VSeeFace --keep-background key:#00ff00 --prompt "anime cel shading"
     sana-stream camera --source file:clip.mp4 --loop --record out/ --max-frames 300
 
-While it runs, type a new prompt (or /seed N, /strength X, /negative TEXT) and press Enter. Options also come
-from SANA_STREAM_SERVER, SANA_STREAM_TOKEN and SANA_STREAM_SOURCE. Exit status: 0 when done or stopped,
-1 for a runtime failure (unreachable server, refused token, missing camera or virtual-camera driver),
-2 for a bad option.
+Options also come from SANA_STREAM_SERVER, SANA_STREAM_TOKEN, SANA_STREAM_SOURCE and SANA_STREAM_RELAY. Exit
+status: 0 when done or stopped, 1 for a runtime failure (unreachable server, refused token, missing camera or
+virtual-camera driver), 2 for a bad option.
 """
 
 from __future__ import annotations
@@ -55,7 +54,10 @@ def _fps(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description, p.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
+    from bridge.prompts import HELP
+
+    p.description = f"{__doc__}\nWhile it runs, {HELP}, then press Enter.\n"
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--server", default=env("server", "http://127.0.0.1:8080"),
                    help="the sana-stream server's base URL (default: %(default)s)")
     p.add_argument("--token", default=env("token"), help="the server's token (Authorization: Bearer)")
@@ -77,8 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera-backend", default=None, choices=["obs", "unitycapture", "v4l2loopback"],
                    help="pyvirtualcam backend (default: the first that works)")
     p.add_argument("--prompt", default=None, help="prompt for this stream (default: the server's)")
-    p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--negative-prompt", default=None, help="negative prompt for this stream (the server's RCFG uses it)")
+    p.add_argument("--seed", type=int, default=None, help="noise seed for this stream (a fixed one keeps the look steady)")
     p.add_argument("--strength", type=float, default=None, help="first TrigFlow angle in radians, below pi/2")
     p.add_argument("--prompt-file", type=Path, default=None,
                    help="a text file holding the prompt; each save applies it")

@@ -8,6 +8,7 @@ from cluster.options import add_cluster_options, wants_cluster
 from engines import AUTO, backend_names
 from engines.specs import Precision
 from rtc.ice_config import DEFAULT_TURN_TTL_S
+from rtc.secret_rules import MIN_TOKEN_CHARS, MIN_TURN_SECRET_CHARS, SECRET_RECIPE
 from sana_stream.env import env
 from stream.config import CfgType, AutoencoderKind
 
@@ -26,42 +27,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=env("model"),
                    help="diffusers-format Sana-Sprint directory or hub id (default: cached Sana-Sprint 0.6B; on a "
                         "CUDA GPU with network access it is downloaded, else a tiny demo model is served)")
-    p.add_argument("--host", default=env("host", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(env("port", "8080") or 8080))
+    p.add_argument("--host", default=env("host", "127.0.0.1"),
+                   help="address to bind; anything but loopback needs --token (or --allow-public-without-token)")
+    p.add_argument("--port", type=int, default=int(env("port", "8080") or 8080), help="HTTP port")
     p.add_argument("--backend", default=env("backend", AUTO), choices=[AUTO, *backend_names()],
                    help="auto (default): tensorrt on an NVIDIA GPU, onnxruntime on a CPU, torch where those are "
                         "not installed; compiled backends are built on first use (cached; see `sana-stream build`)")
     p.add_argument("--precision", default=env("precision"), choices=[x.value for x in Precision],
                    help="compiled graph precision (default: fp32 for onnxruntime, bf16 for tensorrt)")
-    p.add_argument("--width", type=int, default=int(env("width", "512") or 512))
-    p.add_argument("--height", type=int, default=int(env("height", "512") or 512))
+    p.add_argument("--width", type=int, default=int(env("width", "512") or 512),
+                   help="output width, a multiple of 32 (camera frames are resized and centre-cropped to it)")
+    p.add_argument("--height", type=int, default=int(env("height", "512") or 512), help="output height, a multiple of 32")
     p.add_argument("--steps", type=int, default=int(env("steps", "1") or 1), help="denoising steps (1-4)")
     p.add_argument("--strength", type=float, default=float(env("strength", "1.0") or 1.0),
                    help="first TrigFlow angle in radians (pi/2 = pure noise)")
     p.add_argument("--t-list", type=parse_t_list, default=env("t_list"),
                    help="explicit comma-separated angles; overrides --steps/--strength")
-    p.add_argument("--prompt", default=env("prompt", "a watercolor painting"))
-    p.add_argument("--cfg-type", default=env("cfg_type", CfgType.NONE.value), choices=[c.value for c in CfgType])
+    p.add_argument("--prompt", default=env("prompt", "a watercolor painting"),
+                   help="the prompt every new stream starts with (POST /prompt changes it live)")
+    p.add_argument("--cfg-type", default=env("cfg_type", CfgType.NONE.value), choices=[c.value for c in CfgType],
+                   help="residual CFG with the negative prompt (docs/engine.md): none, full, self or onetime")
     p.add_argument("--encoder", default=env("encoder", AutoencoderKind.DCAE.value),
-                   choices=[AutoencoderKind.DCAE.value, AutoencoderKind.TINY.value])
+                   choices=[AutoencoderKind.DCAE.value, AutoencoderKind.TINY.value],
+                   help="the image encoder: DC-AE, or the tiny autoencoder (docs/autoencoder.md)")
     p.add_argument("--decoder", default=env("decoder", AutoencoderKind.DCAE.value),
-                   choices=[v.value for v in AutoencoderKind])
+                   choices=[v.value for v in AutoencoderKind],
+                   help="the image decoder: DC-AE, the tiny autoencoder or DC-AE-Lite (docs/autoencoder.md)")
     p.add_argument("--tiny-vae", default=env("tiny_vae"), help="directory of taesana_*.pth")
     p.add_argument("--controlnet", action="append", default=[], metavar="PATH[:PREPROCESSOR[:SCALE]]",
                    help="a Sprint ControlNet (directory or hub id) with its preprocessor (canny, passthrough) and "
                         "scale; repeatable")
-    p.add_argument("--similarity-filter", action="store_true", default=env("similarity_filter") == "1")
-    p.add_argument("--seed", type=int, default=int(env("seed", "0") or 0))
-    p.add_argument("--token", default=env("token"), help="require 'Authorization: Bearer TOKEN' to mutate")
-    p.add_argument("--max-peers", type=int, default=int(env("max_peers", "4") or 4))
+    p.add_argument("--similarity-filter", action="store_true", default=env("similarity_filter") == "1",
+                   help="skip frames nearly the same as the last processed one (a still camera costs no GPU)")
+    p.add_argument("--seed", type=int, default=int(env("seed", "0") or 0), help="noise seed of new streams")
+    p.add_argument("--token", default=env("token"),
+                   help=f"require 'Authorization: Bearer TOKEN' to mutate; at least {MIN_TOKEN_CHARS} characters "
+                        f"(e.g. `{SECRET_RECIPE}`; prefer SANA_STREAM_TOKEN: the command line is visible to `ps`)")
+    p.add_argument("--max-peers", type=int, default=int(env("max_peers", "4") or 4),
+                   help="camera and WHIP connections at once; more get 503 server_full")
     p.add_argument("--max-viewers", type=int, default=int(env("max_viewers", "-1") or -1),
                    help="receive-only /view connections (OBS Browser Sources); default 4 x --max-peers")
-    p.add_argument("--idle-timeout", type=float, default=float(env("idle_timeout", "10") or 10))
-    p.add_argument("--cors-origin", action="append", default=[o for o in (env("cors_origin") or "").split(",") if o])
-    p.add_argument("--ssl-certfile", default=env("ssl_certfile"))
-    p.add_argument("--ssl-keyfile", default=env("ssl_keyfile"))
+    p.add_argument("--idle-timeout", type=float, default=float(env("idle_timeout", "10") or 10),
+                   help="seconds without camera frames before a peer is closed")
+    p.add_argument("--cors-origin", action="append", default=[o for o in (env("cors_origin") or "").split(",") if o],
+                   metavar="ORIGIN", help="a web origin allowed to call the API from its pages; repeatable")
+    p.add_argument("--ssl-certfile", default=env("ssl_certfile"), metavar="FILE",
+                   help="serve https with this certificate (browsers give the camera only to https or localhost)")
+    p.add_argument("--ssl-keyfile", default=env("ssl_keyfile"), metavar="FILE", help="the certificate's key")
     p.add_argument("--allow-public-without-token", action="store_true",
-                   default=env("allow_public_without_token") == "1")
+                   default=env("allow_public_without_token") == "1",
+                   help="bind a non-loopback --host without --token: anyone who reaches it can use it")
     p.add_argument("--allowed-host", action="append", metavar="NAME",
                    default=[h for h in (env("allowed_host") or "").split(",") if h],
                    help="a Host name to answer besides loopback and the bound address (a reverse proxy's, a LAN "
@@ -87,8 +102,9 @@ def add_ice_options(p: argparse.ArgumentParser) -> None:
                         "(SANA_STREAM_ICE_SERVER: comma-separated). The server's own connections, the web pages and "
                         "`sana-stream camera` all use them")
     p.add_argument("--turn-secret", default=env("turn_secret"),
-                   help="the TURN server's shared secret (coturn: use-auth-secret + static-auth-secret): each client "
-                        "gets its own time-limited credentials (recommended; prefer SANA_STREAM_TURN_SECRET)")
+                   help="the TURN server's shared secret (coturn: use-auth-secret + static-auth-secret), at least "
+                        f"{MIN_TURN_SECRET_CHARS} characters: each client gets its own time-limited credentials "
+                        "(recommended; prefer SANA_STREAM_TURN_SECRET)")
     p.add_argument("--turn-ttl", type=float, default=float(env("turn_ttl") or DEFAULT_TURN_TTL_S),
                    help="seconds a minted TURN credential stays valid (default: %(default)g); clients fetch new "
                         "ones for every connection")
