@@ -20,7 +20,6 @@ from cluster.aggregate import ClusterHealth, cluster_health, merge_metrics
 from cluster.forward import WorkerClient, relay
 from cluster.placement import NoCapacity
 from cluster.supervisor import Supervisor, WorkerSlot, WorkerState
-from rtc.ice_config import DEFAULT_CREDENTIAL_NAME
 from server.app import ModelInfo, install_http_guards
 from server.errors import ApiError
 from server.ice_routes import IceServer, IceServers
@@ -223,9 +222,9 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/ice-servers", response_model=IceServers, dependencies=[Depends(authorize)])
-    async def ice_servers(stream: str | None = Query(default=None, pattern=STREAM_ID_PATTERN)) -> IceServers:
+    async def ice_servers() -> IceServers:
         """The STUN/TURN servers to create a peer connection with (the workers use the same ones)."""
-        servers, expires_at = settings.ice.servers(stream or DEFAULT_CREDENTIAL_NAME)
+        servers, expires_at = settings.ice.servers()
         return IceServers(ice_servers=[IceServer(**s) for s in servers], expires_at=expires_at,
                           relay=bool(settings.ice.turn_urls))
 

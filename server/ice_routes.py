@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Field
 
 from rtc.ice import SelectedPair, selected_pair
-from rtc.ice_config import DEFAULT_CREDENTIAL_NAME, IceConfig
+from rtc.ice_config import IceConfig
 from server.peers import PeerManager
-from server.schemas import STREAM_ID_PATTERN
 from server.viewers import ViewerManager
 
 
@@ -62,12 +61,10 @@ def _route(kind: str, stream: str, state: str, pair: SelectedPair | None) -> Rou
 def add_ice_routes(app: FastAPI, ice: IceConfig, authorize: Callable[..., Any],
                    peers: Callable[[], PeerManager], viewers: Callable[[], ViewerManager]) -> None:
     @app.get("/ice-servers", response_model=IceServers, dependencies=[Depends(authorize)])
-    async def ice_servers(stream: str | None = Query(default=None, pattern=STREAM_ID_PATTERN,
-                                                     description="named in minted TURN usernames (EXPIRY:STREAM), "
-                                                                 "so the TURN server's log shows whose relay it is")
-                          ) -> IceServers:
-        """The STUN/TURN servers to create a peer connection with, before POST /offer or /view/offer."""
-        servers, expires_at = ice.servers(stream or DEFAULT_CREDENTIAL_NAME)
+    async def ice_servers() -> IceServers:
+        """The STUN/TURN servers to create one peer connection with, before POST /offer or /view/offer: minted
+        TURN usernames are EXPIRY:NAME with a NAME the server picks per call (coturn's quotas count per NAME)."""
+        servers, expires_at = ice.servers()
         return IceServers(ice_servers=[IceServer(**s) for s in servers], expires_at=expires_at,
                           relay=bool(ice.turn_urls))
 
