@@ -51,7 +51,7 @@ class WorkerSpec:
 def for_workers(settings: ServerSettings, internal_token: str) -> ServerSettings:
     """The front's settings as its workers serve them: the internal token (only the front talks HTTP to them), no
     TLS, no CORS, no pages; each binds its own address and a free port (``EngineWorker``)."""
-    return dataclasses.replace(settings, token=internal_token, cors_origins=(), ssl_certfile=None, ssl_keyfile=None,
+    return dataclasses.replace(settings, token=internal_token, view_token=None, cors_origins=(), ssl_certfile=None, ssl_keyfile=None,
                                allow_public_without_token=False, pages=False)
 
 

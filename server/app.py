@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from engines import batching_pays
-from server.auth import require_token
+from server.auth import Scope, authorizer, sees_details
 from server.body_limit import BodyLimitMiddleware
 from server.dtls_ciphers import allow_rsa_senders
 from server.errors import ApiError, install_error_handlers
@@ -29,6 +29,7 @@ from server.schemas import (
     STREAM_ID_PATTERN,
     Answer,
     Health,
+    Liveness,
     Offer,
     PromptState,
     PromptUpdate,
@@ -36,6 +37,7 @@ from server.schemas import (
     StreamSettingsOut,
     ViewAnswer,
     ViewOffer,
+    ViewToken,
 )
 from server.settings import BODY_MAX_BYTES, ServerSettings
 from server.tracks import to_video_frame
@@ -107,8 +109,8 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
     allow_rsa_senders()  # GStreamer webrtcbin and other senders with RSA certificates (server.dtls_ciphers)
     install_http_guards(app, settings)
 
-    def authorize(request: Request) -> None:
-        require_token(settings.token, request.headers.get("authorization", ""))
+    authorize = authorizer(settings.token, settings.view_token_in_force, Scope.FULL)
+    authorize_view = authorizer(settings.token, settings.view_token_in_force, Scope.VIEW)
 
     def peers() -> PeerManager:
         return state["peers"]
@@ -141,7 +143,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
             raise ApiError(404, "unknown_session", f"no WHIP session {peer_id!r}")
         return {"status": "closed"}
 
-    @app.post("/view/offer", response_model=ViewAnswer, dependencies=[Depends(authorize)])
+    @app.post("/view/offer", response_model=ViewAnswer, dependencies=[Depends(authorize_view)])
     async def view_offer(body: ViewOffer) -> ViewAnswer:
         """A receive-only viewer of one stream (the /view page, an OBS Browser Source): its offer receives video
         and sends nothing. 404 for an unknown stream; viewers have their own cap, apart from max_peers."""
@@ -163,7 +165,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         applied = await run_in_threadpool(engine.update, body.stream, **changes)
         return PromptState(streams={sid: _settings_out(s) for sid, s in applied.items()})
 
-    @app.get("/prompt", response_model=PromptState)
+    @app.get("/prompt", response_model=PromptState, dependencies=[Depends(authorize)])
     async def get_prompt(stream: str | None = None) -> PromptState:
         ids = [stream] if stream is not None else engine.stream_ids()
         return PromptState(streams={sid: _settings_out(engine.settings(sid)) for sid in ids})
@@ -176,9 +178,12 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
                           "viewers": ("Receive-only viewers.", float(len(viewers().viewers)))},
         lambda: state["pipeline"].batch_errors)
 
-    @app.get("/health", response_model=Health)
-    async def health() -> Health:
-        """Model and device, the peers, viewers and streams, and each stream's frame rates."""
+    @app.get("/health", response_model=Health | Liveness)
+    async def health(request: Request) -> Health | Liveness:
+        """Model and device, the peers, viewers and streams, and each stream's frame rates; with ``--token`` and
+        no Authorization header, only ``{"status": "ok"}`` (a liveness probe)."""
+        if not sees_details(settings.token, settings.view_token_in_force, request.headers.get("authorization", "")):
+            return Liveness(status="ok")
         geo = engine.backend.geometry
         rates = health_rates(reports())
         return Health(status="ok", model=model.name, demo_model=model.demo, backend=model.backend,
@@ -187,13 +192,13 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
                       viewers=len(viewers().viewers), fps={sid: r.generated_fps for sid, r in rates.items()},
                       rates=rates)
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(authorize)])
     async def metrics() -> Response:
         """Prometheus text: per stream (labels stream, kind) frames received, generated and sent, their rates,
         drops, skips, engine errors and the latency histogram; peers, viewers and failed engine calls."""
         return Response(exposition(collector), media_type=CONTENT_TYPE_LATEST)
 
-    add_ice_routes(app, settings.ice, authorize, peers, viewers)
+    add_ice_routes(app, settings, peers, viewers)
 
     if settings.pages:
         mount_pages(app, find_pages())

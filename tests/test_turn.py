@@ -55,7 +55,7 @@ def test_server_client_forced_to_relay_streams_the_engines_output(local_engine, 
             frames = await client.wait_frames(8, timeout=30)
             offer = client.pc.localDescription.sdp
             pair = selected_pair(client.pc)
-            routes = await get_json(base, "/debug/connections")
+            routes = await get_json(base, "/debug/connections", headers=headers)
             config = await get_json(base, "/config")
             servers = await get_json(base, "/ice-servers", headers=headers)
             await client.close()
