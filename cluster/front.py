@@ -21,6 +21,7 @@ from cluster.placement import NoCapacity
 from cluster.supervisor import Supervisor, WorkerSlot, WorkerState
 from server.app import ModelInfo, install_http_guards
 from server.errors import ApiError
+from server.api_docs import install_api_docs
 from server.auth import Scope, authorizer, sees_details
 from server.ice_routes import add_token_routes
 from server.pages import find_pages, mount_pages
@@ -129,7 +130,7 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
             await front.stop_workers()
             await front.workers.close()
 
-    app = FastAPI(title="sana-stream", lifespan=lifespan,
+    app = FastAPI(title="sana-stream", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Real-time Sana-Sprint img2img over WebRTC on several engine workers. "
                               "Errors are JSON: {error, detail}.")
     install_http_guards(app, settings)
@@ -221,6 +222,7 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     add_token_routes(app, settings)
+    install_api_docs(app)
 
     @app.get("/debug/connections", dependencies=[Depends(authorize)])
     async def connections() -> JSONResponse:

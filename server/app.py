@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from engines import batching_pays
+from server.api_docs import install_api_docs
 from server.auth import Scope, authorizer, sees_details
 from server.body_limit import BodyLimitMiddleware
 from server.dtls_ciphers import allow_rsa_senders
@@ -23,6 +24,7 @@ from server.ice_routes import add_ice_routes
 from server.keyed_locks import KeyedLocks
 from server.metrics import StreamCollector, StreamReport, exposition
 from server.pages import find_pages, mount_pages
+from server.security_headers import SecurityHeadersMiddleware
 from server.peers import PeerKind, PeerManager
 from server.reports import health_rates, stream_reports
 from server.schemas import (
@@ -72,8 +74,9 @@ def streams_per_call(engine: StreamEngine) -> int | None:
 
 
 def install_http_guards(app: FastAPI, settings: ServerSettings) -> None:
-    """The Host check, CORS, the body cap and the JSON error format (docs/server.md), for the server and the
-    cluster front alike. Added innermost first: the Host check runs before everything, then CORS, then the cap."""
+    """The Host check, CORS, the body cap, the JSON error format and the security headers (docs/server.md), for the
+    server and the cluster front alike. Added innermost first: the headers go on every answer, then the Host check
+    runs before everything else, then CORS, then the cap."""
     app.add_middleware(BodyLimitMiddleware, max_bytes=BODY_MAX_BYTES, timeout=settings.request_timeout)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
@@ -81,6 +84,7 @@ def install_http_guards(app: FastAPI, settings: ServerSettings) -> None:
     if "*" not in settings.allowed_hosts:
         app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.trusted_hosts)
     install_error_handlers(app)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: on every answer, the guards' refusals included
 
 
 def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo) -> FastAPI:
@@ -104,7 +108,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
             await state["peers"].close_all()
             pipeline.close()
 
-    app = FastAPI(title="sana-stream", lifespan=lifespan,
+    app = FastAPI(title="sana-stream", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Real-time Sana-Sprint img2img over WebRTC. Errors are JSON: {error, detail}.")
     allow_rsa_senders()  # GStreamer webrtcbin and other senders with RSA certificates (server.dtls_ciphers)
     install_http_guards(app, settings)
@@ -199,6 +203,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         return Response(exposition(collector), media_type=CONTENT_TYPE_LATEST)
 
     add_ice_routes(app, settings, peers, viewers)
+    install_api_docs(app)
 
     if settings.pages:
         mount_pages(app, find_pages())

@@ -144,3 +144,29 @@ def test_the_cluster_fronts_read_endpoints_need_the_token_too(caplog):
     assert bare.status_code == 200 and bare.json() == {"status": "ok"}
     assert "worker-secret-url" in full.text and full.json()["workers"][0]["pid"] == 1
     assert view_token.json() == {"view_token": derived_view_token(TOKEN)}
+
+
+def test_secrets_on_the_command_line_are_warned_about_and_the_environment_is_not(monkeypatch, caplog):
+    from sana_stream.cli import build_parser
+    from server.serve import build_settings
+
+    with caplog.at_level(logging.WARNING, logger="server.serve"):
+        build_settings(build_parser().parse_args(["serve", "--token", TOKEN, "--view-token", VIEW]), "unused")
+    assert "--token, --view-token given on the command line" in caplog.text
+    assert "SANA_STREAM_TOKEN, SANA_STREAM_VIEW_TOKEN" in caplog.text and TOKEN not in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("SANA_STREAM_TOKEN", TOKEN)
+    monkeypatch.setenv("SANA_STREAM_TURN_SECRET", "x" * 32)
+    with caplog.at_level(logging.WARNING, logger="server.serve"):
+        build_settings(build_parser().parse_args(["serve", "--ice-server", "turn:t.example.org"]), "unused")
+    assert "command line" not in caplog.text
+
+
+def test_turn_on_a_public_address_without_a_token_is_refused():
+    from rtc.ice_config import IceConfig
+
+    ice = IceConfig.from_options(["turn:t.example.org"], turn_secret="x" * 32)
+    with pytest.raises(ValueError, match="without --token while a TURN server is configured"):
+        ServerSettings(host="0.0.0.0", allow_public_without_token=True, ice=ice)
+    assert ServerSettings(host="0.0.0.0", token=TOKEN, ice=ice).ice is ice  # with a token it starts
+    assert ServerSettings(host="127.0.0.1", ice=ice).ice is ice  # loopback: nobody else can ask
