@@ -49,7 +49,8 @@ def ray_token() -> str:
     token = path.read_text().strip() if path.is_file() else ""
     if not token:
         raise ValueError(f"Ray's token authentication needs the cluster's token: set {RAY_AUTH_TOKEN} (or "
-                         f"{RAY_AUTH_TOKEN_PATH}, or run `ray get-auth-token`) as on the cluster's nodes (docs/scale.md)")
+                         f"{RAY_AUTH_TOKEN_PATH}, or run `ray get-auth-token`) as on the cluster's nodes "
+                         "(docs/scale.md)")
     return token
 
 

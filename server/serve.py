@@ -90,8 +90,8 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
                           backend=backend, controlnets=controlnets)
     max_viewers = None if args.max_viewers < 0 else args.max_viewers
     return ServerSettings(model=model, host=args.host, port=args.port, backend=backend, stream=stream,
-                          token=args.token, view_token=args.view_token, max_peers=args.max_peers, max_viewers=max_viewers,
-                          idle_timeout=args.idle_timeout,
+                          token=args.token, view_token=args.view_token, max_peers=args.max_peers,
+                          max_viewers=max_viewers, idle_timeout=args.idle_timeout,
                           cors_origins=tuple(args.cors_origin),
                           ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
                           allow_public_without_token=args.allow_public_without_token, pages=not args.no_pages,

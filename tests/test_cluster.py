@@ -283,8 +283,8 @@ def test_a_killed_worker_closes_its_peer_and_returns_while_the_other_stream_goes
         assert (await cluster.wait_owned(d.stream))[d.stream]["index"] == doomed["index"]
         await d.wait_frames(3)
         async with httpx.AsyncClient(base_url=cluster.base) as http:  # the front brought it up to date first
-            assert (await http.get(f"/prompt?stream={d.stream}", headers=AUTH)).json()["streams"][d.stream]["negative_prompt"] == \
-                "blurry"
+            state = (await http.get(f"/prompt?stream={d.stream}", headers=AUTH)).json()["streams"]
+            assert state[d.stream]["negative_prompt"] == "blurry"
 
         # the other stream never stopped: it stayed connected and its frames kept coming all along
         assert b.pc.connectionState == "connected"
