@@ -13,8 +13,8 @@ import uvicorn
 from cluster.config import AUTO, ClusterConfig, parse_workers
 from cluster.forward import WorkerClient
 from cluster.front import Front, create_front_app
-from cluster.supervisor import Supervisor
 from cluster.secrets import internal_token
+from cluster.supervisor import Supervisor
 from cluster.worker import WorkerSpec, for_workers
 from server.app import ModelInfo
 from server.serve import build_settings, choose_model, pages_present, run_server, uvicorn_config

@@ -23,8 +23,8 @@ import numpy as np
 from cluster.node_cache import build_key, node_lock, once_per_node
 from cluster.secrets import internal_token, worker_ice
 from cluster.status import INPUT_RECENT_S, EngineSource, ProgressWatch, StreamReport, WorkerPhase, WorkerStatus
-from server.reports import health_rates, stream_reports
 from rtc.ice_config import DEFAULT_TURN_TTL_S, IceConfig
+from server.reports import health_rates, stream_reports
 from server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class EngineWorker:
     def __init__(self, spec: WorkerSpec) -> None:
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.spec = spec
-        self.settings = worker_settings(spec)  # before the thread: a missing secret fails the actor's creation
+        self.settings = spec.settings  # worker_settings(spec) once the serving thread runs: status() says why not
         self.incarnation = uuid.uuid4().hex[:8]
         self._host = "127.0.0.1" if spec.bind_loopback else _node_address()
         self._phase, self._error, self._url = WorkerPhase.STARTING, None, None
@@ -120,7 +120,7 @@ class EngineWorker:
         now = time.monotonic()
         common = dict(incarnation=self.incarnation, pid=os.getpid(), node=self._host, phase=self._phase,
                       url=self._url, device=self._device, dtype=self._dtype, engine=self._engine_source,
-                      rate_fps=self._rate, max_peers=self.settings.max_peers, error=self._error)
+                      rate_fps=self._rate, max_peers=self.spec.settings.max_peers, error=self._error)
         if self._phase is not WorkerPhase.READY:
             return WorkerStatus(**common)
         peers = dict(self._app.state.peers().peers)
@@ -169,7 +169,8 @@ class EngineWorker:
         from server.serve import compile_options
         from stream import StreamEngine
 
-        spec, settings = self.spec, self.settings
+        spec = self.spec
+        settings = self.settings = worker_settings(spec)  # a missing secret fails the worker, with the reason
         stream = settings.stream
         model = self._model_path()
         threads = max(1, int(spec.cpus))  # Ray reserves CPUs but pins nothing: left alone, each would use all
