@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,14 +19,15 @@ from cluster.aggregate import ClusterHealth, cluster_health, merge_metrics
 from cluster.forward import WorkerClient, relay
 from cluster.placement import NoCapacity
 from cluster.supervisor import Supervisor, WorkerSlot, WorkerState
-from rtc.ice_config import DEFAULT_CREDENTIAL_NAME
 from server.app import ModelInfo, install_http_guards
 from server.errors import ApiError
-from server.ice_routes import IceServer, IceServers
+from server.api_docs import install_api_docs
+from server.auth import Scope, authorizer, sees_details
+from server.ice_routes import add_token_routes
 from server.openapi import document_api
 from server.pages import find_pages, mount_pages
-from server.schemas import STREAM_ID_PATTERN, Answer, Offer, PromptState, PromptUpdate, ServerConfig, ViewAnswer, \
-    ViewOffer
+from server.schemas import STREAM_ID_PATTERN, Answer, Liveness, Offer, PromptState, PromptUpdate, ServerConfig, \
+    ViewAnswer, ViewOffer
 from server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -131,20 +131,15 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
             await front.stop_workers()
             await front.workers.close()
 
-    app = FastAPI(title="sana-stream", lifespan=lifespan,
+    app = FastAPI(title="sana-stream", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Real-time Sana-Sprint img2img over WebRTC on several engine workers. "
                               "Errors are JSON: {error, detail}.")
     install_http_guards(app, settings)
     supervisor = front.supervisor
     supervisor.on_ready = front.bring_up_to_date
 
-    def authorize(request: Request) -> None:
-        if settings.token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
-            raise ApiError(401, "unauthorized", "this endpoint needs 'Authorization: Bearer <token>'",
-                           {"WWW-Authenticate": "Bearer"})
+    authorize = authorizer(settings.token, settings.view_token_in_force, Scope.FULL)
+    authorize_view = authorizer(settings.token, settings.view_token_in_force, Scope.VIEW)
 
     @app.post("/offer", response_model=Answer, dependencies=[Depends(authorize)])
     async def offer(body: Offer) -> Response:
@@ -178,7 +173,7 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
             supervisor.forget(peer_id)
         return relay(response)
 
-    @app.post("/view/offer", response_model=ViewAnswer, dependencies=[Depends(authorize)])
+    @app.post("/view/offer", response_model=ViewAnswer, dependencies=[Depends(authorize_view)])
     async def view_offer(body: ViewOffer) -> Response:
         """A viewer of a stream connects to the worker holding it."""
         url = front.owner_url(body.stream, "unknown_stream", f"no stream {body.stream!r} is live (streams are "
@@ -202,19 +197,23 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
             return relay(await front.workers.request(url, "POST", "/prompt", json=payload))
         return await front.prompt_everywhere(payload)
 
-    @app.get("/prompt", response_model=PromptState)
+    @app.get("/prompt", response_model=PromptState, dependencies=[Depends(authorize)])
     async def get_prompt(stream: str | None = None) -> Response:
         if stream is not None:
             url = front.owner_url(stream, "unknown_stream", _unknown_stream(stream))
             return relay(await front.workers.request(url, "GET", "/prompt", params={"stream": stream}))
         return JSONResponse(_merged_streams(await front.each_ready("GET", "/prompt")))
 
-    @app.get("/health", response_model=ClusterHealth)
-    async def health() -> ClusterHealth:
-        """Every worker's state, node, device and streams; ``status`` is ok, degraded or unavailable."""
-        return cluster_health(supervisor.slots, model.name, model.demo, model.backend)
+    @app.get("/health", response_model=ClusterHealth | Liveness)
+    async def health(request: Request) -> ClusterHealth | Liveness:
+        """Every worker's state, node, device and streams; ``status`` is ok, degraded or unavailable. With
+        ``--token`` and no Authorization header, only the status (a liveness probe: no worker addresses)."""
+        summary = cluster_health(supervisor.slots, model.name, model.demo, model.backend)
+        if not sees_details(settings.token, settings.view_token_in_force, request.headers.get("authorization", "")):
+            return Liveness(status=summary.status)
+        return summary
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorize)])
     async def metrics() -> PlainTextResponse:
         texts = await _worker_metrics(front)
         states = {f'state="{state.value}"': float(sum(s.state is state for s in supervisor.slots))
@@ -223,14 +222,10 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
         text = merge_metrics(texts, {"workers": states, "worker_restarts": restarts})
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
-    @app.get("/ice-servers", response_model=IceServers, dependencies=[Depends(authorize)])
-    async def ice_servers(stream: str | None = Query(default=None, pattern=STREAM_ID_PATTERN)) -> IceServers:
-        """The STUN/TURN servers to create a peer connection with (the workers use the same ones)."""
-        servers, expires_at = settings.ice.servers(stream or DEFAULT_CREDENTIAL_NAME)
-        return IceServers(ice_servers=[IceServer(**s) for s in servers], expires_at=expires_at,
-                          relay=bool(settings.ice.turn_urls))
+    add_token_routes(app, settings)
+    install_api_docs(app)
 
-    @app.get("/debug/connections")
+    @app.get("/debug/connections", dependencies=[Depends(authorize)])
     async def connections() -> JSONResponse:
         """Every worker's connections: state and candidate types (relayed or direct) per peer and viewer."""
         merged: dict[str, dict[str, Any]] = {"peers": {}, "viewers": {}}
@@ -239,7 +234,7 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
                 merged[kind].update(response.json()[kind])
         return JSONResponse(merged)
 
-    document_api(app, authorize, token_required=settings.token is not None)
+    document_api(app, token_required=settings.token is not None)
     if settings.pages:
         mount_pages(app, find_pages())
     app.state.front = front

@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from cluster.config import ClusterConfig
+from cluster.secrets import export_turn_secrets, require_ray_auth
 from cluster.status import WorkerStatus
 from cluster.supervisor import WorkerGone
 from cluster.worker import EngineWorker, WorkerSpec
 from engines.install_hint import install_hint
+from rtc.ice_config import IceConfig
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +31,14 @@ def import_ray() -> Any:
     return ray
 
 
-def start_ray(config: ClusterConfig) -> bool:
+def start_ray(config: ClusterConfig, ice: IceConfig) -> bool:
     """Joins ``config.ray_address``, or starts a local Ray sized for the workers; returns whether it started one
-    (and so must stop it). The dashboard and usage statistics stay off; worker output stays in Ray's log files."""
+    (and so must stop it). Ray's token authentication is always on (``cluster.secrets``); the dashboard and usage
+    statistics stay off; worker output stays in Ray's log files. Ray 2.60 will not bind a node to loopback
+    (it swaps 127.0.0.1 for the machine's address), so its ports listen on every interface: docs/scale.md."""
+    require_ray_auth(joining=bool(config.ray_address))
     ray = import_ray()
+    export_turn_secrets(ice)  # a local Ray's workers inherit this environment
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     common: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     if config.ray_address:

@@ -13,6 +13,7 @@ import uvicorn
 from cluster.config import AUTO, ClusterConfig, parse_workers
 from cluster.forward import WorkerClient
 from cluster.front import Front, create_front_app
+from cluster.secrets import internal_token
 from cluster.supervisor import Supervisor
 from cluster.worker import WorkerSpec, for_workers
 from server.app import ModelInfo
@@ -44,13 +45,13 @@ def run_cluster(args: argparse.Namespace) -> int:
 
     if requested == AUTO:  # a local Ray is sized for one worker per local GPU
         sizing = dataclasses.replace(sizing, workers=runtime.local_gpus() or 1)
-    started = runtime.start_ray(sizing)
+    started = runtime.start_ray(sizing, settings.ice)
     try:
         config = _fit_to_gpus(sizing, requested, runtime.cluster_gpus(), joined=bool(args.ray_address))
-        token = secrets.token_urlsafe(24)  # workers accept only the front; the public token never leaves it
-        actors = runtime.spawn_workers(_specs(args, for_workers(settings, token), model, demo, config), config)
+        run = secrets.token_hex(8)  # workers accept only the front: a token derived from Ray's and this run
+        actors = runtime.spawn_workers(_specs(args, settings, model, demo, config, run), config)
         front = Front(Supervisor(config, actors, runtime.probe, runtime.kill),
-                      WorkerClient(token, config.forward_timeout), lambda: runtime.stop_workers(actors))
+                      WorkerClient(internal_token(run), config.forward_timeout), lambda: runtime.stop_workers(actors))
         app = create_front_app(settings, _model_info(model, demo, settings.backend), front)
         scheme = "https" if settings.ssl_certfile else "http"
         logger.info("serving on %s://%s:%d with %d worker(s) on Ray", scheme, settings.host, settings.port,
@@ -83,12 +84,15 @@ def _fit_to_gpus(config: ClusterConfig, requested: int | str, gpus: int, joined:
 
 
 def _specs(args: argparse.Namespace, settings: ServerSettings, model: str, demo: bool,
-           config: ClusterConfig) -> list[WorkerSpec]:
+           config: ClusterConfig, run: str) -> list[WorkerSpec]:
+    """The workers' specs from the front's settings, without a secret (``WorkerSpec``)."""
     loopback = settings.is_loopback and not config.ray_address
     name = _model_info(model, demo, "").name
-    return [WorkerSpec(index=i, model=model, demo=demo, model_name=name, settings=settings, bind_loopback=loopback,
-                       cpus=config.cpus_per_worker, precision=args.precision,
-                       log_level=getattr(args, "log_level", "INFO"))
+    ice = settings.ice
+    return [WorkerSpec(index=i, model=model, demo=demo, model_name=name, settings=for_workers(settings),
+                       bind_loopback=loopback, run=run, ice_urls=tuple(str(u) for u in ice.urls),
+                       turn_username=ice.turn_username, turn_ttl=ice.turn_ttl, cpus=config.cpus_per_worker,
+                       precision=args.precision, log_level=getattr(args, "log_level", "INFO"))
             for i in range(config.workers)]
 
 

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from cluster.node_cache import build_key, node_lock, once_per_node
+from cluster.secrets import internal_token, worker_ice
 from cluster.status import INPUT_RECENT_S, EngineSource, ProgressWatch, StreamReport, WorkerPhase, WorkerStatus
+from rtc.ice_config import DEFAULT_TURN_TTL_S, IceConfig
 from server.reports import health_rates, stream_reports
 from server.settings import ServerSettings
 
@@ -33,26 +35,38 @@ RATE_PROBE_CALLS = 10
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker needs, sent to its actor by Ray (so: picklable)."""
+    """Everything a worker needs, sent to its actor by Ray (so: picklable), and no secret: Ray keeps actor specs
+    in its GCS. The worker derives the front's token from Ray's (``cluster.secrets``) and reads the TURN secret
+    or credential from its environment."""
 
     index: int
     model: str
     demo: bool  # the tiny random demo model, written on the worker's node when missing there
     model_name: str  # as /health and /config show it
-    # ``for_workers(front's settings, internal token)``: the public token never reaches a worker; the TURN
-    # credentials do, since the worker's own connections use them
-    settings: ServerSettings
+    settings: ServerSettings  # ``for_workers(front's settings)``: no token, no ICE servers (``ice_urls``)
     bind_loopback: bool  # a local cluster serving this machine: bind 127.0.0.1 and offer loopback candidates
+    run: str = ""  # names this run of the front: the worker's token is derived from it and Ray's token
+    ice_urls: tuple[str, ...] = ()
+    turn_username: str | None = None  # static TURN credentials' user (its password comes from the environment)
+    turn_ttl: float = DEFAULT_TURN_TTL_S
     cpus: float = 1.0  # its Ray CPU reservation: the engine's CPU threads (torch and onnxruntime) keep to it
     precision: str | None = None
     log_level: str = "INFO"
 
 
-def for_workers(settings: ServerSettings, internal_token: str) -> ServerSettings:
-    """The front's settings as its workers serve them: the internal token (only the front talks HTTP to them), no
-    TLS, no CORS, no pages; each binds its own address and a free port (``EngineWorker``)."""
-    return dataclasses.replace(settings, token=internal_token, cors_origins=(), ssl_certfile=None, ssl_keyfile=None,
-                               allow_public_without_token=False, pages=False)
+def for_workers(settings: ServerSettings) -> ServerSettings:
+    """The front's settings as its workers get them: no secret (``WorkerSpec``), no TLS, no CORS, no pages; each
+    binds its own address and a free port (``EngineWorker``; loopback until then)."""
+    return dataclasses.replace(settings, host="127.0.0.1", token=None, view_token=None, ice=IceConfig(),
+                               cors_origins=(), ssl_certfile=None, ssl_keyfile=None, allow_public_without_token=False,
+                               pages=False)
+
+
+def worker_settings(spec: WorkerSpec) -> ServerSettings:
+    """What a worker serves with: the spec's settings, the token only the front has (derived from Ray's), and the
+    ICE servers with the TURN secret from this node's environment. ValueError when one of those is missing."""
+    return dataclasses.replace(spec.settings, token=internal_token(spec.run),
+                               ice=worker_ice(spec.ice_urls, spec.turn_username, spec.turn_ttl))
 
 
 def measure_rate(engine: Any, width: int, height: int) -> float:
@@ -85,6 +99,7 @@ class EngineWorker:
     def __init__(self, spec: WorkerSpec) -> None:
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.spec = spec
+        self.settings = spec.settings  # worker_settings(spec) once the serving thread runs: status() says why not
         self.incarnation = uuid.uuid4().hex[:8]
         self._host = "127.0.0.1" if spec.bind_loopback else _node_address()
         self._phase, self._error, self._url = WorkerPhase.STARTING, None, None
@@ -154,11 +169,13 @@ class EngineWorker:
         from server.serve import compile_options
         from stream import StreamEngine
 
-        spec, stream = self.spec, self.spec.settings.stream
+        spec = self.spec
+        settings = self.settings = worker_settings(spec)  # a missing secret fails the worker, with the reason
+        stream = settings.stream
         model = self._model_path()
         threads = max(1, int(spec.cpus))  # Ray reserves CPUs but pins nothing: left alone, each would use all
         torch.set_num_threads(threads)
-        options = compile_options(stream, spec.settings.max_peers, precision=spec.precision, threads=threads)
+        options = compile_options(stream, settings.max_peers, precision=spec.precision, threads=threads)
 
         def build() -> StreamEngine:
             return StreamEngine.from_pretrained(model, stream, compile_options=options)
@@ -175,8 +192,8 @@ class EngineWorker:
                     self._device, self._engine_source.value, threads, self._rate)
         if spec.bind_loopback:
             include_loopback_candidates()
-        return create_app(dataclasses.replace(spec.settings, host=self._host, port=0), engine,
-                          ModelInfo(name=spec.model_name, demo=spec.demo, backend=spec.settings.backend))
+        return create_app(dataclasses.replace(settings, host=self._host, port=0), engine,
+                          ModelInfo(name=spec.model_name, demo=spec.demo, backend=settings.backend))
 
     def _model_path(self) -> str:
         model = self.spec.model
@@ -193,7 +210,7 @@ class EngineWorker:
 
         from server.serve import uvicorn_config
 
-        settings = dataclasses.replace(self.spec.settings, host=self._host, port=0)
+        settings = dataclasses.replace(self.settings, host=self._host, port=0)
         server = uvicorn.Server(uvicorn_config(self._app, settings, log_level="warning"))
         self._server = server
         ticker = asyncio.ensure_future(self._tick_loop())

@@ -105,11 +105,10 @@ class StreamClient:
         await self.pc.close()
 
 
-async def fetch_ice_servers(session: httpx.AsyncClient, headers: dict[str, str] | None = None,
-                            stream: str | None = None) -> list[dict[str, Any]]:
+async def fetch_ice_servers(session: httpx.AsyncClient, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The server's STUN/TURN servers with fresh TURN credentials (GET /ice-servers); [] from a server without
     that endpoint. Raises OfferRejected when the server refuses (a wrong token: 401, as the offer would)."""
-    r = await session.get("/ice-servers", params={"stream": stream} if stream else None, headers=headers or {})
+    r = await session.get("/ice-servers", headers=headers or {})
     if r.status_code == 404:
         return []
     if r.status_code != 200:
@@ -132,7 +131,7 @@ async def connect(base: str, track: MediaStreamTrack, headers: dict[str, str] | 
     is noticed in seconds, not after ICE's ~30 s."""
     own = httpx.AsyncClient(base_url=base, timeout=OFFER_TIMEOUT_S) if http is None else None
     async with own or _borrowed(http) as session:  # type: ignore[arg-type]
-        servers = await fetch_ice_servers(session, headers, stream)
+        servers = await fetch_ice_servers(session, headers)
         turn = [u for s in servers for u in ([s["urls"]] if isinstance(s["urls"], str) else s["urls"])
                 if u.startswith("turn")]
         if relay and not turn:

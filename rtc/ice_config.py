@@ -14,6 +14,7 @@ import enum
 import hashlib
 import hmac
 import re
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,9 +25,8 @@ from rtc.secret_rules import MIN_TURN_SECRET_CHARS, require_length
 if TYPE_CHECKING:
     from aiortc import RTCConfiguration
 
-DEFAULT_TURN_TTL_S = 3600  # clients fetch credentials right before each connection; coturn checks the expiry
-# when a relay is allocated (it kept refreshing a relay past it: docs/deploy.md), so an hour is plenty
-DEFAULT_CREDENTIAL_NAME = "sana-stream"  # the name half of a minted username when no stream id is known
+DEFAULT_TURN_TTL_S = 300  # clients fetch credentials right before each connection; coturn checks the expiry
+# when a relay is allocated, so minutes are plenty and a leaked credential soon opens nothing (docs/deploy.md)
 # host: a DNS name or an IPv4 address (aiortc's URL parser takes no IPv6 literal); port: 1-5 digits
 _URL = re.compile(r"(?P<scheme>[a-z]+):(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?"
                   r"(?:\?transport=(?P<transport>[a-z]+))?")
@@ -61,7 +61,10 @@ class IceUrl:
     def parse(cls, text: str) -> IceUrl:
         """Raises ValueError naming the URL and what is wrong with it."""
         text = text.strip()
-        if "//" in text or "@" in text:
+        if "@" in text:  # turn:user:password@host: the URL is not repeated, it holds a credential
+            raise ValueError("an ICE server URL holds user@: write turn:HOST[:PORT][?transport=udp|tcp] and give "
+                             "TURN credentials in SANA_STREAM_TURN_SECRET or --turn-username/--turn-credential")
+        if "//" in text:
             raise ValueError(f"ICE server URL {text!r}: write stun:HOST[:PORT] or turn:HOST[:PORT][?transport=udp|tcp] "
                              "(no '//', no user@; TURN credentials go in --turn-secret or "
                              "--turn-username/--turn-credential)")
@@ -108,6 +111,12 @@ class TurnCredentials:
     expires_at: int | None = None  # unix time of a minted credential; None for static ones
 
 
+def connection_name() -> str:
+    """A fresh name for one minted credential, chosen here and never by a client: coturn counts its
+    ``user-quota`` per name, so each credential (one connection's) gets at most that many relays."""
+    return f"c{secrets.token_hex(8)}"
+
+
 def mint_credentials(secret: str, name: str, ttl: float, now: float | None = None) -> TurnCredentials:
     """The TURN REST API's credentials: username ``EXPIRY:NAME`` (EXPIRY in unix seconds) and credential
     base64(HMAC-SHA1(secret, username)), which coturn's ``use-auth-secret`` recomputes from its
@@ -138,8 +147,8 @@ class IceConfig:
                    turn_secret or None, turn_ttl)
 
     def __post_init__(self) -> None:
-        if not (60 <= self.turn_ttl <= 30 * 86_400):
-            raise ValueError(f"turn_ttl must lie in 60..2592000 seconds, got {self.turn_ttl}")
+        if not (60 <= self.turn_ttl <= 3600):  # longer-lived credentials outlast the quotas' point
+            raise ValueError(f"turn_ttl must lie in 60..3600 seconds, got {self.turn_ttl}")
         static = self.turn_username is not None or self.turn_credential is not None
         if static and (self.turn_username is None or self.turn_credential is None):
             raise ValueError("--turn-username and --turn-credential go together")
@@ -161,28 +170,29 @@ class IceConfig:
     def stun_urls(self) -> tuple[IceUrl, ...]:
         return tuple(u for u in self.urls if not u.is_turn)
 
-    def credentials(self, name: str = DEFAULT_CREDENTIAL_NAME) -> TurnCredentials | None:
-        """Fresh TURN credentials (minted for ``name`` when a secret is set); None without TURN."""
+    def credentials(self) -> TurnCredentials | None:
+        """Fresh TURN credentials (minted for a new ``connection_name`` when a secret is set); None without TURN."""
         if self.turn_secret is not None:
-            return mint_credentials(self.turn_secret, name, self.turn_ttl)
+            return mint_credentials(self.turn_secret, connection_name(), self.turn_ttl)
         if self.turn_username is not None and self.turn_credential is not None:
             return TurnCredentials(self.turn_username, self.turn_credential)
         return None
 
-    def servers(self, name: str = DEFAULT_CREDENTIAL_NAME) -> tuple[list[dict[str, Any]], int | None]:
-        """RTCIceServer dictionaries as browsers take them, and when their TURN credentials expire."""
+    def servers(self) -> tuple[list[dict[str, Any]], int | None]:
+        """RTCIceServer dictionaries as browsers take them (TURN credentials minted for this one connection), and
+        when their TURN credentials expire."""
         servers: list[dict[str, Any]] = []
         if self.stun_urls:
             servers.append({"urls": [str(u) for u in self.stun_urls]})
-        creds = self.credentials(name)
+        creds = self.credentials()
         if creds is not None:
             servers.append({"urls": [str(u) for u in self.turn_urls], "username": creds.username,
                             "credential": creds.credential})
         return servers, None if creds is None else creds.expires_at
 
-    def rtc_configuration(self, name: str = DEFAULT_CREDENTIAL_NAME) -> RTCConfiguration:
-        """For the server's own aiortc connections (aiortc uses the first STUN and the first TURN URL)."""
-        return rtc_configuration(self.servers(name)[0])
+    def rtc_configuration(self) -> RTCConfiguration:
+        """For one of the server's own aiortc connections (aiortc uses the first STUN and the first TURN URL)."""
+        return rtc_configuration(self.servers()[0])
 
 
 def rtc_configuration(servers: list[dict[str, Any]], relay: bool = False) -> RTCConfiguration:

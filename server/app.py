@@ -14,7 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from engines import batching_pays
-from server.auth import require_token
+from server.api_docs import install_api_docs
+from server.auth import Scope, authorizer, sees_details
 from server.body_limit import BodyLimitMiddleware
 from server.dtls_ciphers import allow_rsa_senders
 from server.errors import ApiError, install_error_handlers
@@ -30,6 +31,7 @@ from server.schemas import (
     STREAM_ID_PATTERN,
     Answer,
     Health,
+    Liveness,
     Offer,
     PromptState,
     PromptUpdate,
@@ -37,7 +39,9 @@ from server.schemas import (
     StreamSettingsOut,
     ViewAnswer,
     ViewOffer,
+    ViewToken,
 )
+from server.security_headers import SecurityHeadersMiddleware
 from server.settings import BODY_MAX_BYTES, ServerSettings
 from server.tracks import to_video_frame
 from server.turn_status import ServerIce
@@ -71,8 +75,9 @@ def streams_per_call(engine: StreamEngine) -> int | None:
 
 
 def install_http_guards(app: FastAPI, settings: ServerSettings) -> None:
-    """The Host check, CORS, the body cap and the JSON error format (docs/server.md), for the server and the
-    cluster front alike. Added innermost first: the Host check runs before everything, then CORS, then the cap."""
+    """The Host check, CORS, the body cap, the JSON error format and the security headers (docs/server.md), for the
+    server and the cluster front alike. Added innermost first: the headers go on every answer, then the Host check
+    runs before everything else, then CORS, then the cap."""
     app.add_middleware(BodyLimitMiddleware, max_bytes=BODY_MAX_BYTES, timeout=settings.request_timeout)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
@@ -80,6 +85,7 @@ def install_http_guards(app: FastAPI, settings: ServerSettings) -> None:
     if "*" not in settings.allowed_hosts:
         app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.trusted_hosts)
     install_error_handlers(app)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: on every answer, the guards' refusals included
 
 
 def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo) -> FastAPI:
@@ -103,13 +109,13 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
             await state["peers"].close_all()
             pipeline.close()
 
-    app = FastAPI(title="sana-stream", lifespan=lifespan,
+    app = FastAPI(title="sana-stream", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Real-time Sana-Sprint img2img over WebRTC. Errors are JSON: {error, detail}.")
     allow_rsa_senders()  # GStreamer webrtcbin and other senders with RSA certificates (server.dtls_ciphers)
     install_http_guards(app, settings)
 
-    def authorize(request: Request) -> None:
-        require_token(settings.token, request.headers.get("authorization", ""))
+    authorize = authorizer(settings.token, settings.view_token_in_force, Scope.FULL)
+    authorize_view = authorizer(settings.token, settings.view_token_in_force, Scope.VIEW)
 
     def peers() -> PeerManager:
         return state["peers"]
@@ -142,7 +148,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
             raise ApiError(404, "unknown_session", f"no WHIP session {peer_id!r}")
         return {"status": "closed"}
 
-    @app.post("/view/offer", response_model=ViewAnswer, dependencies=[Depends(authorize)])
+    @app.post("/view/offer", response_model=ViewAnswer, dependencies=[Depends(authorize_view)])
     async def view_offer(body: ViewOffer) -> ViewAnswer:
         """A receive-only viewer of one stream (the /view page, an OBS Browser Source): its offer receives video
         and sends nothing. 404 for an unknown stream; viewers have their own cap, apart from max_peers."""
@@ -164,7 +170,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         applied = await run_in_threadpool(engine.update, body.stream, **changes)
         return PromptState(streams={sid: _settings_out(s) for sid, s in applied.items()})
 
-    @app.get("/prompt", response_model=PromptState)
+    @app.get("/prompt", response_model=PromptState, dependencies=[Depends(authorize)])
     async def get_prompt(stream: str | None = None) -> PromptState:
         ids = [stream] if stream is not None else engine.stream_ids()
         return PromptState(streams={sid: _settings_out(engine.settings(sid)) for sid in ids})
@@ -177,9 +183,12 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
                           "viewers": ("Receive-only viewers.", float(len(viewers().viewers)))},
         lambda: state["pipeline"].batch_errors)
 
-    @app.get("/health", response_model=Health)
-    async def health() -> Health:
-        """Model and device, the peers, viewers and streams, and each stream's frame rates."""
+    @app.get("/health", response_model=Health | Liveness)
+    async def health(request: Request) -> Health | Liveness:
+        """Model and device, the peers, viewers and streams, and each stream's frame rates; with ``--token`` and
+        no Authorization header, only ``{"status": "ok"}`` (a liveness probe)."""
+        if not sees_details(settings.token, settings.view_token_in_force, request.headers.get("authorization", "")):
+            return Liveness(status="ok")
         geo = engine.backend.geometry
         rates = health_rates(reports())
         return Health(status="ok", model=model.name, demo_model=model.demo, backend=model.backend,
@@ -188,14 +197,15 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
                       viewers=len(viewers().viewers), fps={sid: r.generated_fps for sid, r in rates.items()},
                       rates=rates)
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(authorize)])
     async def metrics() -> Response:
         """Prometheus text: per stream (labels stream, kind) frames received, generated and sent, their rates,
         drops, skips, engine errors and the latency histogram; peers, viewers and failed engine calls."""
         return Response(exposition(collector), media_type=CONTENT_TYPE_LATEST)
 
-    add_ice_routes(app, settings.ice, authorize, peers, viewers)
-    document_api(app, authorize, token_required=settings.token is not None)
+    add_ice_routes(app, settings, peers, viewers)
+    install_api_docs(app)
+    document_api(app, token_required=settings.token is not None)
 
     if settings.pages:
         mount_pages(app, find_pages())

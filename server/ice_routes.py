@@ -1,23 +1,24 @@
 """HTTP endpoints for ICE: the STUN/TURN servers a client should use, and which route each connection took.
 
 ``GET /ice-servers`` hands each client the server's STUN/TURN URLs with fresh TURN credentials (minted from
-``--turn-secret``, or the static ones); it needs the token like ``/offer`` when one is set, since the credentials
-open the TURN server. ``GET /debug/connections`` says per peer and viewer whether media is relayed; it shows
-candidate types only, no addresses.
+``--turn-secret``, or the static ones); it needs a token when one is set (the view token will do: a viewer needs a
+relay as much as a camera), since the credentials open the TURN server. ``GET /debug/connections`` says per peer
+and viewer whether media is relayed; it shows candidate types only, no addresses, and needs the full token.
+``GET /view-token`` gives the pages the token their ``/view`` share links carry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Field
 
 from rtc.ice import SelectedPair, selected_pair
-from rtc.ice_config import DEFAULT_CREDENTIAL_NAME, IceConfig
+from server.auth import Scope, authorizer
 from server.peers import PeerManager
-from server.schemas import STREAM_ID_PATTERN
+from server.schemas import ViewToken
+from server.settings import ServerSettings
 from server.viewers import ViewerManager
 
 
@@ -59,19 +60,12 @@ def _route(kind: str, stream: str, state: str, pair: SelectedPair | None) -> Rou
                  relayed=pair.relayed)
 
 
-def add_ice_routes(app: FastAPI, ice: IceConfig, authorize: Callable[..., Any],
-                   peers: Callable[[], PeerManager], viewers: Callable[[], ViewerManager]) -> None:
-    @app.get("/ice-servers", response_model=IceServers, dependencies=[Depends(authorize)])
-    async def ice_servers(stream: str | None = Query(default=None, pattern=STREAM_ID_PATTERN,
-                                                     description="named in minted TURN usernames (EXPIRY:STREAM), "
-                                                                 "so the TURN server's log shows whose relay it is")
-                          ) -> IceServers:
-        """The STUN/TURN servers to create a peer connection with, before POST /offer or /view/offer."""
-        servers, expires_at = ice.servers(stream or DEFAULT_CREDENTIAL_NAME)
-        return IceServers(ice_servers=[IceServer(**s) for s in servers], expires_at=expires_at,
-                          relay=bool(ice.turn_urls))
+def add_ice_routes(app: FastAPI, settings: ServerSettings, peers: Callable[[], PeerManager],
+                   viewers: Callable[[], ViewerManager]) -> None:
+    add_token_routes(app, settings)
 
-    @app.get("/debug/connections", response_model=Connections)
+    @app.get("/debug/connections", response_model=Connections,
+             dependencies=[Depends(authorizer(settings.token, settings.view_token_in_force, Scope.FULL))])
     async def connections() -> Connections:
         """Per camera peer and viewer: the connection state and the candidate pair in use (relayed or direct)."""
         return Connections(
@@ -79,3 +73,23 @@ def add_ice_routes(app: FastAPI, ice: IceConfig, authorize: Callable[..., Any],
                    for pid, p in list(peers().peers.items())},
             viewers={vid: _route("viewer", v.stream, v.pc.connectionState, selected_pair(v.pc))
                      for vid, v in list(viewers().viewers.items())})
+
+
+def add_token_routes(app: FastAPI, settings: ServerSettings) -> None:
+    """``/ice-servers`` and ``/view-token``, alike on the server and the cluster front."""
+    ice = settings.ice
+
+    @app.get("/ice-servers", response_model=IceServers,
+             dependencies=[Depends(authorizer(settings.token, settings.view_token_in_force, Scope.VIEW))])
+    async def ice_servers() -> IceServers:
+        """The STUN/TURN servers to create one peer connection with, before POST /offer or /view/offer: minted
+        TURN usernames are EXPIRY:NAME with a NAME the server picks per call (coturn's quotas count per NAME)."""
+        servers, expires_at = ice.servers()
+        return IceServers(ice_servers=[IceServer(**s) for s in servers], expires_at=expires_at,
+                          relay=bool(ice.turn_urls))
+
+    @app.get("/view-token", response_model=ViewToken,
+             dependencies=[Depends(authorizer(settings.token, settings.view_token_in_force, Scope.FULL))])
+    async def view_token() -> ViewToken:
+        """The token for ``/view`` share links (``#token=``): it plays streams and does nothing else."""
+        return ViewToken(view_token=settings.view_token_in_force)

@@ -1,11 +1,11 @@
 """What ``/openapi.json`` (and ``/docs``) says about the API, made true to what the server answers: the bearer
-scheme on exactly the endpoints that need the token, the ``{"error", "detail"}`` body on every error status
+schemes on exactly the endpoints that need a token (the full one, or the view token where it is enough), the ``{"error", "detail"}`` body on every error status
 (FastAPI's own 422 schema describes a body this server never sends), and WHIP's ``application/sdp`` bodies.
 ``tests/test_openapi.py`` holds the schema against the server's answers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
@@ -13,7 +13,16 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
-BEARER = "bearer"
+from server.auth import Authorizer, Scope
+
+BEARER = "bearer"  # the full --token
+VIEW_BEARER = "viewToken"  # the view token, enough for the VIEW scope's endpoints
+SECURITY = {Scope.FULL: [{BEARER: []}], Scope.VIEW: [{BEARER: []}, {VIEW_BEARER: []}]}
+SCHEMES = {BEARER: {"type": "http", "scheme": "bearer", "description": "the server's --token"},
+           VIEW_BEARER: {"type": "http", "scheme": "bearer",
+                         "description": "the view token (--view-token, or GET /view-token): plays streams only"}}
+# answers without a token, with details only for the full one (a wrong token: 401)
+OPTIONAL_BEARER = {("get", "/health")}
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 FASTAPI_422_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
@@ -60,12 +69,15 @@ def operations(schema: dict[str, Any]) -> Iterable[tuple[str, str, dict[str, Any
             yield method, path, operation
 
 
-def bearer_routes(app: FastAPI, auth: Callable[..., Any]) -> set[tuple[str, str]]:
-    """(method, path) of every route with ``auth`` among its dependencies."""
-    found = set()
+def bearer_routes(app: FastAPI) -> dict[tuple[str, str], Scope]:
+    """(method, path) -> the scope its Authorizer dependency needs, for every route that has one."""
+    found: dict[tuple[str, str], Scope] = {}
     for route in app.routes:
-        if isinstance(route, APIRoute) and any(d.call is auth for d in route.dependant.dependencies):
-            found |= {(m.lower(), route.path_format) for m in route.methods}
+        if not isinstance(route, APIRoute):
+            continue
+        for dependency in route.dependant.dependencies:
+            if isinstance(dependency.call, Authorizer):
+                found |= {(m.lower(), route.path_format): dependency.call.needed for m in route.methods}
     return found
 
 
@@ -74,14 +86,14 @@ def error_responses(statuses: Iterable[int]) -> dict[str, Any]:
             for s in sorted(statuses)}
 
 
-def document_operation(method: str, path: str, operation: dict[str, Any], needs_token: bool) -> None:
+def document_operation(method: str, path: str, operation: dict[str, Any], scope: Scope | None) -> None:
     responses = operation["responses"]
     statuses = {*EVERY_ENDPOINT, *ENDPOINT_ERRORS.get((method, path), ())}
     if "422" in responses:
         statuses.add(422)
-    if needs_token:
+    if scope is not None:
         statuses.add(401)
-        operation["security"] = [{BEARER: []}]
+        operation["security"] = SECURITY[scope]
     responses.update(error_responses(statuses))
     if (method, path) in SDP_BODIES:
         operation["requestBody"] = {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}
@@ -90,17 +102,20 @@ def document_operation(method: str, path: str, operation: dict[str, Any], needs_
                             "headers": {"Location": {"schema": {"type": "string"}}}}
 
 
-def document_api(app: FastAPI, auth: Callable[..., Any], token_required: bool) -> None:
-    """Replaces ``app.openapi`` with the schema above. ``auth``: the dependency that checks the token, declared as
-    the bearer scheme on its routes when ``token_required``."""
+def document_api(app: FastAPI, token_required: bool) -> None:
+    """Replaces ``app.openapi`` with the schema above; with ``token_required``, each route's Authorizer dependency
+    is declared as the bearer scheme(s) its scope accepts."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
-            protected = bearer_routes(app, auth) if token_required else set()
+            protected = bearer_routes(app) if token_required else {}
             for method, path, operation in operations(schema):
-                document_operation(method, path, operation, (method, path) in protected)
+                document_operation(method, path, operation, protected.get((method, path)))
+                if token_required and (method, path) in OPTIONAL_BEARER:
+                    operation["security"] = [{}, {BEARER: []}]
+                    operation["responses"].update(error_responses([401]))
             components = schema.setdefault("components", {})
             schemas = components.setdefault("schemas", {})
             for name in FASTAPI_422_SCHEMAS:
@@ -108,7 +123,7 @@ def document_api(app: FastAPI, auth: Callable[..., Any], token_required: bool) -
             schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schemas["ErrorBody"].pop("$defs", {}))
             if protected:
-                components["securitySchemes"] = {BEARER: {"type": "http", "scheme": "bearer"}}
+                components["securitySchemes"] = SCHEMES
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -93,12 +93,12 @@ class PeerManager:
             if len(self.peers) >= self.max_peers:
                 raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_peers} peers",
                                {"Retry-After": "5"})
-            ice = self.ice.configuration(peer_id)
+            ice = self.ice.configuration()
             peer = Peer(peer_id, peer_kind, RTCPeerConnection(ice), repeat=repeat)
             self.peers[peer.id] = peer
             async with undone_on_failure(lambda: self._close_held(peer.id)):
                 await self._negotiate(peer, offer)
-                self.ice.gathered(ice, peer.pc.localDescription.sdp, f"peer {peer.id}")
+                await self.ice.gathered(ice, peer.pc.localDescription.sdp, f"peer {peer.id}")
             self._own(peer, self._watch_idle(peer))
         logger.info("peer %s (%s) connected; %d peer(s)", peer.id, peer.kind.value, len(self.peers))
         return peer, peer.pc.localDescription.sdp

@@ -104,8 +104,18 @@ class StreamRates(BaseModel):
     viewers_sent_fps: float = Field(description="frames sent to the stream's viewers per second, together")
 
 
-class Health(BaseModel):
+class Liveness(BaseModel):
+    """``GET /health`` without a token on a server that has one: for load balancers' and orchestrators' probes."""
+
     status: str
+
+
+class ViewToken(BaseModel):
+    view_token: str | None = Field(description="the token /view links carry: it plays streams and nothing else "
+                                               "(null: the server has no token)")
+
+
+class Health(Liveness):
     model: str
     demo_model: bool
     backend: str

@@ -70,7 +70,17 @@ def choose_model(requested: str | None, *, gpu: Callable[[], bool] = torch.cuda.
     return str(demo), True
 
 
+def warn_secrets_on_command_line(args: argparse.Namespace) -> None:
+    """One warning naming each secret option given on the command line (``SecretOption``)."""
+    options = sorted(set(getattr(args, "secrets_on_command_line", [])))
+    if options:
+        logger.warning("%s given on the command line: every user of this machine can read it (ps, /proc); pass "
+                       "%s in the environment instead", ", ".join(options),
+                       ", ".join(f"SANA_STREAM_{o.removeprefix('--').replace('-', '_').upper()}" for o in options))
+
+
 def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
+    warn_secrets_on_command_line(args)
     backend = resolve_backend(args.backend).value
     t_list = tuple(args.t_list) if args.t_list else even_t_list(args.strength, args.steps)
     controlnets = tuple(ControlNetConfig.from_option(c) for c in args.controlnet)
@@ -80,8 +90,8 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
                           backend=backend, controlnets=controlnets)
     max_viewers = None if args.max_viewers < 0 else args.max_viewers
     return ServerSettings(model=model, host=args.host, port=args.port, backend=backend, stream=stream,
-                          token=args.token, max_peers=args.max_peers, max_viewers=max_viewers,
-                          idle_timeout=args.idle_timeout,
+                          token=args.token, view_token=args.view_token, max_peers=args.max_peers,
+                          max_viewers=max_viewers, idle_timeout=args.idle_timeout,
                           cors_origins=tuple(args.cors_origin),
                           ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
                           allow_public_without_token=args.allow_public_without_token, pages=not args.no_pages,

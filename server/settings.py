@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from rtc.ice_config import IceConfig
 from rtc.secret_rules import MIN_TOKEN_CHARS, require_length
+from server.auth import derived_view_token
 from server.hosts import default_hosts, host_pattern
 from stream.config import StreamConfig
 
@@ -23,7 +24,9 @@ class ServerSettings:
     port: int = 8080
     backend: str = "torch"
     stream: StreamConfig = field(default_factory=StreamConfig)
-    token: str | None = None  # when set, every mutating endpoint needs "Authorization: Bearer <token>"
+    # when set, every endpoint but /config, a bare /health and the pages needs "Authorization: Bearer <token>"
+    token: str | None = field(default=None, repr=False)
+    view_token: str | None = field(default=None, repr=False)  # plays streams only; None: derived from token
     max_peers: int = 4
     max_viewers: int | None = None  # receive-only /view connections; None: 4 x max_peers
     idle_timeout: float = 10.0  # seconds without input frames before a peer is closed
@@ -48,6 +51,9 @@ class ServerSettings:
         if not math.isfinite(self.idle_timeout) or self.idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be a positive number of seconds, got {self.idle_timeout}")
         require_length("--token", self.token, MIN_TOKEN_CHARS)
+        require_length("--view-token", self.view_token, MIN_TOKEN_CHARS)
+        if self.view_token is not None and (self.token is None or self.view_token == self.token):
+            raise ValueError("--view-token needs a --token and must differ from it")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile must be given together")
         if "*" in self.cors_origins and self.token is not None:
@@ -61,6 +67,17 @@ class ServerSettings:
         if not self.is_loopback and self.token is None and not self.allow_public_without_token:
             raise ValueError(f"refusing to bind {self.host!r} without --token: anyone on the network could use "
                              "the GPU and change prompts (pass --allow-public-without-token to do it anyway)")
+        if not self.is_loopback and self.token is None and self.ice.turn_urls:
+            raise ValueError(f"refusing to bind {self.host!r} without --token while a TURN server is configured: "
+                             "anyone on the network could take TURN credentials and relays "
+                             "(--allow-public-without-token does not cover TURN; set --token)")
+
+    @property
+    def view_token_in_force(self) -> str | None:
+        """The token ``/view`` links carry: ``view_token``, else derived from ``token``; None without a token."""
+        if self.token is None:
+            return None
+        return self.view_token or derived_view_token(self.token)
 
     @property
     def viewer_cap(self) -> int:

@@ -4,7 +4,9 @@ At start every TURN URL is tried once (a relay allocated with the configured cre
 failure is a warning naming the URL. aioice waits up to 5 s for a TURN server while it gathers a connection's
 candidates, so a dead TURN server would make every offer 5 s slower; after a failure (at start, or a connection
 that gathered no relay candidate) the server's own connections go without TURN for ``retry_after`` seconds, then
-try again. Clients are always given every configured server: their way to it may work where the server's does not.
+try again. A connection that got no relay is followed by one allocation that says why (unreachable, refused
+credentials, or a full relay pool: 486/508). Clients are always given every configured server: their way to it may
+work where the server's does not.
 """
 
 from __future__ import annotations
@@ -36,21 +38,29 @@ async def check_turn(url: IceUrl, credentials: TurnCredentials, timeout: float =
     except TimeoutError:
         return f"no answer within {timeout:g} s"
     except stun.TransactionFailed as exc:
-        code = exc.response.attributes.get("ERROR-CODE", (0, "error"))
-        if code[0] == 401:
-            return "it refused the credentials (401): --turn-secret must equal coturn's static-auth-secret " \
-                   "(or check --turn-username/--turn-credential)"
-        return f"it answered {code[0]} {code[1]}"
+        return _refusal(exc.response.attributes.get("ERROR-CODE", (0, "error")))
     except (OSError, stun.TransactionError, ConnectionError) as exc:
         return f"unreachable ({type(exc).__name__}: {exc})" if str(exc) else f"unreachable ({type(exc).__name__})"
     transport.close()
     return None
 
 
+def _refusal(code: tuple[int, str]) -> str:
+    if code[0] == 401:
+        return "it refused the credentials (401): --turn-secret must equal coturn's static-auth-secret " \
+               "(or check --turn-username/--turn-credential)"
+    if code[0] == 508:
+        return "relay pool exhausted (508 Insufficient Capacity): every relay port is taken; widen coturn's " \
+               "min-port..max-port or wait for relays to be freed"
+    if code[0] == 486:
+        return "allocation quota reached (486): coturn's user-quota or total-quota allows no more relays"
+    return f"it answered {code[0]} {code[1]}"
+
+
 async def check_turn_servers(config: IceConfig, timeout: float = TURN_CHECK_TIMEOUT_S) -> dict[str, str | None]:
     """Checks every TURN URL at once; logs each result (a warning naming the URL for each that fails) and returns
     {url: None or the reason}. Takes at most ``timeout`` seconds."""
-    credentials = config.credentials("startup-check")
+    credentials = config.credentials()
     if credentials is None:
         return {}
     urls = config.turn_urls
@@ -84,15 +94,17 @@ class ServerIce:
             self._fail("no TURN server works")
         return results
 
-    def configuration(self, name: str) -> RTCConfiguration:
-        """A fresh configuration (minted TURN credentials named ``name``) for one connection."""
+    def configuration(self) -> RTCConfiguration:
+        """A fresh configuration (TURN credentials minted for this connection alone) for one connection."""
         if self.config.turn_urls and time.monotonic() < self._skip_turn_until:
-            return IceConfig(urls=self.config.stun_urls).rtc_configuration(name)
-        return self._turn.rtc_configuration(name)
+            return IceConfig(urls=self.config.stun_urls).rtc_configuration()
+        return self._turn.rtc_configuration()
 
-    def gathered(self, configuration: RTCConfiguration, sdp: str, who: str) -> None:
+    async def gathered(self, configuration: RTCConfiguration, sdp: str, who: str,
+                       timeout: float = TURN_CHECK_TIMEOUT_S) -> None:
         """After a connection gathered its candidates: a TURN server it was given but got no relay from counts as
-        failed (the warning names it); one that gave a relay after a failure is announced as working again."""
+        failed, and one more allocation there finds out why (aioice keeps the reason to itself) for the warning;
+        one that gave a relay after a failure is announced as working again."""
         urls = [u for s in configuration.iceServers or [] for u in ([s.urls] if isinstance(s.urls, str) else s.urls)
                 if u.startswith("turn")]
         if not urls:
@@ -102,7 +114,10 @@ class ServerIce:
                 logger.info("TURN server %s gave a relay again", urls[0])
                 self._skip_turn_until = 0.0
             return
-        self._fail(f"{who}: no relay candidate from {urls[0]} (unreachable, or it refused the credentials)")
+        url = IceUrl.parse(urls[0])
+        credentials = self.config.credentials()
+        reason = None if credentials is None else await check_turn(url, credentials, timeout)
+        self._fail(f"{who}: no relay candidate from {url}: {reason or 'a relay allocated just after worked'}")
 
     def _fail(self, reason: str) -> None:
         self._skip_turn_until = time.monotonic() + self.retry_after

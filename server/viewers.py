@@ -64,7 +64,7 @@ class ViewerManager:
                 raise ApiError(503, "server_full", f"the server is serving its maximum of {self.max_viewers} "
                                "viewers", {"Retry-After": "5"})
             viewer_id = uuid.uuid4().hex[:12]
-            ice = self.ice.configuration(f"view-{viewer_id}")
+            ice = self.ice.configuration()
             pc = RTCPeerConnection(ice)
             meter = self.meters.setdefault(stream_id, StreamMeter())
             output = StreamOutputTrack(self.pipeline, stream_id, meter, own_frames=True, repeat=repeat)
@@ -75,7 +75,7 @@ class ViewerManager:
                 await pc.setRemoteDescription(offer)
                 pc.addTrack(viewer.output)
                 await pc.setLocalDescription(await pc.createAnswer())
-                self.ice.gathered(ice, pc.localDescription.sdp, f"viewer {viewer.id}")
+                await self.ice.gathered(ice, pc.localDescription.sdp, f"viewer {viewer.id}")
         self._own(viewer, self._watch_connect(viewer))
         logger.info("viewer %s of stream %s connected; %d viewer(s)", viewer.id, stream_id, len(self.viewers))
         return viewer, pc.localDescription.sdp

@@ -25,6 +25,8 @@ from stream import StreamConfig, StreamEngine
 from tests.support import ServerThread, block_diff, eventually, free_port
 from tests.support.bridge import NEW, OLD, SIZE, TOKEN, bridge_app, first_frame, write_clip
 
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -59,7 +61,7 @@ def test_frames_flow_prompt_changes_and_a_server_restart_is_survived(clip, make_
         state = await bridge.set_prompt(prompt=NEW[0], seed=NEW[1])
         assert state is not None and state["prompt"] == NEW[0] and state["seed"] == NEW[1]
         async with httpx.AsyncClient(base_url=first.base) as http:
-            shown = (await http.get("/prompt", params={"stream": bridge.stream_id})).json()["streams"]
+            shown = (await http.get("/prompt", params={"stream": bridge.stream_id}, headers=AUTH)).json()["streams"]
         assert shown[bridge.stream_id]["prompt"] == NEW[0]
         count = sink.count
         await eventually(lambda: sink.count >= count + 8, 20, "8 frames after the prompt change")
@@ -78,7 +80,7 @@ def test_frames_flow_prompt_changes_and_a_server_restart_is_survived(clip, make_
             assert not task.done(), task.result()
             assert bridge.connections == 2 and bridge.stream_id == seen["stream"]  # same stream id asked for
             async with httpx.AsyncClient(base_url=second.base) as http:
-                shown = (await http.get("/prompt", params={"stream": bridge.stream_id})).json()["streams"]
+                shown = (await http.get("/prompt", params={"stream": bridge.stream_id}, headers=AUTH)).json()["streams"]
             assert shown[bridge.stream_id]["prompt"] == NEW[0]  # the bridge re-applied its settings
             seen["restarted"] = sink.snapshot()[-1]
             bridge.stop()

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 
 from server.app import ModelInfo, create_app
+from server.auth import derived_view_token
 from server.settings import ServerSettings
 from stream import StreamConfig
-from tests.support import ServerThread, camera_frame, mean_abs_diff
+from tests.support import ServerThread, camera_frame, mean_abs_diff, wait_until
 from tests.test_server_stream import SIZE, local_engine, make_app  # noqa: F401 - fixture
 
 CHROMIUM = Path(os.environ.get("SANA_STREAM_CHROMIUM", "/usr/bin/chromium"))
@@ -115,13 +116,20 @@ def prompt_sensitive_app(local_engine):
     return create_app(ServerSettings(stream=config), local_engine(**settings), ModelInfo("tiny", True, "torch"))
 
 
-def new_page(browser, token: str | None = None):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+def new_page(browser, token: str | None = None, csp: bool = False):
+    """A page in a fresh context; the pages' Content-Security-Policy is bypassed unless ``csp`` (Playwright's
+    wait_for_function evaluates its string in the page, which the policy forbids): ``poll`` waits under it."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=not csp)
     if token is not None:
         context.add_init_script(f"localStorage.setItem('sana-stream.token', {token!r})")
     page = context.new_page()
     page.set_default_timeout(20_000)
     return page
+
+
+def poll(page, expression: str, timeout: float = 20.0) -> None:
+    """Waits until ``expression`` is true in the page, evaluated from outside it (allowed under the page's CSP)."""
+    wait_until(lambda: page.evaluate(expression), timeout, expression)
 
 
 def grab(page, element: str, count: int = 1) -> np.ndarray:
@@ -258,4 +266,51 @@ def test_a_wrong_token_is_reported_and_a_right_one_connects(browser, local_engin
         page.wait_for_function("document.body.dataset.state === 'streaming'")
         assert page.evaluate("localStorage.getItem('sana-stream.token')") == TOKEN
         wait_advancing(page, "output")
+
+        # the OBS link the page copies carries the view token, which plays the stream and nothing else
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+        page.click("#copy-view")
+        page.wait_for_function("document.getElementById('copy-view').textContent === 'Copied (with view token)'")
+        link = page.evaluate("navigator.clipboard.readText()")
+        assert TOKEN not in link and link.endswith(f"#token={derived_view_token(TOKEN)}"), link
+        viewer = new_page(browser)  # another browser profile: no remembered token
+        viewer.goto(link)
+        viewer.wait_for_function("document.body.dataset.state === 'playing'")
+        wait_advancing(viewer, "output")
+        view_token = {"Authorization": f"Bearer {derived_view_token(TOKEN)}"}
+        assert httpx.post(f"{base}/prompt", json={"prompt": "x"}, headers=view_token).status_code == 401
+        for p in (viewer, page):
+            p.context.close()
+
+
+def test_the_api_docs_render_from_this_origin_alone_under_the_pages_policy(browser, local_engine):
+    """Swagger UI at /docs draws the API from the server's own copy of its files: no request leaves the origin and
+    the Content-Security-Policy blocks nothing it needs (Chromium reports each block on the console)."""
+    with ServerThread(make_app(local_engine, token=TOKEN)) as server:
+        base = server.base
+        page = new_page(browser, csp=True)
+        requests, console = [], []
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("console", lambda m: console.append(m.text))
+        page.goto(f"{base}/docs")
+        page.locator(".swagger-ui .opblock-summary-path[data-path='/view/offer']").wait_for()
         page.context.close()
+    assert requests and all(url.startswith(base) for url in requests), requests
+    assert not [m for m in console if "Content Security Policy" in m], console
+
+
+def test_the_pages_work_under_their_content_security_policy(browser, local_engine):
+    """The webcam page streams and the view page plays with the policy enforced: every script, style and request
+    of theirs comes from the origin (Chromium reports each block on the console)."""
+    with ServerThread(make_app(local_engine)) as server:
+        console = []
+        page, viewer = new_page(browser, csp=True), new_page(browser, csp=True)
+        for p in (page, viewer):
+            p.on("console", lambda m: console.append(m.text))
+        page.goto(f"{server.base}/")
+        poll(page, "document.body.dataset.state === 'streaming'")
+        viewer.goto(f"{server.base}/view?stream={page.evaluate('window.sanaStream.streamId')}")
+        poll(viewer, "document.body.dataset.state === 'playing'")
+        for p in (viewer, page):
+            p.context.close()
+    assert not [m for m in console if "Content Security Policy" in m], console

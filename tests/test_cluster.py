@@ -52,7 +52,7 @@ class Cluster:
 
     async def health(self) -> dict:
         async with httpx.AsyncClient(base_url=self.base) as http:
-            return (await http.get("/health")).json()
+            return (await http.get("/health", headers=AUTH)).json()
 
     async def owners(self) -> dict[str, dict]:
         """stream id -> the worker record holding it."""
@@ -99,7 +99,7 @@ def cluster(demo_model_dir, tmp_path_factory):
         assert process.poll() is None, f"the server exited:\n{log.read_text()[-4000:]}"
         assert time.monotonic() < deadline, f"not serving after {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}"
         try:
-            if httpx.get(base + "/health", timeout=2).json()["workers_ready"] == 2:
+            if httpx.get(base + "/health", headers=AUTH, timeout=2).json()["workers_ready"] == 2:
                 break
         except httpx.HTTPError:
             pass
@@ -164,7 +164,7 @@ def test_streams_spread_over_workers_with_their_own_prompts_viewers_and_media(cl
             # a prompt for one stream reaches its worker and changes that stream only
             r = await http.post("/prompt", json={"stream": a.stream, "prompt": "neon cyberpunk city", "seed": 5})
             assert r.status_code == 200, r.text
-            state = (await http.get("/prompt")).json()["streams"]
+            state = (await http.get("/prompt", headers=AUTH)).json()["streams"]
             assert (state[a.stream]["prompt"], state[a.stream]["seed"]) == ("neon cyberpunk city", 5)
             assert (state[b.stream]["prompt"], state[b.stream]["seed"]) == (PROMPT, 0)
             await a.wait_frames(4)  # frames begun before the change
@@ -174,7 +174,7 @@ def test_streams_spread_over_workers_with_their_own_prompts_viewers_and_media(cl
             # without a stream, a change reaches every worker
             r = await http.post("/prompt", json={"guidance_scale": 3.0})
             assert r.status_code == 200 and {a.stream, b.stream} <= r.json()["streams"].keys()
-            state = (await http.get("/prompt")).json()["streams"]
+            state = (await http.get("/prompt", headers=AUTH)).json()["streams"]
             assert state[a.stream]["guidance_scale"] == state[b.stream]["guidance_scale"] == 3.0
 
             # a viewer of each stream connects to that stream's worker and gets its frames
@@ -187,9 +187,9 @@ def test_streams_spread_over_workers_with_their_own_prompts_viewers_and_media(cl
             health = await cluster.wait_health(lambda h: h["viewers"] == 2, "two viewers")
             assert health["status"] == "ok" and health["workers_ready"] == 2
             assert {a.stream, b.stream} <= health["fps"].keys()
-            routes = (await http.get("/debug/connections")).json()["peers"]  # every worker's, merged
+            routes = (await http.get("/debug/connections", headers=AUTH)).json()["peers"]  # every worker's, merged
             assert routes[a.stream]["state"] == routes[b.stream]["state"] == "connected"
-            metrics = (await http.get("/metrics")).text
+            metrics = (await http.get("/metrics", headers=AUTH)).text
             for client in (a, b):
                 worker = owners[client.stream]["index"]
                 assert sample(metrics, "sana_stream_frames_generated_total", worker=str(worker), stream=client.stream,
@@ -283,8 +283,8 @@ def test_a_killed_worker_closes_its_peer_and_returns_while_the_other_stream_goes
         assert (await cluster.wait_owned(d.stream))[d.stream]["index"] == doomed["index"]
         await d.wait_frames(3)
         async with httpx.AsyncClient(base_url=cluster.base) as http:  # the front brought it up to date first
-            assert (await http.get(f"/prompt?stream={d.stream}")).json()["streams"][d.stream]["negative_prompt"] == \
-                "blurry"
+            state = (await http.get(f"/prompt?stream={d.stream}", headers=AUTH)).json()["streams"]
+            assert state[d.stream]["negative_prompt"] == "blurry"
 
         # the other stream never stopped: it stayed connected and its frames kept coming all along
         assert b.pc.connectionState == "connected"

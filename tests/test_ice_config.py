@@ -7,6 +7,8 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
+import time
 
 import pytest
 
@@ -34,7 +36,6 @@ def test_ice_urls_parse_with_the_rfc_defaults(text, scheme, host, port, transpor
 
 @pytest.mark.parametrize("text, message", [
     ("turn://turn.example.org:3478", "no '//'"),
-    ("turn:alice@turn.example.org", "no user@"),
     ("http:example.org", "the scheme must be stun, turn or turns, got 'http'"),
     ("stuns:example.org", "the scheme must be stun, turn or turns, got 'stuns'"),
     ("turn:example.org:99999", "the port must lie in 1..65535, got 99999"),
@@ -51,6 +52,14 @@ def test_malformed_ice_urls_are_refused_naming_the_url(text, message):
     assert repr(text) in str(info.value) and message in str(info.value)
 
 
+@pytest.mark.parametrize("text", ["turn:alice:hunter2-secret@turn.example.org", "turns://bob:hunter2-secret@h:443",
+                                  "stun:hunter2-secret@h"])
+def test_a_url_with_credentials_is_refused_without_repeating_them(text):
+    with pytest.raises(ValueError, match="holds user@") as info:
+        IceUrl.parse(text)
+    assert "hunter2" not in str(info.value)
+
+
 def test_minted_credentials_are_the_turn_rest_api_ones():
     creds = mint_credentials(SECRET, "stream-1", ttl=600, now=1_700_000_000.5)
     assert creds.username == "1700000600:stream-1" and creds.expires_at == 1_700_000_600
@@ -61,15 +70,26 @@ def test_minted_credentials_are_the_turn_rest_api_ones():
         mint_credentials(SECRET, "a:b", ttl=600)  # the first colon ends the expiry
 
 
+def test_each_minted_credential_has_its_own_server_chosen_name_and_lives_minutes():
+    """coturn counts user-quota per NAME of EXPIRY:NAME: a name per connection, never one a client picks."""
+    config = IceConfig.from_options(["turn:turn.example.org"], turn_secret=SECRET)
+    names = {config.servers()[0][0]["username"].split(":", 1)[1] for _ in range(20)}
+    assert len(names) == 20 and all(re.fullmatch(r"c[0-9a-f]{16}", n) for n in names)
+    expires_at = config.servers()[1]
+    assert expires_at is not None and 240 <= expires_at - time.time() <= 300  # 5 minutes by default
+    with pytest.raises(ValueError, match="turn_ttl must lie in 60..3600"):
+        IceConfig.from_options(["turn:turn.example.org"], turn_secret=SECRET, turn_ttl=86_400)
+
+
 def test_servers_for_browsers_carry_fresh_credentials_and_never_the_secret():
     config = IceConfig.from_options(["stun:stun.example.org", "turn:turn.example.org?transport=udp",
                                      "turns:turn.example.org:443"], turn_secret=SECRET, turn_ttl=120)
-    servers, expires_at = config.servers("cam")
+    servers, expires_at = config.servers()
     assert servers[0] == {"urls": ["stun:stun.example.org"]}
     assert servers[1]["urls"] == ["turn:turn.example.org?transport=udp", "turns:turn.example.org:443"]
-    assert servers[1]["username"].endswith(":cam") and int(servers[1]["username"].split(":")[0]) == expires_at
+    assert int(servers[1]["username"].split(":")[0]) == expires_at
     assert SECRET not in repr(config) and SECRET not in str(servers)
-    rtc = config.rtc_configuration("peer")
+    rtc = config.rtc_configuration()
     assert [s.urls for s in rtc.iceServers] == [servers[0]["urls"], servers[1]["urls"]]
 
     static = IceConfig.from_options(["turn:turn.example.org"], turn_username="alice", turn_credential="pw-123")
@@ -87,7 +107,7 @@ def test_servers_for_browsers_carry_fresh_credentials_and_never_the_secret():
      "not both"),
     ({"urls": ["stun:s.example.org"], "turn_secret": SECRET}, "no --ice-server turn: or turns: URL"),
     ({"urls": ["turn:t.example.org"], "turn_secret": "short"}, "at least 16 characters"),
-    ({"urls": ["turn:t.example.org"], "turn_secret": SECRET, "turn_ttl": 5}, "turn_ttl must lie in 60..2592000"),
+    ({"urls": ["turn:t.example.org"], "turn_secret": SECRET, "turn_ttl": 5}, "turn_ttl must lie in 60..3600"),
 ])
 def test_inconsistent_turn_settings_are_refused(options, message):
     with pytest.raises(ValueError, match=message):

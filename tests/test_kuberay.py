@@ -39,7 +39,7 @@ def test_raycluster_has_a_cpu_head_for_the_front_and_a_gpu_worker_group():
     assert head["rayStartParams"]["num-gpus"] == "0" and head["rayStartParams"]["num-cpus"] == "0"
     (front,) = head["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in front["ports"]}
-    assert ports["front"] == 8080 and ports["dashboard"] == 8265
+    assert ports == {"front": 8080, "gcs": 6379}  # no dashboard (8265) or Ray client (10001) port
     token = next(e for e in front["env"] if e["name"] == "SANA_STREAM_TOKEN")
     assert "secretKeyRef" in token["valueFrom"]  # never a token written into the manifest
 
@@ -59,7 +59,28 @@ def test_raycluster_has_a_cpu_head_for_the_front_and_a_gpu_worker_group():
     assert "hostPath" in volumes["engine-cache"]
 
     assert (service["kind"], service["spec"]["ports"][0]["targetPort"]) == ("Service", "front")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["front"]  # only the front leaves the cluster
     assert service["spec"]["selector"] == {"ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "head"}
+
+
+def test_raycluster_turns_ray_token_authentication_on_from_a_secret_on_every_pod():
+    """Ray without auth runs anyone's code: every pod sets RAY_AUTH_MODE=token and takes the token from the
+    Secret; the dashboard answers on the head's loopback only."""
+    cluster, _ = documents()
+    spec = cluster["spec"]
+    pods = [("head", spec["headGroupSpec"])] + [(g["groupName"], g) for g in spec["workerGroupSpecs"]]
+    for name, group in pods:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token", name
+            assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "sana-stream",
+                                                                          "key": "ray-auth-token"}, name
+            assert "value" not in env["RAY_AUTH_TOKEN"] and "value" not in env["SANA_STREAM_TURN_SECRET"], name
+        assert "dashboard-host" not in group["rayStartParams"] or \
+            group["rayStartParams"]["dashboard-host"] == "127.0.0.1", name
+    assert spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    guide = GUIDE.read_text()
+    assert "--from-literal=ray-auth-token=" in guide and "RAY_AUTH_TOKEN" in guide
 
 
 def test_kuberay_image_copies_every_package_and_lints_clean():

@@ -48,20 +48,29 @@ def call(client, method, path, headers=None):
     return client.request(method.upper(), path, headers=headers or {}, json={} if method == "post" else None)
 
 
-def test_the_bearer_scheme_is_declared_on_exactly_the_endpoints_that_need_the_token(schema_and_client):
+def test_the_bearer_schemes_are_declared_on_exactly_the_endpoints_that_need_a_token(schema_and_client):
+    """Required: the endpoints that answer 401 without a token; the view token: exactly where it is let in."""
     schema, client = schema_and_client
-    assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
-    declared, refused = set(), set()
+    schemes = schema["components"]["securitySchemes"]
+    assert {s["scheme"] for s in schemes.values()} == {"bearer"} and set(schemes) == {"bearer", "viewToken"}
+    view = {"Authorization": "Bearer " + client.get("/view-token", headers=AUTH).json()["view_token"]}
+    required, refused, view_declared, view_let_in = set(), set(), set(), set()
     for method, path, op in operations(schema):
         if "security" in op:
-            declared.add((method, path))
             assert "401" in op["responses"]
-        answer = call(client, method, path)
-        if answer.status_code == 401:
+            if {} not in op["security"]:
+                required.add((method, path))
+            if {"viewToken": []} in op["security"]:
+                view_declared.add((method, path))
+        if call(client, method, path).status_code == 401:
             refused.add((method, path))
-            assert answer.json()["error"] == "unauthorized"
-    assert declared == refused
-    assert {("post", "/offer"), ("post", "/whip"), ("post", "/prompt")} <= declared
+        elif {} not in op.get("security", [{}]):
+            raise AssertionError(f"{method} {path} declares a token it does not need")
+        if (method, path) in required and call(client, method, path, view).status_code != 401:
+            view_let_in.add((method, path))
+    assert required == refused
+    assert view_declared == view_let_in == {("post", "/view/offer"), ("get", "/ice-servers")}
+    assert {("post", "/offer"), ("post", "/whip"), ("post", "/prompt"), ("get", "/metrics")} <= required
 
 
 def test_without_a_token_nothing_claims_to_need_one(local_engine):

@@ -34,7 +34,7 @@ class Live:
 
     def state(self) -> dict[str, object]:
         """What must not change: /health's counts and streams, and the registries behind them."""
-        health = httpx.get(f"{self.server.base}/health", timeout=10).json()
+        health = httpx.get(f"{self.server.base}/health", headers=AUTH, timeout=10).json()
         return {"health": (health["peers"], health["viewers"], health["streams"], sorted(health["rates"])),
                 **self.server.call(self._registries())}
 

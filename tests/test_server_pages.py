@@ -84,3 +84,26 @@ def test_no_pages_serves_the_api_alone_with_a_warning(make_engine, monkeypatch, 
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200
         assert client.get("/").status_code == 404 and client.get("/view").status_code == 404
+
+
+def test_pages_and_api_docs_carry_a_content_security_policy_and_load_nothing_from_elsewhere(make_engine):
+    """The pages keep the token in localStorage: every answer forbids scripts from other origins, and /docs serves
+    Swagger UI from the installed fastapi-offline package, not from a CDN."""
+    engine = make_engine()
+    settings = ServerSettings(stream=engine.config, allowed_hosts=("testserver",))
+    with TestClient(create_app(settings, engine, ModelInfo("tiny", True, "torch"))) as client:
+        answers = {path: client.get(path) for path in ("/", "/view", "/js/api.js", "/config", "/nope", "/docs",
+                                                       "/docs/init.js", "/docs/assets/swagger-ui-bundle.js",
+                                                       "/docs/assets/swagger-ui.css")}
+        redoc = client.get("/redoc")
+    for path, answer in answers.items():
+        policy = answer.headers["content-security-policy"]
+        assert "script-src 'self';" in policy and "default-src 'none'" in policy, path
+        assert "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0], path
+        assert answer.headers["x-content-type-options"] == "nosniff", path
+        assert answer.status_code == (404 if path == "/nope" else 200), path
+    page = answers["/docs"].text
+    assert "<script>" not in page and "http" not in page  # no inline script, no other origin
+    assert '<script src="/docs/assets/swagger-ui-bundle.js">' in page
+    assert "SwaggerUIBundle" in answers["/docs/assets/swagger-ui-bundle.js"].text
+    assert redoc.status_code == 404  # ReDoc (a CDN page in FastAPI) is not served

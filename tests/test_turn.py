@@ -4,6 +4,7 @@ credentials coturn accepts and refuses, secrets kept out of logs and answers, an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from pathlib import Path
@@ -21,6 +22,7 @@ from sana_stream.cli import main
 from server.turn_status import ServerIce, check_turn, check_turn_servers
 from tests.support import ServerThread, eventually, free_port, running
 from tests.support.coturn import start_coturn
+from tests.support.turn_probe import TCP_TRANSPORT, allocate, permit, turn_session
 from tests.support.webrtc import connect
 from tests.test_bridge import clip  # noqa: F401 - fixture
 from tests.test_cli import serve, stop, wait_healthy
@@ -53,7 +55,7 @@ def test_server_client_forced_to_relay_streams_the_engines_output(local_engine, 
             frames = await client.wait_frames(8, timeout=30)
             offer = client.pc.localDescription.sdp
             pair = selected_pair(client.pc)
-            routes = await get_json(base, "/debug/connections")
+            routes = await get_json(base, "/debug/connections", headers=headers)
             config = await get_json(base, "/config")
             servers = await get_json(base, "/ice-servers", headers=headers)
             await client.close()
@@ -82,12 +84,13 @@ def test_ice_servers_needs_the_token_like_offers(local_engine, coturn):
             async with httpx.AsyncClient(base_url=base) as http:
                 refused = await http.get("/ice-servers")
                 wrong = await http.get("/ice-servers", headers={"Authorization": "Bearer wrong-token"})
-                bad_name = await http.get("/ice-servers?stream=a:b", headers={"Authorization": f"Bearer {TOKEN}"})
-        return refused, wrong, bad_name
+                named = await http.get("/ice-servers?stream=everyone", headers={"Authorization": f"Bearer {TOKEN}"})
+        return refused, wrong, named
 
-    refused, wrong, bad_name = asyncio.run(main())
+    refused, wrong, named = asyncio.run(main())
     assert refused.status_code == wrong.status_code == 401 and refused.json()["error"] == "unauthorized"
-    assert bad_name.status_code == 422 and bad_name.json()["error"] == "invalid_request"
+    username = named.json()["ice_servers"][0]["username"]  # the name is the server's, whatever the client asks
+    assert named.status_code == 200 and "everyone" not in username and username.split(":")[1].startswith("c")
 
 
 def test_coturn_accepts_minted_credentials_and_refuses_expired_or_forged_ones(coturn):
@@ -199,18 +202,21 @@ def test_the_servers_own_connections_skip_a_failed_turn_server_then_try_it_again
     def urls(configuration) -> list[str]:
         return [u for s in configuration.iceServers for u in s.urls]
 
-    with caplog.at_level(logging.INFO, logger="server.turn_status"):
+    async def main():
         ice = ServerIce(config, retry_after=60)
-        first = ice.configuration("a")
+        first = ice.configuration()
         assert urls(first) == ["stun:stun.example.org", "turn:turn.example.org"]
-        ice.gathered(first, host_only, "peer a")
-        assert urls(ice.configuration("b")) == ["stun:stun.example.org"]  # for the next 60 s
+        await ice.gathered(first, host_only, "peer a", timeout=0.5)  # no network: the check gets no answer
+        assert urls(ice.configuration()) == ["stun:stun.example.org"]  # for the next 60 s
 
         again = ServerIce(config, retry_after=0)
-        again.gathered(again.configuration("c"), host_only, "peer c")
-        retry = again.configuration("d")
+        await again.gathered(again.configuration(), host_only, "peer c", timeout=0.5)
+        retry = again.configuration()
         assert urls(retry) == ["stun:stun.example.org", "turn:turn.example.org"]
-        again.gathered(retry, relayed, "peer d")
+        await again.gathered(retry, relayed, "peer d")
+
+    with caplog.at_level(logging.INFO, logger="server.turn_status"):
+        asyncio.run(main())
     assert "peer a: no relay candidate from turn:turn.example.org" in caplog.text
     assert "TURN server turn:turn.example.org gave a relay again" in caplog.text
 
@@ -233,18 +239,66 @@ def test_serve_checks_its_turn_server_at_start_and_never_prints_the_secret(demo_
         assert secret not in text
 
 
-def test_the_compose_files_coturn_config_accepts_minted_credentials(tmp_path):
-    """docker/turnserver.conf (what the compose service and docs/deploy.md run) with a secret appended, as the
-    compose service appends it: coturn takes the file and checks sana-stream's credentials against the secret."""
+def test_the_shipped_coturn_config_relays_media_only_and_shares_the_pool(tmp_path):
+    """docker/turnserver.conf (what the compose service and docs/deploy.md run) with the secret and the server's
+    media address appended, as the compose service appends them: minted credentials work, expired ones do not; no
+    TCP relay (so nothing reaches the server's HTTP port, a worker's or Ray's); no relay toward any other loopback,
+    private or link-local address; one credential gets 5 relays, not 6, and the next client still gets one."""
     secret = secrets.token_hex(24)
-    server = start_coturn(tmp_path / "coturn-compose", secret=secret, config=COMPOSE_TURN_CONFIG)
-    try:
-        async def main():
-            url = IceUrl.parse(server.url())
-            return (await check_turn(url, mint_credentials(secret, "cam", ttl=600)),
-                    await check_turn(url, mint_credentials(secret, "cam", ttl=-60)))
+    media = "127.0.0.1"  # where the server on this host offers its host candidates (and listens for HTTP)
+    server = start_coturn(tmp_path / "coturn-shipped", secret=secret, config=COMPOSE_TURN_CONFIG,
+                          extra=(f"allowed-peer-ip={media}",))
+    ice = IceConfig.from_options([server.url()], turn_secret=secret)
+    one, other = ice.credentials(), ice.credentials()
 
-        fresh, expired = asyncio.run(main())
+    async def main():
+        url = IceUrl.parse(server.url())
+        fresh, expired = (await check_turn(url, ice.credentials()),
+                          await check_turn(url, mint_credentials(secret, "cam", ttl=-60)))
+        async with turn_session(server.port, one, over="tcp") as control:
+            tcp_relay = await allocate(control, TCP_TRANSPORT)
+        async with contextlib.AsyncExitStack() as stack:
+            sessions = [await stack.enter_async_context(turn_session(server.port, one)) for _ in range(6)]
+            allocations = [await allocate(s) for s in sessions]
+            peers = {peer: await permit(sessions[0], (peer, 8080)) for peer in
+                     (media, "127.0.0.2", "10.0.0.5", "172.17.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1")}
+            async with turn_session(server.port, other) as next_client:
+                next_allocation = await allocate(next_client)
+        return fresh, expired, tcp_relay, allocations, peers, next_allocation
+
+    try:
+        fresh, expired, tcp_relay, allocations, peers, next_allocation = asyncio.run(main())
     finally:
         server.stop()
     assert fresh is None and expired is not None and "401" in expired
+    assert tcp_relay == 442  # Unsupported Transport Protocol: no-tcp-relay
+    assert allocations == [None] * 5 + [486], allocations  # user-quota=5: Allocation Quota Reached
+    assert next_allocation is None  # another connection's credential (another name) still gets a relay
+    assert peers.pop(media) is None and set(peers.values()) == {403}, peers  # Forbidden: denied-peer-ip
+    assert one.username.split(":")[1] != other.username.split(":")[1]
+
+
+def test_a_full_relay_pool_is_reported_as_such(local_engine, tmp_path, caplog):
+    """coturn with a single relay port, taken: the start check and a connection that got no relay say "relay pool
+    exhausted", not "unreachable or refused the credentials"."""
+    secret = secrets.token_hex(24)
+    server = start_coturn(tmp_path / "coturn-full", secret=secret, ports=1)
+    ice = IceConfig.from_options([server.url()], turn_secret=secret)
+    host_only = "a=candidate:1 1 udp 2130706431 192.0.2.1 5000 typ host"
+
+    async def main():
+        async with turn_session(server.port, ice.credentials()) as holder:
+            assert await allocate(holder) is None  # the one relay port
+            servers = ServerIce(ice)
+            checked = await servers.check(timeout=3)
+            await servers.gathered(ice.rtc_configuration(), host_only, "peer a")
+        return checked
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="server.turn_status"):
+            checked = asyncio.run(main())
+    finally:
+        server.stop()
+    assert "relay pool exhausted (508" in checked[server.url()]
+    assert f"peer a: no relay candidate from {server.url()}: relay pool exhausted (508" in caplog.text
+    assert "refused the credentials" not in caplog.text

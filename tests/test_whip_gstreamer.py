@@ -88,7 +88,7 @@ def test_a_gstreamer_sender_with_an_rsa_certificate_streams_over_whip(local_engi
                 cipher, key = ssl.get_cipher_name(), ssl.get_peer_certificate(as_cryptography=True).public_key()
                 viewer = await view(base, "gst", headers=auth)  # the OBS way: WHIP in, a viewer out
                 shown = await viewer.wait_frames(2)
-                rates = (await http.get("/health")).json()["rates"]["gst"]
+                rates = (await http.get("/health", headers=auth)).json()["rates"]["gst"]
                 stats = pipeline.stats("gst")
                 await viewer.pc.close()
             finally:

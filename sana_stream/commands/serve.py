@@ -60,9 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--similarity-filter", action="store_true", default=env("similarity_filter") == "1",
                    help="skip frames nearly the same as the last processed one (a still camera costs no GPU)")
     p.add_argument("--seed", type=int, default=int(env("seed", "0") or 0), help="noise seed of new streams")
-    p.add_argument("--token", default=env("token"),
-                   help=f"require 'Authorization: Bearer TOKEN' to mutate; at least {MIN_TOKEN_CHARS} characters "
-                        f"(e.g. `{SECRET_RECIPE}`; prefer SANA_STREAM_TOKEN: the command line is visible to `ps`)")
+    p.add_argument("--token", default=env("token"), action=SecretOption,
+                   help="require 'Authorization: Bearer TOKEN' for everything but /config, a bare /health and the "
+                        f"pages; at least {MIN_TOKEN_CHARS} characters (e.g. `{SECRET_RECIPE}`; prefer "
+                        "SANA_STREAM_TOKEN: the command line is readable by every local user)")
+    p.add_argument("--view-token", default=env("view_token"), action=SecretOption,
+                   help="the token /view links carry: plays streams, nothing else (default: derived from --token; "
+                        f"at least {MIN_TOKEN_CHARS} characters; prefer SANA_STREAM_VIEW_TOKEN)")
     p.add_argument("--max-peers", type=int, default=int(env("max_peers", "4") or 4),
                    help="camera and WHIP connections at once; more get 503 server_full")
     p.add_argument("--max-viewers", type=int, default=int(env("max_viewers", "-1") or -1),
@@ -101,7 +105,7 @@ def add_ice_options(p: argparse.ArgumentParser) -> None:
                    help="stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]; repeatable "
                         "(SANA_STREAM_ICE_SERVER: comma-separated). The server's own connections, the web pages and "
                         "`sana-stream camera` all use them")
-    p.add_argument("--turn-secret", default=env("turn_secret"),
+    p.add_argument("--turn-secret", default=env("turn_secret"), action=SecretOption,
                    help="the TURN server's shared secret (coturn: use-auth-secret + static-auth-secret), at least "
                         f"{MIN_TURN_SECRET_CHARS} characters: each client gets its own time-limited credentials "
                         "(recommended; prefer SANA_STREAM_TURN_SECRET)")
@@ -109,8 +113,18 @@ def add_ice_options(p: argparse.ArgumentParser) -> None:
                    help="seconds a minted TURN credential stays valid (default: %(default)g); clients fetch new "
                         "ones for every connection")
     p.add_argument("--turn-username", default=env("turn_username"), help="static TURN username (instead of a secret)")
-    p.add_argument("--turn-credential", default=env("turn_credential"),
+    p.add_argument("--turn-credential", default=env("turn_credential"), action=SecretOption,
                    help="static TURN password (prefer SANA_STREAM_TURN_CREDENTIAL)")
+
+
+class SecretOption(argparse.Action):
+    """Stores the value, and notes that a secret came on the command line (``serve`` warns: ``ps`` shows it to
+    every local user; the SANA_STREAM_* variables are the documented way)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.secrets_on_command_line = [*getattr(namespace, "secrets_on_command_line", []), option_string]
 
 
 def parse_t_list(text: str) -> tuple[float, ...]:

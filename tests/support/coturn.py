@@ -87,23 +87,24 @@ class Coturn:
 
 
 def start_coturn(directory: Path, *, secret: str | None = None, user: tuple[str, str] | None = None,
-                 config: Path | None = None, timeout: float = 20.0) -> Coturn:
+                 config: Path | None = None, extra: tuple[str, ...] = (), ports: int = 200,
+                 timeout: float = 20.0) -> Coturn:
     """Starts coturn with a shared ``secret`` (TURN REST API credentials) or one static ``user``, from its options
-    alone or from a ``config`` file (the ``secret`` appended, as the compose service does; addresses, ports and
-    files still this test's); returns once it answers STUN on its port."""
+    alone or from a ``config`` file (the ``secret`` and ``extra`` lines appended, as the compose service does;
+    addresses, ``ports`` relay ports and files still this test's); returns once it answers STUN on its port."""
     binary = require_coturn()
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     low = random.randrange(40_000, 59_000, 200)  # coturn skips relay ports in use by others
     log = directory / "turnserver.log"
     args = [binary, "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
-            f"--min-port={low}", f"--max-port={low + 199}", "--allow-loopback-peers", "--no-tls", "--no-dtls",
+            f"--min-port={low}", f"--max-port={low + ports - 1}", "--allow-loopback-peers", "--no-tls", "--no-dtls",
             "--no-cli", f"--realm={REALM}", "--fingerprint", "--no-software-attribute", "--no-multicast-peers",
             f"--pidfile={directory / 'turnserver.pid'}", f"--userdb={directory / 'turndb'}",
             f"--log-file={log}", "--simple-log", "--no-stdout-log"]
     if config is not None:  # the file says how clients authenticate
         copy = directory / "turnserver.conf"
-        copy.write_text(config.read_text() + f"\nstatic-auth-secret={secret}\n")
+        copy.write_text("\n".join([config.read_text(), f"static-auth-secret={secret}", *extra, ""]))
         copy.chmod(0o600)
         args[1:1] = ["-c", str(copy)]
     elif secret is not None:
