@@ -58,7 +58,9 @@ function stopCountdown() {
 
 function attemptNow() {
   stopCountdown();
-  $("message-countdown").textContent = `Reconnecting now (attempt ${state.retry.attempt})…`;
+  const text = `Reconnecting now (attempt ${state.retry.attempt})…`;
+  $("message-countdown").textContent = text;
+  setStatus("reconnecting", text);
   run({ retrying: true });
 }
 
