@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for name in ("aioice", "aiortc", "httpx"):  # one line per ICE check otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
     include_loopback_candidates()
     with tempfile.TemporaryDirectory() as tmp:
         if args.browser:
