@@ -20,7 +20,7 @@ import pytest
 
 from benchmarks.serve_process import ServeProcess
 from tests.support import free_port, wait_until
-from tests.test_browser import ARTIFACTS, browser, new_page, wait_advancing  # noqa: F401 - fixture
+from tests.test_browser import ARTIFACTS, browser, new_page, screenshot, wait_advancing  # noqa: F401 - fixture
 
 SIZE = 64
 # the page's longest wait between attempts (web/js/filter-retry.js MAX_WAIT_MS), and what an attempt may take on a
@@ -124,6 +124,7 @@ def outage(browser, server: ServeProcess, seconds: float, name: str, throttled: 
     page.wait_for_function("document.body.dataset.state === 'reconnecting'", timeout=5_000)
     assert page.locator("#message[data-kind='connection-lost'], #message[data-kind='unreachable']").is_visible()
     assert "Reconnecting" in page.inner_text("#message-countdown")
+    screenshot(page, f"reconnecting-{name}.png")
     time.sleep(max(0.0, stopped + seconds - time.time()))
     assert page.evaluate("window.sanaStream.camera.getVideoTracks()[0].readyState") == "live"  # camera kept open
     restarted = time.time()

@@ -34,6 +34,7 @@ export function retryLater(kind, title, detail, atLeastMs = 0) {
   retry.due = performance.now() + wait;
   retry.timer = after(wait, attemptNow);
   showMessage(kind, title, detail, "Retry now");
+  $("output-placeholder").textContent = "Reconnecting…";
   tick();
 }
 
