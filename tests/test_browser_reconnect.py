@@ -80,7 +80,7 @@ def streaming_pages(browser, server: ServeProcess, token: str | None = None):
         page.eval_on_selector(f"#{name}", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", value)
     page.fill("#seed", str(SETTINGS["seed"]))
     page.dispatch_event("#seed", "change")
-    wait_until(lambda: applied(server, stream) == SETTINGS, 10, "the settings on the server")
+    wait_until(lambda: applied(server, stream) == SETTINGS, 30, "the settings on the server")
     viewer = new_page(browser, token=token)
     viewer.goto(f"{server.base}/view?stream={stream}")
     viewer.wait_for_function("document.body.dataset.state === 'playing'")
@@ -120,7 +120,9 @@ def outage(browser, server: ServeProcess, seconds: float, name: str, throttled: 
     generations = {"webcam": page.evaluate("window.sanaStream.generation"),
                    "view": viewer.evaluate("window.sanaView.generation")}
     stopped = server.stop()
-    # the server's goodbye: the page knows at once and counts down to its next attempt
+    # the server's goodbye (server.serve.GoodbyeServer): the page knows at once and counts down to its next attempt;
+    # without one, Chromium would notice after ~5 s of unanswered ICE checks and the page wait 3 s more
+    assert "said goodbye to every client" in server.log.read_text()
     page.wait_for_function("document.body.dataset.state === 'reconnecting'", timeout=5_000)
     assert page.locator("#message[data-kind='connection-lost'], #message[data-kind='unreachable']").is_visible()
     assert "Reconnecting" in page.inner_text("#message-countdown")
