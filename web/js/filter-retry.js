@@ -6,14 +6,14 @@ import { after, cancel } from "./wake-clock.js";
 import { hideMessage, setStatus, showMessage } from "./filter-messages.js";
 import { $, state } from "./filter-state.js";
 
-export const FIRST_WAIT_MS = 500;
-export const MAX_WAIT_MS = 8000;
+const FIRST_WAIT_MS = 500;
+const MAX_WAIT_MS = 8000; // tests/test_browser_reconnect.py bounds its waits by this
 const JITTER = 0.25;
 const STABLE_MS = 10000; // a connection that lasted this long starts the waits over at FIRST_WAIT_MS
 
 // the wait before attempt number `attempt` (0 first)
-export function backoffMs(attempt, random = Math.random) {
-  return Math.min(MAX_WAIT_MS, FIRST_WAIT_MS * 2 ** attempt) * (1 - JITTER * random());
+function backoffMs(attempt) {
+  return Math.min(MAX_WAIT_MS, FIRST_WAIT_MS * 2 ** attempt) * (1 - JITTER * Math.random());
 }
 
 let run = () => {};
