@@ -51,8 +51,9 @@ PAGE_WATCH = """() => {
     if (document.body.dataset.state === "reconnecting" && window.noticedAt === null) window.noticedAt = Date.now();
   }).observe(document.body, { attributes: true, attributeFilter: ["data-state"] });
 }"""
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"]
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--use-fake-ui-for-media-stream",
+                 "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
+                 "--disable-features=WebRtcHideLocalIpsWithMdns"]
 
 
 async def connect_clients(base: str, count: int) -> list[StreamClient]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -35,7 +34,9 @@ DECODED = """async (key) => {
   const pc = s.pc;
   if (!pc || pc.connectionState !== "connected") return [s.generation, 0];
   let decoded = 0;
-  (await pc.getStats()).forEach((r) => { if (r.type === "inbound-rtp" && r.kind === "video") decoded = r.framesDecoded || 0; });
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") decoded = r.framesDecoded || 0;
+  });
   return [s.generation, decoded];
 }"""
 # Chromium's intensive wake-up throttling, as in a tab hidden for 5 minutes: the page's own timers fire at most once a

@@ -3,7 +3,9 @@
 import { getConfig, request, saveToken } from "./api.js";
 import { formatStats, negotiate, rtcConfiguration, videoStats } from "./rtc.js";
 import { cameraLive, listCameras, openCamera } from "./filter-camera.js";
-import { describeFailure, explainCameraFailure, explainFailure, hideMessage, setStatus, showMessage } from "./filter-messages.js";
+import {
+  describeFailure, explainCameraFailure, explainFailure, hideMessage, setStatus, showMessage,
+} from "./filter-messages.js";
 import { connected, onRetry, resetRetries, retryLater, retryNow } from "./filter-retry.js";
 import { applyConfig, hint, onSettingsUnauthorized, sendSettings, syncSettings, throttled } from "./filter-settings.js";
 import { copyViewLink, showShareLink } from "./filter-share.js";
