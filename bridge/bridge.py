@@ -6,8 +6,10 @@
 Nothing blocks the event loop: the source is read on its own thread, the sink written on another. The source
 and the sink stay open across reconnects. The first connection must succeed (an unreachable server, a refused
 token or a full server is reported and ends the bridge); after that a lost connection (server restart, network
-drop, no frames for ``stall_timeout`` seconds) is retried with exponential backoff, asking for the same stream
-id and re-applying the prompt settings, so viewer links (/view?stream=ID) and styles survive.
+drop, no frames for ``stall_timeout`` seconds) is retried for as long as the bridge runs, with exponential backoff
+(0.5 s doubling to 8 s, each wait shortened by up to a quarter at random so that a restarted server is not hit by
+every client at once), asking for the same stream id and re-applying the prompt settings, so viewer links
+(/view?stream=ID) and styles survive. Only a refused token ends it then.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +35,7 @@ from rtc.client import OfferRejected, Received, RelayUnavailable, StreamClient
 from stream.live_settings import LIVE_SETTING_NAMES as PROMPT_FIELDS
 
 logger = logging.getLogger(__name__)
+JITTER = 0.25  # each backoff wait is shortened by up to this fraction, at random
 
 
 @dataclass
@@ -46,7 +50,7 @@ class BridgeOptions:
     stall_timeout: float = 10.0  # seconds without an output frame before reconnecting
     first_frame_timeout: float = 30.0  # seconds for the first frame of a connection (ICE, DTLS, model warm-up)
     backoff_initial: float = 0.5
-    backoff_max: float = 10.0
+    backoff_max: float = 8.0
     max_frames: int | None = None  # stop after this many output frames (scripts, tests)
     http_timeout: float = 10.0
     relay: bool = False  # send all media through the server's TURN server (--relay), to check a TURN setup
@@ -139,8 +143,7 @@ class Bridge:
                 fatal = self.connections == 0 or (isinstance(exc, OfferRejected) and exc.status == 401)
                 if fatal:
                     raise BridgeError(message) from None
-                logger.warning("%s; retrying in %.1f s", message, delay)
-                if await self._sleep(delay):
+                if await self._sleep(delay, f"{message}; retrying"):
                     return
                 delay = min(2 * delay, self.options.backoff_max)
                 continue
@@ -170,8 +173,7 @@ class Bridge:
                                   "between this machine and the server")
             if delivered:
                 delay = self.options.backoff_initial
-            logger.warning("%s (stream %s); reconnecting in %.1f s", ended.value, client.stream, delay)
-            if await self._sleep(delay):
+            if await self._sleep(delay, f"{ended.value} (stream {client.stream}); reconnecting"):
                 return
             delay = min(2 * delay, self.options.backoff_max)
 
@@ -183,8 +185,10 @@ class Bridge:
         self.stream_id = client.stream
         return client
 
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleeps unless stopped first; True when stopped."""
+    async def _sleep(self, delay: float, why: str) -> bool:
+        """Logs ``why`` and waits about ``delay`` seconds (JITTER) unless stopped first; True when stopped."""
+        seconds = delay * (1 - JITTER * random.random())
+        logger.warning("%s in %.1f s", why, seconds)
         try:
             await asyncio.wait_for(self._stop.wait(), seconds)
             return True

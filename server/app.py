@@ -102,12 +102,19 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout, ice=ice, locks=locks)
         state["viewers"] = ViewerManager(pipeline, settings.viewer_cap, ice=ice, locks=locks)
         state["peers"].on_close = state["viewers"].close_stream  # a stream's viewers go when it goes
+        app.state.goodbye = goodbye
         try:
             yield
         finally:
-            await state["viewers"].close_all()
-            await state["peers"].close_all()
+            await goodbye()
             pipeline.close()
+
+    async def goodbye() -> None:
+        """Closes every viewer's and peer's connection (an SCTP ABORT closes their data channels, then DTLS says
+        close_notify), so that clients reconnect at once instead of waiting for silence; ``serve`` calls it first
+        thing on SIGTERM (``server.serve.GoodbyeServer``), the lifespan's end again (by then a no-op)."""
+        await state["viewers"].close_all()
+        await state["peers"].close_all()
 
     app = FastAPI(title="sana-stream", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Real-time Sana-Sprint img2img over WebRTC. Errors are JSON: {error, detail}.")

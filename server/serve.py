@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,10 +142,26 @@ def run_server(args: argparse.Namespace) -> int:
     scheme = "https" if settings.ssl_certfile else "http"
     logger.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
     try:
-        uvicorn.Server(uvicorn_config(app, settings)).run()
+        GoodbyeServer(uvicorn_config(app, settings)).run()
     except KeyboardInterrupt:  # Ctrl-C / SIGINT: a clean stop, as uvicorn.run has it
         pass
     return 0
+
+
+class GoodbyeServer(uvicorn.Server):
+    """uvicorn whose shutdown (SIGTERM, Ctrl-C) starts with the app's goodbye (``app.state.goodbye``: every peer's
+    and viewer's connection closed), right after it stops accepting connections: clients start reconnecting at once,
+    not after uvicorn has waited for open HTTP requests to finish (docs/server.md#stopping)."""
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new offer while saying goodbye; uvicorn's own shutdown closes them again, harmlessly
+        goodbye = getattr(getattr(self.config.app, "state", None), "goodbye", None)
+        if goodbye is not None and not self.force_exit:
+            started = time.monotonic()
+            await goodbye()
+            logger.info("said goodbye to every client in %.2f s", time.monotonic() - started)
+        await super().shutdown(sockets)
 
 
 def uvicorn_config(app: FastAPI, settings: ServerSettings, **overrides: Any) -> uvicorn.Config:

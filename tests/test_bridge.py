@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -13,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from benchmarks.serve_process import ServeProcess
 from bridge.background import ColorKey, parse_background
 from bridge.bridge import Bridge, BridgeOptions
 from bridge.server_api import describe_rejection
@@ -22,7 +27,7 @@ from sana_stream.cli import main
 from rtc.client import OfferRejected
 from rtc.ice import include_loopback_candidates
 from stream import StreamConfig, StreamEngine
-from tests.support import ServerThread, block_diff, eventually, free_port
+from tests.support import ServerThread, block_diff, eventually, free_port, wait_until
 from tests.support.bridge import NEW, OLD, SIZE, TOKEN, bridge_app, first_frame, write_clip
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -46,7 +51,7 @@ def make_engine(demo_model_dir):
 
 def test_frames_flow_prompt_changes_and_a_server_restart_is_survived(clip, make_engine):
     sink = RecordingSink(keep=16)
-    options = BridgeOptions(server="http://127.0.0.1:1", token=TOKEN, fps=15, stall_timeout=2.0,
+    options = BridgeOptions(server="http://127.0.0.1:1", token=TOKEN, fps=15, stall_timeout=2.0, stream="bridge-cam",
                             backoff_initial=0.2, backoff_max=1.0, key=parse_background("key:#00ff00"))
     seen: dict[str, object] = {}
 
@@ -68,6 +73,7 @@ def test_frames_flow_prompt_changes_and_a_server_restart_is_survived(clip, make_
         seen["after"] = sink.snapshot()[-1]
         seen["alpha"] = sink.alphas[-1]
         seen["stream"] = bridge.stream_id
+        assert bridge.stream_id == "bridge-cam"  # the stream id asked for
 
         # the server goes away and a new one comes up on the same port
         port = first.port
@@ -108,6 +114,43 @@ def test_frames_flow_prompt_changes_and_a_server_restart_is_survived(clip, make_
     after, alpha = seen["after"], seen["alpha"]
     assert alpha is not None and (alpha[:, 2:30] == 0).mean() > 0.95 and (alpha[:, 40:] == 255).mean() > 0.95
     assert np.all(after[alpha == 0] == key.color)
+
+
+@pytest.mark.slow
+def test_the_command_rides_out_a_server_restart_on_its_port_keeping_its_stream_id(clip, demo_model_dir, tmp_path):
+    """``sana-stream camera --stream ID`` against a ``sana-stream serve`` process that is stopped (SIGTERM) and
+    started again on the same port a few seconds later: the command keeps running, reconnects by itself as
+    stream ID and re-applies its --prompt and --seed on the new server."""
+    server = ServeProcess(free_port(), ["--model", str(demo_model_dir), "--backend", "torch", "--width", str(SIZE),
+                                        "--height", str(SIZE), "--token", TOKEN], tmp_path / "serve.log",
+                          env={"SANA_STREAM_CACHE": str(tmp_path / "cache")})
+    frames, log = tmp_path / "frames", tmp_path / "camera.log"
+    server.start()
+    with open(log, "wb") as out:
+        camera = subprocess.Popen([sys.executable, "-m", "sana_stream", "camera", "--server", server.base, "--token",
+                                   TOKEN, "--source", f"file:{clip}", "--loop", "--fps", "15", "--record", str(frames),
+                                   "--no-stdin", "--stream", "vtuber", "--prompt", NEW[0], "--seed", str(NEW[1])],
+                                  stdout=out, stderr=subprocess.STDOUT)
+    written = lambda: len(list(frames.glob("frame_*.png")))  # noqa: E731
+    try:
+        wait_until(lambda: written() >= 5 or camera.poll() is not None, 60, "5 recorded frames")
+        assert camera.poll() is None, log.read_text()
+        stopped = server.stop()
+        wait_until(lambda: "reconnecting" in log.read_text(), 15, "the command noticing the server is gone")
+        time.sleep(max(0.0, stopped + 3 - time.time()))  # a 3 s outage, plus the server's start
+        before = written()
+        server.start()
+        wait_until(lambda: written() >= before + 5 or camera.poll() is not None, 60, "frames after the restart")
+        assert camera.poll() is None, log.read_text()
+        shown = httpx.get(f"{server.base}/prompt", params={"stream": "vtuber"}).json()["streams"]["vtuber"]
+        assert (shown["prompt"], shown["seed"]) == NEW  # re-applied on the new server
+        assert httpx.get(f"{server.base}/health").json()["peers"] == 1
+        camera.send_signal(signal.SIGTERM)
+        assert camera.wait(30) == 0, log.read_text()
+    finally:
+        if camera.poll() is None:
+            camera.kill()
+        server.close()
 
 
 def test_unreachable_server_is_one_clear_line_and_exit_1(clip, tmp_path, caplog):

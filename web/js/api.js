@@ -1,6 +1,7 @@
 // HTTP side of the pages: the remembered token, JSON requests, and errors sorted into what a person can act on.
 
 const TOKEN_KEY = "sana-stream.token";
+const REQUEST_TIMEOUT_MS = 20000; // a server that accepted the connection but never answers counts as unreachable
 
 export function savedToken() {
   return localStorage.getItem(TOKEN_KEY) || "";
@@ -37,7 +38,7 @@ export async function request(path, { method = "GET", body, token = savedToken()
   let response;
   try {
     response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-                                   cache: "no-store" });
+                                   cache: "no-store", signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
   } catch (err) {
     throw new ApiFailure("unreachable", `the server at ${location.host} does not answer (${err.message})`);
   }

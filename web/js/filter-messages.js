@@ -16,6 +16,7 @@ export function showMessage(kind, title, detail, action = "Retry") {
   $("message-action").textContent = action;
   $("message-action").hidden = kind === "token";
   $("token-form").hidden = kind !== "token";
+  $("message-countdown").hidden = true;
   box.hidden = false;
   $("output-placeholder").textContent = "Not connected";
   setStatus("error", title);
@@ -36,32 +37,37 @@ export function askForToken(refused) {
   $("token").focus();
 }
 
-export function explainFailure(err) {
-  if (err instanceof IceFailure) {
-    showMessage("relay", err.title, err.detail);
-    return;
-  }
+// What went wrong, said so a person can act on it, and whether waiting and trying again can fix it: a refused token
+// or an offer the server cannot use stay refused; an unreachable or full server, a failed ICE or anything else
+// may pass. { kind, title, detail, retry, waitMs (the server's Retry-After) }
+export function describeFailure(err) {
+  if (err instanceof IceFailure) return { kind: "relay", title: err.title, detail: err.detail, retry: true };
   if (!(err instanceof ApiFailure)) {
-    showMessage("error", "Something went wrong", String(err && err.message ? err.message : err));
-    return;
+    return { kind: "error", title: "Something went wrong", detail: String(err && err.message ? err.message : err),
+             retry: true };
   }
   switch (err.kind) {
     case "unreachable":
-      showMessage("unreachable", "Server unreachable", `${err.detail}. Is sana-stream running? Retry when it is.`);
-      break;
+      return { kind: "unreachable", title: "Server unreachable", detail: `${err.detail}. Is sana-stream running?`,
+               retry: true };
     case "full": {
       const max = state.config ? state.config.max_peers : "its";
-      showMessage("server-full", "Server full",
-                  `All ${max} camera streams of this server are in use. Try again in ${err.retryAfter || "a few"} ` +
-                  "seconds, or start the server with a larger --max-peers.");
-      break;
+      return { kind: "server-full", title: "Server full", retry: true, waitMs: (err.retryAfter || 0) * 1000,
+               detail: `All ${max} camera streams of this server are in use (a larger --max-peers makes room).` };
     }
     case "unauthorized":
-      askForToken(err.sentToken);
-      break;
+      return { kind: "token", retry: false, refused: err.sentToken };
+    case "invalid":
+      return { kind: "error", title: "The server refused the connection", detail: err.detail, retry: false };
     default:
-      showMessage("error", "The server refused the connection", err.detail);
+      return { kind: "error", title: "The server refused the connection", detail: err.detail, retry: true };
   }
+}
+
+// shows a failure that retrying cannot fix; the page waits for a person
+export function explainFailure(failure) {
+  if (failure.kind === "token") askForToken(failure.refused);
+  else showMessage(failure.kind, failure.title, failure.detail);
 }
 
 export function explainCameraFailure(err) {

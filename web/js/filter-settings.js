@@ -31,18 +31,25 @@ export function hint(text, kind = "") {
   el.dataset.kind = kind;
 }
 
-export async function sendSettings(changes, announce = true) {
+// a change made while not connected is kept for the next connection, which sends it first
+function keepForReconnect(changes) {
+  state.settings = { ...(state.settings || (state.config && state.config.defaults) || {}), ...changes };
+  hint("Not connected: applied on reconnecting", "pending");
+}
+
+export async function sendSettings(changes) {
   if (!state.streamId || !state.pc) {
-    hint("Not connected: press Reconnect first", "error");
+    keepForReconnect(changes);
     return;
   }
   try {
     const res = await request("/prompt", { method: "POST", body: { ...changes, stream: state.streamId } });
     state.settings = res.streams[state.streamId];
     showSettings(state.settings);
-    if (announce && changes.prompt !== undefined) hint(`Applied: “${state.settings.prompt}”`, "ok");
+    if (changes.prompt !== undefined) hint(`Applied: “${state.settings.prompt}”`, "ok");
   } catch (err) {
     if (err instanceof ApiFailure && err.kind === "unauthorized") onUnauthorized(err);
+    else if (err instanceof ApiFailure && err.kind === "unreachable") keepForReconnect(changes);
     else hint(`Not applied: ${err.detail || err.message}`, "error");
   }
 }
@@ -60,14 +67,18 @@ export function throttled(fn, ms) {
   };
 }
 
-// After (re)connecting: a new stream starts from the server's defaults, so settings changed on this page are sent
-// again; otherwise the controls show what the server uses.
+// After (re)connecting: a new stream (a restarted server's included) starts from the server's defaults, so settings
+// changed on this page are sent again; otherwise the controls show what the server uses. A failure here fails the
+// connection attempt (and is retried) rather than leaving the stream on other settings.
 export async function syncSettings() {
+  const stream = state.streamId;
+  let res;
   if (state.settings) {
     const { prompt, strength, guidance_scale, seed } = state.settings;
-    await sendSettings({ prompt, strength, guidance_scale, seed }, false);
+    res = await request("/prompt", { method: "POST", body: { prompt, strength, guidance_scale, seed, stream } });
+    state.settings = res.streams[stream];
   } else {
-    const res = await request(`/prompt?stream=${encodeURIComponent(state.streamId)}`);
-    showSettings(res.streams[state.streamId]);
+    res = await request(`/prompt?stream=${encodeURIComponent(stream)}`);
   }
+  showSettings(res.streams[stream]);
 }

@@ -11,7 +11,10 @@ export const state = {
   streamId: sessionStorage.getItem(STREAM_KEY),
   settings: null, // the stream's settings as the server last confirmed them
   generation: 0, // bumped by every (re)connect; stale callbacks compare against it
-  autoReconnects: 0,
+  // reconnecting (filter-retry.js): attempts since the last good connection, when the next is due
+  // (performance.now() ms, null when none is pending), its clock ids, when the connection came up
+  retry: { attempt: 0, due: null, timer: null, tick: null, connectedAt: 0 },
+  connectTimer: null,
   statsTimer: null,
   lastStats: null,
 };

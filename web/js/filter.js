@@ -3,29 +3,40 @@
 import { getConfig, request, saveToken } from "./api.js";
 import { formatStats, negotiate, rtcConfiguration, videoStats } from "./rtc.js";
 import { cameraLive, listCameras, openCamera } from "./filter-camera.js";
-import { explainCameraFailure, explainFailure, hideMessage, setStatus, showMessage } from "./filter-messages.js";
+import {
+  describeFailure, explainCameraFailure, explainFailure, hideMessage, setStatus, showMessage,
+} from "./filter-messages.js";
+import { connected, onRetry, resetRetries, retryLater, retryNow } from "./filter-retry.js";
 import { applyConfig, hint, onSettingsUnauthorized, sendSettings, syncSettings, throttled } from "./filter-settings.js";
 import { copyViewLink, showShareLink } from "./filter-share.js";
 import { $, CAMERA_KEY, STREAM_KEY, state } from "./filter-state.js";
+import { after, cancel } from "./wake-clock.js";
 
-const AUTO_RECONNECTS = 3;
+const CONNECT_TIMEOUT_MS = 20000; // an answered offer whose connection is not up by then is given up and retried
 
+// a failure: retried later when waiting can fix it, else explained and left to a person
 function fail(err) {
   teardown();
-  explainFailure(err);
+  const failure = describeFailure(err);
+  if (failure.retry) retryLater(failure.kind, failure.title, failure.detail, failure.waitMs);
+  else explainFailure(failure);
 }
 
 function cameraFailure(err) {
   teardown();
+  resetRetries();
   explainCameraFailure(err);
 }
 
 // ---- connection ---------------------------------------------------------------------------------------
 
+// closes the connection; the camera stays open and the stream id stays, for the next connection
 function teardown() {
   clearInterval(state.statsTimer);
   state.statsTimer = null;
   state.lastStats = null;
+  cancel(state.connectTimer);
+  state.connectTimer = null;
   if (state.pc) state.pc.close();
   state.pc = null;
   $("output").srcObject = null;
@@ -33,17 +44,23 @@ function teardown() {
   $("output-placeholder").textContent = "Waiting for the restyled video…";
 }
 
-async function start() {
+// Connects (or reconnects): a person's click or the first start begin with no message and fresh waits; a retry
+// keeps its message and its count.
+async function start({ retrying = false } = {}) {
   const generation = ++state.generation;
   teardown();
-  hideMessage();
-  setStatus("starting", "Connecting to the server…");
+  if (!retrying) {
+    resetRetries();
+    hideMessage();
+    setStatus("starting", "Connecting to the server…");
+  }
   try {
     state.config = await getConfig();
   } catch (err) {
-    fail(err);
+    if (generation === state.generation) fail(err);
     return;
   }
+  if (generation !== state.generation) return;
   applyConfig();
   if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     showMessage("insecure", "Camera blocked on plain http",
@@ -57,12 +74,12 @@ async function start() {
     try {
       await openCamera();
     } catch (err) {
-      cameraFailure(err);
+      if (generation === state.generation) cameraFailure(err);
       return;
     }
   }
   if (generation !== state.generation) return;
-  setStatus("connecting", "Connecting…");
+  if (!retrying) setStatus("connecting", "Connecting…");
   try {
     await connect(generation);
   } catch (err) {
@@ -77,7 +94,8 @@ async function connect(generation) {
   const pc = new RTCPeerConnection(rtcConfiguration(servers));
   state.pc = pc;
   pc.addTrack(state.camera.getVideoTracks()[0], state.camera);
-  // the server announces each frame on this channel; its closing tells at once that the server dropped us
+  // the server announces each frame on this channel; its closing (the server's goodbye when it stops, or it
+  // dropped us) tells at once that the connection is gone
   pc.createDataChannel("sana-stream").addEventListener("close", () => connectionLost(pc, generation, 0));
   pc.addEventListener("track", (event) => {
     $("output").srcObject = event.streams[0] || new MediaStream([event.track]);
@@ -92,15 +110,18 @@ async function connect(generation) {
   $("stat-stream").textContent = answer.stream;
   showShareLink();
   state.statsTimer = setInterval(() => updateStats(pc), 1000);
-  await syncSettings();
+  state.connectTimer = after(CONNECT_TIMEOUT_MS, () => {
+    if (pc.connectionState !== "connected") connectionLost(pc, generation, 0);
+  });
+  await syncSettings();  // a restarted server knows nothing of this stream: its settings go again first
 }
 
 function onConnectionState(pc, generation) {
   if (generation !== state.generation || pc !== state.pc) return;
   const s = pc.connectionState;
   if (s === "connected") {
-    state.autoReconnects = 0;
-    hideMessage();
+    cancel(state.connectTimer);
+    connected();
     setStatus("streaming", "Streaming");
   } else if (s === "failed") {
     connectionLost(pc, generation, 500);
@@ -109,19 +130,14 @@ function onConnectionState(pc, generation) {
   }
 }
 
+// the connection went (or, with `unlessRecovered`, may come back within `delayMs`): reconnect with backoff
 function connectionLost(pc, generation, delayMs, unlessRecovered = false) {
-  setTimeout(() => {
+  after(delayMs, () => {
     if (generation !== state.generation || pc !== state.pc) return;
     if (unlessRecovered && pc.connectionState === "connected") return;
-    if (state.autoReconnects < AUTO_RECONNECTS) {
-      state.autoReconnects += 1;
-      setStatus("connecting", `Connection lost; reconnecting (${state.autoReconnects}/${AUTO_RECONNECTS})…`);
-      start();
-    } else {
-      teardown();
-      showMessage("connection-lost", "Connection lost", "The stream to the server stopped.", "Reconnect");
-    }
-  }, delayMs);
+    teardown();
+    retryLater("connection-lost", "Connection lost", "The stream to the server stopped.");
+  });
 }
 
 async function updateStats(pc) {
@@ -178,22 +194,20 @@ function wireControls() {
   }
   const connectWithToken = () => {
     saveToken($("token").value.trim());
-    state.autoReconnects = 0;
     start();
   };
   $("token-form").addEventListener("submit", (e) => {
     e.preventDefault();
     connectWithToken();
   });
-  $("message-action").addEventListener("click", () => start());
-  $("reconnect").addEventListener("click", () => {
-    state.autoReconnects = 0;
-    start();
-  });
+  $("message-action").addEventListener("click", () => retryNow() || start());
+  $("reconnect").addEventListener("click", () => start());
+  window.addEventListener("online", () => retryNow()); // the network is back: no need to wait out the countdown
   $("output").addEventListener("playing", () => { $("output-placeholder").hidden = true; });
   $("copy-view").addEventListener("click", copyViewLink);
 }
 
 onSettingsUnauthorized(fail);
+onRetry(start);
 wireControls();
 start();
