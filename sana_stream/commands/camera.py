@@ -75,7 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--record", type=Path, metavar="DIR", help="write frame_000001.png, ... into DIR instead")
     p.add_argument("--device", default=None, help="virtual camera device, e.g. /dev/video10 (v4l2loopback)")
     p.add_argument("--camera-backend", default=None, choices=["obs", "unitycapture", "v4l2loopback"],
-                   help="pyvirtualcam backend (default: the first that works)")
+                   help="pyvirtualcam backend: v4l2loopback on Linux, obs or unitycapture on Windows, obs on macOS; "
+                        "another is refused (default: the first that works)")
     p.add_argument("--prompt", default=None, help="prompt for this stream (default: the server's)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--seed", type=int, default=None)
