@@ -63,8 +63,8 @@ def shows_quadrants(frame: np.ndarray | None) -> bool:
 
 def test_window_lookup_chooses_follows_and_survives_a_closed_window(display, caplog):
     main_id = display.window(MAIN, 200, 150, 40, 30)
-    display.window(SETTINGS, 100, 80, 400, 300)
-    display.xclock("ClockAvatar", "100x100+500+20")
+    display.window(SETTINGS, 100, 80, 520, 360)
+    display.xclock("ClockAvatar", "100x100+520+20")
     titles = {w.title for w in XdotoolWindows().visible()}
     assert {MAIN, SETTINGS, "ClockAvatar"} <= titles  # read back exactly, non-ASCII included
 
@@ -78,8 +78,8 @@ def test_window_lookup_chooses_follows_and_survives_a_closed_window(display, cap
         assert frame.shape == (150, 200, 3) and shows_quadrants(frame)
         assert "2 windows match" in caplog.text
 
-        display.xdotool("windowmove", str(main_id), "300", "200")
-        wait_until(lambda: source.read() is not None and source.region == Region(300, 200, 200, 150), 10,
+        display.xdotool("windowmove", str(main_id), "250", "150")
+        wait_until(lambda: source.read() is not None and source.region == Region(250, 150, 200, 150), 10,
                    "the capture following the moved window")
         assert shows_quadrants(source.read())
 
@@ -89,9 +89,9 @@ def test_window_lookup_chooses_follows_and_survives_a_closed_window(display, cap
 
         display.clients[0].terminate()  # the main window closes: its last place is captured, no failure
         display.clients[0].wait(10)
-        wait_until(lambda: source.read() is not None and source._lost_since is not None, 10, "the window lost")
+        wait_until(lambda: source.read() is not None and "closed; capturing its last place" in caplog.text, 10,
+                   "the closed window noticed")
         assert source.read().shape == (180, 260, 3)
-        assert "closed; capturing its last place" in caplog.text
 
     with pytest.raises(SourceError, match=r"no visible window whose title contains 'nothing here' \(visible: .*"
                                           r"ClockAvatar"):

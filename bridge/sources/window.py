@@ -51,8 +51,8 @@ class WindowSource(ScreenSource):
             raise SourceError(f"no visible window whose title contains {self.title!r}{_listing_hint(windows)}")
         others = [w.title for w in windows if w is not window and self.title.casefold() in w.title.casefold()]
         if others:
-            logger.info("%d windows match %r: capturing %r (%dx%d), the largest; not %s", len(others) + 1,
-                        self.title, window.title, window.region.width, window.region.height, others)
+            logger.info("%d windows match %r: capturing %r (%dx%d), not %s", len(others) + 1, self.title,
+                        window.title, window.region.width, window.region.height, others)
         return window
 
     def read(self) -> np.ndarray | None:

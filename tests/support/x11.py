@@ -87,6 +87,8 @@ class XServer:
             client.terminate()
         for client in self.clients:
             client.wait(10)
+            if client.stdout is not None:
+                client.stdout.close()
         self.clients.clear()
 
 
