@@ -58,7 +58,7 @@ def virtual_camera_driver_hint(platform: str | None = None) -> str:
 
 # the backends pyvirtualcam has on each platform (its camera.py registers only these there)
 CAMERA_BACKENDS = {"linux": ("v4l2loopback",), "win32": ("obs", "unitycapture"), "darwin": ("obs",)}
-ALL_CAMERA_BACKENDS = ("obs", "unitycapture", "v4l2loopback")
+ALL_CAMERA_BACKENDS = tuple(sorted({name for names in CAMERA_BACKENDS.values() for name in names}))
 
 
 def check_camera_backend(backend: str | None, platform: str | None = None) -> None:

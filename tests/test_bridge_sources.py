@@ -70,10 +70,17 @@ class FakeUser32:
             if not visit(hwnd, 0):
                 break
 
-    def IsWindowVisible(self, hwnd): return True
-    def IsIconic(self, hwnd): return self.windows[hwnd][2]
-    def IsWindow(self, hwnd): return hwnd in self.windows
-    def GetWindowTextLengthW(self, hwnd): return len(self.windows[hwnd][0])
+    def IsWindowVisible(self, hwnd):
+        return True
+
+    def IsIconic(self, hwnd):
+        return self.windows[hwnd][2]
+
+    def IsWindow(self, hwnd):
+        return hwnd in self.windows
+
+    def GetWindowTextLengthW(self, hwnd):
+        return len(self.windows[hwnd][0])
 
     def GetWindowTextW(self, hwnd, buffer, size):
         buffer.value = self.windows[hwnd][0][:size - 1]
