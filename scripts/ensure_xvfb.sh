@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Makes sure Debian's Xvfb and the real X clients of the capture tests are installed (tests/test_bridge_x11.py:
-# Xvfb, xdotool, xclock from x11-apps, Tk windows drawn by /usr/bin/python3 with python3-tk; libgl1 and
+# Xvfb, xdotool, xclock from x11-apps, Tk windows drawn by /usr/bin/python3 with python3-tk, twm as a reparenting
+# window manager; libgl1 and
 # libglib2.0-0 for the GUI OpenCV below): installs what is missing with apt-get when this runs as root. Otherwise
 # it only says so; the tests then skip with the reason, or fail under CI=true. Also puts a GUI OpenCV
 # (opencv-python, the version of the headless one in .venv) into .venv-gui-cv2/ for the one --preview window
 # test, which skips without it.
 set -uo pipefail
-packages=(xvfb xdotool x11-apps python3-tk libgl1 libglib2.0-0)
+packages=(xvfb xdotool x11-apps python3-tk twm libgl1 libglib2.0-0)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -1,7 +1,8 @@
 """Screen and window capture on a real X server: Debian's Xvfb, real X clients (Tk windows drawn by
-tests/support/x11_window.py, xclock), the real xdotool and mss; and ``sana-stream camera`` with
-``--source window:TITLE`` and ``--source screen:X,Y,W,H`` end to end against a server, the window moved and
-resized with xdotool mid-run, and the colour key. The titles hold spaces, brackets and non-ASCII letters."""
+tests/support/x11_window.py, xclock), with and without a window manager (twm), the real xdotool and mss; and
+``sana-stream camera`` with ``--source window:TITLE`` and ``--source screen:X,Y,W,H`` end to end against a
+server, the window moved and resized with xdotool mid-run, and the colour key. The titles hold spaces, brackets
+and non-ASCII letters."""
 
 from __future__ import annotations
 
@@ -52,14 +53,16 @@ def display(x: XServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[XServer]:
         x.close_clients()
 
 
-def quadrant_colours(frame: np.ndarray) -> list[tuple[int, ...]]:
-    h, w = frame.shape[:2]
-    points = ((h // 4, w // 4), (h // 4, 3 * w // 4), (3 * h // 4, 3 * w // 4), (3 * h // 4, w // 4))
-    return [tuple(int(c) for c in frame[y, x]) for y, x in points]
-
-
 def shows_quadrants(frame: np.ndarray | None) -> bool:
-    return frame is not None and quadrant_colours(frame) == list(QUADRANTS)
+    """The window's four quadrants, at their centres and in the frame's very corners (so the capture is neither
+    shifted onto a title bar or the screen nor cut)."""
+    if frame is None:
+        return False
+    h, w = frame.shape[:2]
+    centres = ((h // 4, w // 4), (h // 4, 3 * w // 4), (3 * h // 4, 3 * w // 4), (3 * h // 4, w // 4))
+    corners = ((0, 0), (0, w - 1), (h - 1, w - 1), (h - 1, 0))
+    return all(tuple(int(c) for c in frame[y, x]) == colour for points in (centres, corners)
+               for (y, x), colour in zip(points, QUADRANTS))
 
 
 def test_window_lookup_chooses_follows_and_survives_a_closed_window(display, caplog):
@@ -101,6 +104,19 @@ def test_window_lookup_chooses_follows_and_survives_a_closed_window(display, cap
     with pytest.raises(SourceError, match=r"no visible window whose title contains 'nothing here' \(visible: .*"
                                           r"ClockAvatar"):
         WindowSource("nothing here").open()
+
+
+def test_window_capture_under_a_reparenting_window_manager(monkeypatch):
+    """twm puts a frame and a title bar around each client: the capture is the client's own area."""
+    with xvfb(640, 480) as managed:
+        monkeypatch.setenv("DISPLAY", managed.display)
+        managed.window_manager()
+        window = managed.window(MAIN, 200, 150, 40, 30)
+        with WindowSource(ASKED) as source:
+            assert shows_quadrants(frame := source.read()) and frame.shape == (150, 200, 3)
+            managed.xdotool("windowmove", str(window), "250", "150")
+            wait_until(lambda: source.read() is not None and source.region.left == 250, 10, "the move followed")
+            assert shows_quadrants(source.read())
 
 
 def test_xdotool_errors_reach_the_user_apart_from_no_such_window(display, monkeypatch, tmp_path):

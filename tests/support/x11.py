@@ -20,7 +20,7 @@ from tests.support.coturn import in_ci
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-tk
 WINDOW_CLIENT = Path(__file__).with_name("x11_window.py")
-TOOLS = ("Xvfb", "xdotool", "xclock")
+TOOLS = ("Xvfb", "xdotool", "xclock", "twm")
 
 
 def require_x11() -> None:
@@ -33,7 +33,7 @@ def require_x11() -> None:
         reason = f"no {', '.join(missing)}"
         if in_ci():
             pytest.fail(f"{reason} (CI=true: the X11 capture tests must run)")
-        pytest.skip(f"{reason}: the X11 capture tests need Debian's xvfb, xdotool, x11-apps and python3-tk; "
+        pytest.skip(f"{reason}: the X11 capture tests need Debian's xvfb, xdotool, x11-apps, twm and python3-tk; "
                     "`make test` as root installs them (scripts/ensure_xvfb.sh)")
 
 
@@ -81,6 +81,10 @@ class XServer:
                     return int(text)
             time.sleep(0.1)
         raise AssertionError(f"no window {title!r} appeared")
+
+    def window_manager(self) -> None:
+        """Starts twm, a reparenting window manager (title bars, frames around the clients)."""
+        self.clients.append(subprocess.Popen(["twm"], env=self.env, stderr=subprocess.DEVNULL))
 
     def close_clients(self) -> None:
         for client in self.clients:
