@@ -21,6 +21,7 @@ import pytest
 from bridge.errors import SourceError
 from bridge.sources import Region, ScreenSource, WindowSource
 from bridge.sources.xdotool import XdotoolWindows
+from sana_stream.cli import main
 from stream.frames import fit_frame
 from tests.support import ServerThread, block_diff, free_port, wait_until
 from tests.support.bridge import SIZE, bridge_app, bridge_engine
@@ -119,12 +120,15 @@ def test_window_capture_under_a_reparenting_window_manager(monkeypatch):
             assert shows_quadrants(source.read())
 
 
-def test_xdotool_errors_reach_the_user_apart_from_no_such_window(display, monkeypatch, tmp_path):
+def test_xdotool_errors_reach_the_user_apart_from_no_such_window(display, monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("DISPLAY", f":{free_port() % 1000 + 5000}")  # no X server there
     with pytest.raises(SourceError, match=r"xdotool search failed with exit status 1 on DISPLAY=:\d+: "
                                           r"Error: Can't open display") as failure:
         WindowSource("ClockAvatar").open()
     assert "no visible window" not in str(failure.value)
+    with caplog.at_level(logging.ERROR):  # the command: that one line, exit status 1
+        assert main(["camera", "--source", "window:ClockAvatar", "--record", str(tmp_path), "--no-stdin"]) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [str(failure.value)]
 
     monkeypatch.delenv("DISPLAY")
     monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
