@@ -17,6 +17,7 @@ test: $(STAMP)
 	bash scripts/ensure_chromium.sh
 	bash scripts/ensure_gstreamer.sh
 	bash scripts/ensure_coturn.sh
+	bash scripts/ensure_xvfb.sh
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 # on a machine with an NVIDIA GPU: the GPU tests and the real-size benchmark in under 10 minutes (docs/gpu.md);
@@ -28,4 +29,4 @@ bench: $(STAMP)
 	for b in engine pipeline server backends controlnet taesana scale; do $(VENV)/bin/python -m benchmarks.$$b $(ARGS) || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache tests/artifacts
+	rm -rf $(VENV) .venv-gui-cv2 .pytest_cache tests/artifacts

@@ -57,11 +57,28 @@ def virtual_camera_driver_hint(platform: str | None = None) -> str:
             "or install Unity Capture")
 
 
+# the backends pyvirtualcam has on each platform (its camera.py registers only these there)
+CAMERA_BACKENDS = {"linux": ("v4l2loopback",), "win32": ("obs", "unitycapture"), "darwin": ("obs",)}
+ALL_CAMERA_BACKENDS = tuple(sorted({name for names in CAMERA_BACKENDS.values() for name in names}))
+
+
+def check_camera_backend(backend: str | None, platform: str | None = None) -> None:
+    """Raises ValueError, one line naming what this OS offers, for a backend pyvirtualcam lacks here (it would
+    end in its own KeyError)."""
+    platform = platform or sys.platform
+    offered = next((names for prefix, names in CAMERA_BACKENDS.items() if platform.startswith(prefix)), ())
+    if backend is not None and backend not in offered:
+        here = " or ".join(offered) if offered else "none"
+        raise ValueError(f"--camera-backend {backend} is not available on {platform}: pyvirtualcam offers {here} "
+                         "there")
+
+
 class VirtualCameraSink(FrameSink):
     """pyvirtualcam: OBS Virtual Camera on Windows and macOS, v4l2loopback on Linux (``device`` picks one of
     several, e.g. /dev/video10; ``backend`` forces obs, unitycapture or v4l2loopback)."""
 
     def __init__(self, device: str | None = None, backend: str | None = None) -> None:
+        check_camera_backend(backend)
         self.device, self.backend = device, backend
         self._cam: Any = None
         self._size = (0, 0)

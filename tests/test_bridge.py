@@ -21,14 +21,14 @@ from benchmarks.serve_process import ServeProcess
 from bridge.background import ColorKey, parse_background
 from bridge.bridge import Bridge, BridgeOptions
 from bridge.server_api import describe_rejection
-from bridge.sinks import RecordingSink, virtual_camera_driver_hint
+from bridge.sinks import CAMERA_BACKENDS, RecordingSink, virtual_camera_driver_hint
 from bridge.sources import VideoFileSource
 from sana_stream.cli import main
 from rtc.client import OfferRejected
-from rtc.ice import include_loopback_candidates
-from stream import StreamConfig, StreamEngine
 from tests.support import ServerThread, block_diff, eventually, free_port, wait_until
-from tests.support.bridge import NEW, OLD, SIZE, TOKEN, bridge_app, first_frame, write_clip
+from tests.support.bridge import NEW, OLD, SIZE, TOKEN, bridge_app, bridge_engine, first_frame, write_clip
+
+ROOT = Path(__file__).resolve().parent.parent
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -40,13 +40,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def make_engine(demo_model_dir):
-    include_loopback_candidates()
-
-    def make(prompt: str = OLD[0], seed: int = OLD[1]) -> StreamEngine:
-        return StreamEngine.from_pretrained(
-            demo_model_dir, StreamConfig(width=SIZE, height=SIZE, t_list=(1.0,), prompt=prompt, seed=seed))
-
-    return make
+    return lambda prompt=OLD[0], seed=OLD[1]: bridge_engine(demo_model_dir, prompt, seed)
 
 
 def test_frames_flow_prompt_changes_and_a_server_restart_is_survived(clip, make_engine):
@@ -215,3 +209,22 @@ def test_refusals_are_explained():
     full = describe_rejection(OfferRejected(503, {"error": "busy", "detail": "4 peers already"}), "U")
     assert "is full" in full and "4 peers already" in full and "--max-peers" in full
     assert "HTTP 400" in describe_rejection(OfferRejected(400, "bad sdp"), "U")
+
+
+@pytest.mark.parametrize("backend", ["obs", "unitycapture", "v4l2loopback"])
+def test_each_camera_backend_is_used_here_or_refused_in_one_line(backend, clip, make_engine):
+    """In a process of its own, so what pyvirtualcam leaves on stderr (an ignored exception in its Camera.__del__)
+    would show."""
+    supported = backend in CAMERA_BACKENDS["linux"]
+    with ServerThread(bridge_app(make_engine(), token=None)) as server:
+        done = subprocess.run([sys.executable, "-m", "sana_stream.cli", "camera", "--server", server.base, "--source",
+                               f"file:{clip}", "--no-stdin", "--virtual-camera", "--camera-backend", backend],
+                              capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output and "Exception ignored" not in output, output
+    errors = [line for line in output.splitlines() if "ERROR" in line]
+    if supported:  # v4l2loopback reaches pyvirtualcam, which finds no loopback device here
+        assert done.returncode == 1 and len(errors) == 1 and virtual_camera_driver_hint() in errors[0], output
+    else:
+        assert done.returncode == 2 and len(errors) == 1, output
+        assert f"--camera-backend {backend} is not available on linux: pyvirtualcam offers v4l2loopback" in errors[0]

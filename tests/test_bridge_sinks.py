@@ -11,7 +11,8 @@ import pytest
 
 from bridge.background import KeyMasks, parse_background
 from bridge.errors import SinkClosed, SinkError
-from bridge.sinks import PreviewSink, RecordingSink, SinkWorker, VirtualCameraSink, virtual_camera_driver_hint
+from bridge.sinks import (ALL_CAMERA_BACKENDS, CAMERA_BACKENDS, PreviewSink, RecordingSink, SinkWorker,
+                          VirtualCameraSink, check_camera_backend, virtual_camera_driver_hint)
 from tests.support.bridge import SIZE, scene
 
 
@@ -21,6 +22,25 @@ def test_virtual_camera_messages_name_the_driver(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyvirtualcam", None)  # not installed
     with pytest.raises(SinkError, match="pip install pyvirtualcam.*" + virtual_camera_driver_hint().split(":")[0]):
         VirtualCameraSink().open(SIZE, SIZE, 30)
+
+
+@pytest.mark.parametrize("backend", ALL_CAMERA_BACKENDS)
+def test_each_camera_backend_is_accepted_only_where_pyvirtualcam_has_it(backend):
+    for platform, offered in CAMERA_BACKENDS.items():
+        if backend in offered:
+            check_camera_backend(backend, platform)
+            continue
+        here = " or ".join(offered)
+        with pytest.raises(ValueError, match=f"^--camera-backend {backend} is not available on {platform}: "
+                                             f"pyvirtualcam offers {here} there$"):
+            check_camera_backend(backend, platform)
+    check_camera_backend(None, "linux")  # none asked for: pyvirtualcam picks
+
+
+def test_the_backend_table_is_pyvirtualcams_own_on_this_platform():
+    import pyvirtualcam.camera
+
+    assert set(pyvirtualcam.camera.BACKENDS) == set(CAMERA_BACKENDS["linux"])
 
 
 def test_preview_without_gui_support_or_a_display_is_a_clear_error(monkeypatch):

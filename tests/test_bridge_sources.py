@@ -1,18 +1,18 @@
-"""The camera bridge's capture sources: ``--source`` specs, a video file, and screen and window capture with a
-stand-in for mss (no display here) and a stand-in xdotool script."""
+"""The camera bridge's capture sources: ``--source`` specs, a video file, how ``window:TITLE`` picks among windows,
+and the Windows window list with a stand-in user32 (Windows cannot run here). Screen and window capture on X11
+run on a real X server in test_bridge_x11.py."""
 
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
-from typing import ClassVar
 
-import numpy as np
 import pytest
 
 from bridge.errors import SourceError
 from bridge.sources import Region, ScreenSource, VideoFileSource, WindowSource, parse_source
+from bridge.sources.window import Win32Windows
+from bridge.sources.window_list import Window, choose_window
 from tests.support.bridge import SIZE, write_clip
 
 
@@ -45,59 +45,62 @@ def test_video_file_source_loops(clip):
     assert count == 30
 
 
-class FakeShot:
-    def __init__(self, region: dict) -> None:
-        self.region = region
-        bgra = np.zeros((region["height"], region["width"], 4), np.uint8)
-        bgra[..., 0], bgra[..., 2] = 200, 10  # blue in BGRA
-        self.array = bgra
+def test_a_title_means_an_exact_title_first_then_the_largest_window():
+    def window(id_: int, title: str, width: int, height: int) -> Window:
+        return Window(id_, title, Region(0, 0, width, height))
 
-    def __array__(self, dtype=None, copy=None):
-        return self.array
-
-
-class FakeMSS:
-    """Stands in for ``mss.MSS()``: one 800x600 monitor; remembers what was grabbed."""
-
-    grabbed: ClassVar[list[dict]] = []
-
-    def __init__(self) -> None:
-        screen = {"left": 0, "top": 0, "width": 800, "height": 600}
-        self.monitors = [screen, screen]
-
-    def grab(self, region: dict) -> FakeShot:
-        self.grabbed.append(region)
-        return FakeShot(region)
-
-    def close(self) -> None:
-        pass
+    small, large = window(3, "VSeeFace", 100, 100), window(2, "VSeeFace - Settings", 300, 300)
+    assert choose_window("vseeface", [large, small]) is small  # an exact title first
+    assert choose_window("vsee", [small, large]) is large  # else the largest
+    twin = window(1, "VSeeFace - Settings", 300, 300)
+    assert choose_window("settings", [large, twin]) is twin  # then the lowest id
+    assert choose_window("VSeeFace", [window(4, "VSeeFace", 0, 0)]) is None  # no area: not a window to capture
+    assert choose_window("Warudo", [small, large]) is None
 
 
-def test_screen_and_window_sources_with_a_fake_mss_and_xdotool(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "mss", types.SimpleNamespace(MSS=FakeMSS))
-    with ScreenSource(Region(700, 500, 200, 200)) as screen:  # clipped to the 800x600 screen
-        frame = screen.read()
-    assert frame.shape == (100, 100, 3) and tuple(frame[0, 0]) == (10, 0, 200)
+class FakeUser32:
+    """Stands in for Windows' user32 (this suite runs on Linux, where the Win32 path cannot run; the X11 path is
+    tested on a real X server in test_bridge_x11.py): three top-level windows, one minimised."""
 
-    xdotool = tmp_path / "xdotool"
-    xdotool.write_text("#!/bin/sh\n"
-                       'if [ "$1" = search ]; then echo 4242; exit 0; fi\n'
-                       'printf "WINDOW=4242\\nX=30\\nY=40\\nWIDTH=160\\nHEIGHT=120\\n"\n')
-    xdotool.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    monkeypatch.setenv("DISPLAY", ":99")
-    with WindowSource("VSeeFace", platform="linux") as window:
-        frame = window.read()
-    assert frame.shape == (120, 160, 3) and FakeMSS.grabbed[-1] == {"left": 30, "top": 40, "width": 160,
-                                                                       "height": 120}
+    windows = {11: ("VTube Studio", (10, 20, 650, 500), False), 12: ("VTube Studio", (0, 0, 90, 90), True),
+               13: ("Notepad", (5, 5, 50, 50), False)}
+
+    def EnumWindows(self, visit, _):
+        for hwnd in self.windows:
+            if not visit(hwnd, 0):
+                break
+
+    def IsWindowVisible(self, hwnd):
+        return True
+
+    def IsIconic(self, hwnd):
+        return self.windows[hwnd][2]
+
+    def IsWindow(self, hwnd):
+        return hwnd in self.windows
+
+    def GetWindowTextLengthW(self, hwnd):
+        return len(self.windows[hwnd][0])
+
+    def GetWindowTextW(self, hwnd, buffer, size):
+        buffer.value = self.windows[hwnd][0][:size - 1]
+
+    def GetWindowRect(self, hwnd, rect_ref):
+        rect = rect_ref._obj
+        rect.left, rect.top, rect.right, rect.bottom = self.windows[hwnd][1]
+        return True
 
 
-def test_screen_and_window_capture_say_what_is_missing(monkeypatch, tmp_path):
+def test_the_windows_path_lists_visible_windows_with_a_stand_in_user32():
+    windows = Win32Windows(FakeUser32(), callback=lambda visit: visit)
+    assert [(w.id, w.title, w.region) for w in windows.visible()] == [
+        (11, "VTube Studio", Region(10, 20, 640, 480)), (13, "Notepad", Region(5, 5, 45, 45))]
+    assert windows.region_of(99) is None
+    source = WindowSource("vtube", platform="win32", windows=windows)
+    assert source.find().id == 11
+
+
+def test_screen_capture_without_mss_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mss", None)
     with pytest.raises(SourceError, match="need the mss package: pip install mss"):
         ScreenSource().open()
-    monkeypatch.setenv("PATH", str(tmp_path))  # no xdotool
-    with pytest.raises(SourceError, match="needs xdotool"):
-        WindowSource("VSeeFace", platform="linux").open()
-    with pytest.raises(SourceError, match="not supported on darwin"):
-        WindowSource("VSeeFace", platform="darwin").open()

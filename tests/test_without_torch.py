@@ -141,3 +141,27 @@ def test_the_stream_package_exports_every_name_on_first_use():
     assert stream.StreamEngine.__module__ == "stream.engine"
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         stream.nothing_here  # noqa: B018
+
+
+def test_the_bridge_streams_with_only_the_bridge_install(demo_model_dir, tmp_path):
+    """Not only imports: a whole ``camera`` run (a file source, WebRTC both ways, PNGs recorded) where nothing
+    outside the bridge-only install can be imported, so an import made lazily at run time fails here too."""
+    from tests.support import ServerThread
+    from tests.support.bridge import bridge_app, bridge_engine, write_clip
+
+    clip, out = write_clip(tmp_path / "clip.mp4"), tmp_path / "frames"
+    with ServerThread(bridge_app(bridge_engine(demo_model_dir), token=None)) as server:
+        argv = ["camera", "--server", server.base, "--source", f"file:{clip}", "--loop", "--record", str(out),
+                "--max-frames", "5", "--no-stdin"]
+        command = f"""
+def COMMAND():
+    from rtc.ice import include_loopback_candidates
+    from sana_stream.cli import main
+    include_loopback_candidates()
+    sys.exit(main({argv!r}))
+"""
+        report = run_reported(sys.executable, command, allowed=bridge_install(), env=checkout_env(), cwd=ROOT)
+    assert report["status"] == 0, report["output"]
+    assert report["server_only"] == [], "the bridge loaded server-only modules while streaming"
+    assert len(list(out.glob("frame_*.png"))) == 5, report["output"]
+    assert {"bridge.bridge", "bridge.pump", "rtc.client"} <= set(report["files"])

@@ -3,8 +3,8 @@
     camera:0            an OpenCV camera device by index (or camera:/dev/video2 by path)
     file:clip.mp4       a video file, decoded with PyAV (``loop=True`` starts it over at the end)
     screen              the primary monitor; screen:X,Y,W,H a region of the virtual screen (needs ``mss``)
-    window:TITLE        the screen region of the first visible window whose title contains TITLE (needs
-                        ``mss``; on Linux/X11 also ``xdotool``, on Windows nothing else; not on macOS)
+    window:TITLE        the screen region of a visible window whose title contains TITLE, followed as it moves
+                        (needs ``mss``; on Linux/X11 also ``xdotool``, on Windows nothing else; not on macOS)
 
 Sources do no pacing of their own except a camera's natural blocking read: the bridge's reader thread calls
 ``read()`` once per tick of the target frame rate. ``open``, ``read`` and ``close`` are called on that one

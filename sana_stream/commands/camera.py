@@ -63,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default=env("token"), help="the server's token (Authorization: Bearer)")
     p.add_argument("--source", type=_source, default=env("source", "camera:0"),
                    help="camera:INDEX | camera:/dev/videoN | file:PATH | screen | screen:X,Y,W,H | window:TITLE "
+                        "(a visible window whose title contains TITLE, followed as it moves; docs/bridge.md) "
                         "(default: camera:0)")
     p.add_argument("--loop", action="store_true", help="start a file source over at its end")
     p.add_argument("--fps", type=_fps, default=None, help="frames sent per second (default: the source's, else 30)")
@@ -73,11 +74,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--virtual-camera", action="store_true",
                      help="write to a virtual camera with pyvirtualcam (the default output)")
-    out.add_argument("--preview", action="store_true", help="show a window instead (q or Esc closes it)")
+    out.add_argument("--preview", action="store_true",
+                     help="show a window instead (q or Esc closes it; needs an OpenCV with a GUI: pip install "
+                          "opencv-python in place of the headless one)")
     out.add_argument("--record", type=Path, metavar="DIR", help="write frame_000001.png, ... into DIR instead")
     p.add_argument("--device", default=None, help="virtual camera device, e.g. /dev/video10 (v4l2loopback)")
     p.add_argument("--camera-backend", default=None, choices=["obs", "unitycapture", "v4l2loopback"],
-                   help="pyvirtualcam backend (default: the first that works)")
+                   help="pyvirtualcam backend: v4l2loopback on Linux, obs or unitycapture on Windows, obs on macOS; "
+                        "another is refused (default: the first that works)")
     p.add_argument("--prompt", default=None, help="prompt for this stream (default: the server's)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt for this stream (the server's RCFG uses it)")
     p.add_argument("--seed", type=int, default=None, help="noise seed for this stream (a fixed one keeps the look steady)")

@@ -8,9 +8,10 @@ from typing import Any
 import av
 import numpy as np
 
+from rtc.ice import include_loopback_candidates
 from server.app import ModelInfo, create_app
 from server.settings import ServerSettings
-from stream import StreamConfig
+from stream import StreamConfig, StreamEngine
 
 SIZE = 128
 TOKEN = "bridge-test-token"
@@ -50,3 +51,11 @@ def bridge_app(engine: Any, token: str | None = TOKEN) -> Any:
     config = StreamConfig(width=SIZE, height=SIZE, t_list=(1.0,), prompt=OLD[0])
     return create_app(ServerSettings(stream=config, token=token, idle_timeout=5.0), engine,
                       ModelInfo("tiny", True, "torch"))
+
+
+def bridge_engine(model_dir: Path, prompt: str = OLD[0], seed: int = OLD[1]) -> StreamEngine:
+    """A fresh engine at SIZE (the server's, or a reference for what the server makes of a frame); the server
+    then offers loopback candidates, as the bridge tests' clients run on this machine."""
+    include_loopback_candidates()
+    return StreamEngine.from_pretrained(model_dir, StreamConfig(width=SIZE, height=SIZE, t_list=(1.0,),
+                                                                prompt=prompt, seed=seed))
