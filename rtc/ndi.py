@@ -42,7 +42,10 @@ def frame_rate(fps: float) -> Fraction:
     """``fps`` as the fraction NDI announces: 30 -> 30/1, 29.97 -> 30000/1001."""
     if not 0 < fps <= 240:
         raise ValueError(f"fps must lie in (0, 240], got {fps}")
-    return Fraction(fps).limit_denominator(1001)
+    ntsc = round(fps * 1.001)  # 29.97 -> 30: the NTSC rates are N * 1000/1001
+    if abs(fps - round(fps)) > 1e-6 and abs(fps - ntsc * 1000 / 1001) < 0.005:
+        return Fraction(ntsc * 1000, 1001)
+    return Fraction(fps).limit_denominator(1000)
 
 
 def to_bgra(image: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:

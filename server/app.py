@@ -22,6 +22,7 @@ from server.hosts import HostCheckMiddleware
 from server.ice_routes import add_ice_routes
 from server.keyed_locks import KeyedLocks
 from server.metrics import StreamCollector, StreamReport, exposition
+from server.ndi_outputs import NdiOutputs
 from server.pages import find_pages, mount_pages
 from server.peers import PeerKind, PeerManager
 from server.reports import health_rates, stream_reports
@@ -95,11 +96,16 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout, ice=ice, locks=locks)
         state["viewers"] = ViewerManager(pipeline, settings.viewer_cap, ice=ice, locks=locks)
         state["peers"].on_close = state["viewers"].close_stream  # a stream's viewers go when it goes
+        ndi = NdiOutputs(pipeline) if settings.ndi else None
+        if ndi is not None:
+            state["peers"].stream_tasks.append(ndi.publish)
         try:
             yield
         finally:
             await state["viewers"].close_all()
             await state["peers"].close_all()
+            if ndi is not None:
+                await ndi.close_all()
             pipeline.close()
 
     app = FastAPI(title="sana-stream", lifespan=lifespan,

@@ -1,13 +1,14 @@
 """A real NDI receiver (cyndilib's) for the NDI tests, run as its own process: cyndilib holds the GIL while it
 waits for a frame, which would stall a sender in the same process.
 
-    python -m tests.support.ndi_receiver --name NAME --frames N --timeout S --out DIR
+    python -m tests.support.ndi_receiver --name NAME --frames N --timeout S --idle S --out DIR
 
 Finds the source whose stream name is NAME, receives RGBA frames and prints one JSON line per event on stdout:
 ``{"event": "found", "source": "HOST (NAME)", "stream_name": NAME}``, then per frame ``{"event": "frame",
 "time": time.time(), "width", "height", "fps": "30/1", "fourcc"}``, and at the end ``{"event": "done",
 "frames": n}``. The newest frame is kept in DIR/last.npy ((H, W, 4) RGBA) whenever ``--keep-every`` frames
-arrived. A source that goes away and comes back is received again (NDI reconnects by name)."""
+arrived. It stops after N frames, after S seconds, or when no frame came for ``--idle`` seconds after the
+first. A source that goes away and comes back is received again (NDI reconnects by name)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--frames", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--idle", type=float, default=30.0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--keep-every", type=int, default=1)
     args = parser.parse_args(argv)
@@ -57,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         frame = VideoRecvFrame()
         receiver.set_video_frame(frame)
         receiver.set_source(source)
-        count = 0
+        count, last = 0, time.monotonic()
         while count < args.frames and time.monotonic() < deadline:
             if not receiver.receive(ReceiveFrameType.recv_video, 100) & ReceiveFrameType.recv_video:
+                if count and time.monotonic() - last > args.idle:
+                    break
                 continue
+            last = time.monotonic()
             data = np.empty(frame.get_data_size(), np.uint8)
             frame.fill_p_data(data)
             width, height = frame.get_resolution()
