@@ -110,7 +110,7 @@ def test_camera_ndi_publishes_the_stream_with_a_transparent_keyed_background(eng
     sent = delivered(caplog)
     logging.getLogger(__name__).info("NDI from camera: %d of %d frames received, %.1f fps", len(frames), sent,
                                      arrival_rate(frames))
-    assert len(frames) >= 20 and len(frames) >= sent // 3, (len(frames), sent)
+    assert len(frames) >= 20 and len(frames) >= sent // 2, (len(frames), sent)  # lenient: a loaded machine
     assert {(f["width"], f["height"], f["fps"], f["fourcc"]) for f in frames} == {(SIZE, SIZE, str(FPS), "RGBA")}
     last = receiver.last_frame()
     alpha = last[..., 3]
@@ -154,6 +154,6 @@ def test_serve_ndi_publishes_each_stream_as_a_source_named_after_it(engine, clip
     sent = delivered(caplog)
     logging.getLogger(__name__).info("NDI from serve: %d frames received (the bridge got %d), %.1f fps",
                                      len(frames), sent, arrival_rate(frames))
-    assert len(frames) >= 20 and len(frames) >= sent // 3, (len(frames), sent)
+    assert len(frames) >= 20 and len(frames) >= sent // 2, (len(frames), sent)  # lenient: a loaded machine
     assert {(f["width"], f["height"], f["fps"]) for f in frames} == {(SIZE, SIZE, "30")}
     assert (receiver.last_frame()[..., 3] == 255).all()  # the server keys nothing: opaque

@@ -76,10 +76,10 @@ class ReceiverProcess:
             self.process.wait(timeout)
         finally:
             self.stop()
-        self._reader.join(10)
         return list(self.events)
 
     def stop(self) -> None:
+        """Ends the receiver (if still running) and its output pipe; safe to call twice."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -87,6 +87,9 @@ class ReceiverProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._reader.join(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def last_frame(self) -> np.ndarray:
         """The newest frame the receiver kept: (H, W, 4) RGBA."""
