@@ -27,8 +27,15 @@ class MissingExtra(RuntimeError):
         self.command, self.extra, self.missing = command, extra, missing
 
 
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a meta-path finder that hides it says so this way
+        return False
+
+
 def require(command: str, extra: Extra) -> None:
     """Raises MissingExtra when a module of ``extra`` cannot be found."""
-    missing = [name for name in extra.modules if importlib.util.find_spec(name) is None]
+    missing = [name for name in extra.modules if not installed(name)]
     if missing:
         raise MissingExtra(command, extra, missing)
