@@ -33,7 +33,7 @@ def load_ndi() -> ModuleType:
     """cyndilib with its NDI runtime loaded; raises NdiUnavailable saying why not."""
     try:
         import cyndilib
-    except ImportError as exc:  # not installed, or libndi would not load (a wheel for another platform)
+    except (ImportError, OSError) as exc:  # not installed, or libndi would not load (a wheel for another platform)
         raise NdiUnavailable(f"cyndilib cannot be imported ({exc})") from None
     return cyndilib
 
@@ -76,7 +76,10 @@ class NdiSender:
         frame.set_fourcc(cyndilib.FourCC.BGRA)
         self._sender = cyndilib.Sender(name, clock_video=False)
         self._sender.set_video_frame(frame)
-        self._sender.open()
+        try:
+            self._sender.open()
+        except MemoryError:  # cyndilib's word for NDIlib_send_create returning NULL
+            raise NdiUnavailable("the NDI runtime could not create a sender (is this CPU supported?)") from None
         logger.info("publishing NDI source %r (%dx%d at %g fps)", name, width, height, fps)
 
     def send(self, image: np.ndarray, alpha: np.ndarray | None = None) -> None:

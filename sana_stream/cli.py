@@ -32,7 +32,7 @@ COMMANDS = {
     "build": Command("sana_stream.commands.build", "export and build compiled parts into the cache", SERVER),
     "camera": Command("sana_stream.commands.camera",
                       "send a camera, screen region, window or video file to a server and write the restyled video "
-                      "to a virtual camera (OBS, Zoom, VTuber setups)"),
+                      "to a virtual camera or an NDI source (OBS, Zoom, VTuber setups)"),
     "make-tiny-model": Command("sana_stream.commands.demo_model",
                                "write a tiny random Sana-Sprint (the demo model) in diffusers format", SERVER),
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from rtc.ndi import NdiSender
+from rtc.ndi import NdiSender, NdiUnavailable
 from stream.pipeline import FramePipeline
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,11 @@ class NdiOutputs:
                 sender = self.senders.get(stream_id)
                 if sender is None:
                     height, width = out.image.shape[:2]
-                    sender = await asyncio.to_thread(NdiSender, stream_id, width, height, NDI_FPS)
+                    try:
+                        sender = await asyncio.to_thread(NdiSender, stream_id, width, height, NDI_FPS)
+                    except NdiUnavailable as exc:  # the stream itself goes on, without its NDI source
+                        logger.error("stream %s: %s", stream_id, exc)
+                        return
                     self.senders[stream_id] = sender
                 await asyncio.to_thread(sender.send, out.image)
         finally:

@@ -4,6 +4,7 @@ without multicast. Each test uses a source name of its own, so runs side by side
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -17,15 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bridge.bridge import Bridge, BridgeOptions
 from bridge.errors import SinkError
 from bridge.ndi_sink import NdiSink
+from bridge.sources import VideoFileSource
 from rtc.ice import include_loopback_candidates
 from rtc.ndi import frame_rate, to_bgra
 from sana_stream.cli import main
 from server.app import ModelInfo, create_app
 from server.settings import ServerSettings
 from stream import StreamConfig, StreamEngine
-from tests.support import ServerThread
+from tests.support import ServerThread, eventually
 from tests.support.bridge import OLD, SIZE, TOKEN, bridge_app, write_clip
 from tests.support.ndi import ReceiverProcess, arrival_rate, write_loopback_config
 
@@ -120,17 +123,43 @@ def test_camera_ndi_publishes_the_stream_with_a_transparent_keyed_background(eng
     assert green[1] > 200 and green[0] < 40 and green[2] < 40, green  # painted back in the key colour
 
 
-def test_a_restarted_ndi_source_is_found_again(engine, clip, ndi_env, tmp_path):
+def test_the_source_stays_up_across_reconnects_and_a_restarted_one_is_found_again(engine, clip, ndi_env, tmp_path,
+                                                                                   caplog):
     name = unique_name("restart")
     receiver = ReceiverProcess(name, tmp_path / "received", ndi_env, idle=30.0)
+    options = BridgeOptions(server="http://127.0.0.1:1", token=TOKEN, fps=FPS, stall_timeout=2.0,
+                            backoff_initial=0.2, backoff_max=1.0)
+
+    def frames_after(moment: float) -> int:
+        return sum(f["time"] > moment for f in receiver.frames)
+
+    async def across_a_server_restart(first: ServerThread) -> ServerThread:
+        options.server = first.base
+        bridge = Bridge(VideoFileSource(clip, loop=True), NdiSink(name), options)
+        task = asyncio.create_task(bridge.run())
+        await asyncio.to_thread(receiver.wait_for, lambda: len(receiver.frames) >= 5, 30, "frames")
+        port = first.port
+        await asyncio.to_thread(first.__exit__, None, None, None)
+        await eventually(lambda: not bridge.connected.is_set(), 15, "the bridge noticing the server is gone")
+        restarted = time.time()
+        second = await asyncio.to_thread(lambda: ServerThread(bridge_app(engine), port=port).__enter__())
+        await asyncio.to_thread(receiver.wait_for, lambda: frames_after(restarted) >= 5, 60,
+                                "frames after the server restart")
+        assert bridge.connections == 2 and not task.done()
+        bridge.stop()
+        await asyncio.wait_for(task, 10)
+        return second
+
     try:
-        with ServerThread(bridge_app(engine)) as server:
-            assert main(camera(server.base, clip, "--ndi", name, "--max-frames", "45")) == 0
-            receiver.wait_for(lambda: len(receiver.frames) >= 5, 30, "frames from the first sender")
-            restarted = time.time()  # the first sender is closed: its source has left the network
-            assert main(camera(server.base, clip, "--ndi", name, "--max-frames", "45")) == 0
-            receiver.wait_for(lambda: sum(f["time"] > restarted for f in receiver.frames) >= 5, 60,
-                              "frames from the restarted sender")
+        with caplog.at_level(logging.INFO, logger="rtc.ndi"):
+            second = asyncio.run(across_a_server_restart(ServerThread(bridge_app(engine)).__enter__()))
+        try:
+            assert caplog.text.count(f"publishing NDI source {name!r}") == 1  # one source, kept while reconnecting
+            restarted = time.time()  # the bridge has stopped: its source has left the network
+            assert main(camera(second.base, clip, "--ndi", name, "--max-frames", "45")) == 0
+            receiver.wait_for(lambda: frames_after(restarted) >= 5, 60, "frames from the restarted sender")
+        finally:
+            second.__exit__(None, None, None)
     finally:
         receiver.stop()
     assert sum(e["event"] == "found" for e in receiver.events) == 1  # one receiver, reconnected by name

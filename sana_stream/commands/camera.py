@@ -1,4 +1,5 @@
-"""``sana-stream camera``: capture a local source, restyle it on a sana-stream server, write a virtual camera.
+"""``sana-stream camera``: capture a local source, restyle it on a sana-stream server, write a virtual camera (or
+an NDI source, a preview window, PNG files).
 
     sana-stream camera --server http://gpu-box:8080 --token TOKEN --source camera:0 --virtual-camera
     sana-stream camera --source window:VSeeFace --keep-background key:#00ff00 --prompt "anime cel shading"
