@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.support.processes import terminate
+
 ROOT = Path(__file__).resolve().parents[2]
 # without multicast (a container, CI), NDI finds sources on loopback with this configuration (DESIGN.md)
 LOOPBACK_CONFIG = {"ndi": {"networks": {"ips": "127.0.0.1"}, "unicast": {"enable": True}}}
@@ -80,13 +82,7 @@ class ReceiverProcess:
 
     def stop(self) -> None:
         """Ends the receiver (if still running) and its output pipe; safe to call twice."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self._reader.join(10)
         if self.process.stdout is not None:
             self.process.stdout.close()
