@@ -96,7 +96,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout, ice=ice, locks=locks)
         state["viewers"] = ViewerManager(pipeline, settings.viewer_cap, ice=ice, locks=locks)
         state["peers"].on_close = state["viewers"].close_stream  # a stream's viewers go when it goes
-        ndi = NdiOutputs(pipeline) if settings.ndi else None
+        state["ndi"] = ndi = NdiOutputs(pipeline) if settings.ndi else None
         if ndi is not None:
             state["peers"].stream_tasks.append(ndi.publish)
         try:

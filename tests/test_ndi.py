@@ -28,7 +28,7 @@ from sana_stream.cli import main
 from server.app import ModelInfo, create_app
 from server.settings import ServerSettings
 from stream import StreamConfig, StreamEngine
-from tests.support import ServerThread, eventually
+from tests.support import ServerThread, eventually, wait_until
 from tests.support.bridge import OLD, SIZE, TOKEN, bridge_app, write_clip
 from tests.support.ndi import ReceiverProcess, arrival_rate, write_loopback_config
 
@@ -174,6 +174,10 @@ def test_serve_ndi_publishes_each_stream_as_a_source_named_after_it(engine, clip
         with ServerThread(app) as server, caplog.at_level(logging.INFO):
             assert main(camera(server.base, clip, "--stream", stream, "--record", str(tmp_path / "frames"),
                                "--max-frames", "90")) == 0
+            outputs = app.state.runtime["ndi"]
+            wait_until(lambda: not app.state.peers().peers, 10, "the stream closing")
+            assert list(outputs.senders) == [stream]  # its source lingers for a client that reconnects
+        assert outputs.senders == {}  # the server stopped: every source is closed
         events = receiver.finish()
     finally:
         receiver.stop()
