@@ -79,7 +79,7 @@ class NdiSender:
         try:
             self._sender.open()
         except MemoryError:  # cyndilib's word for NDIlib_send_create returning NULL
-            raise NdiUnavailable("the NDI runtime could not create a sender (is this CPU supported?)") from None
+            raise NdiUnavailable("the NDI runtime could not create a sender (NDIlib_send_create failed)") from None
         logger.info("publishing NDI source %r (%dx%d at %g fps)", name, width, height, fps)
 
     def send(self, image: np.ndarray, alpha: np.ndarray | None = None) -> None:
