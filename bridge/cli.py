@@ -35,6 +35,10 @@ def build_sink(args: argparse.Namespace) -> Any:
 
     if args.record is not None:
         return RecordingSink(args.record, keep=4)
+    if getattr(args, "ndi", None) is not None:
+        from bridge.ndi_sink import NdiSink
+
+        return NdiSink(args.ndi)
     if args.preview:
         return PreviewSink()
     return VirtualCameraSink(device=args.device, backend=args.camera_backend)

@@ -34,6 +34,8 @@ def run_cluster(args: argparse.Namespace) -> int:
             logger.warning("--workers auto: this machine shows no GPU, so the server runs in one process, as "
                            "without --workers")
             return run_server(args)
+    if getattr(args, "ndi", False):
+        raise ValueError("--ndi works in the single-process server only, not with --workers")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request otherwise
     if not pages_present(args):  # the front serves them: checked before Ray and the workers start
         return 2

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.exceptions import ModelNotFoundError
+from sana_stream.extras import SERVER, Extra, MissingExtra, require
 
 logger = logging.getLogger("sana_stream")
 
@@ -23,16 +24,17 @@ LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 class Command:
     module: str  # a sana_stream.commands module: add_arguments(parser) defines the options and sets func
     help: str
+    extra: Extra | None = None  # the optional extra the command needs, checked before its module loads
 
 
 COMMANDS = {
-    "serve": Command("sana_stream.commands.serve", "run the streaming server"),
-    "build": Command("sana_stream.commands.build", "export and build compiled parts into the cache"),
+    "serve": Command("sana_stream.commands.serve", "run the streaming server", SERVER),
+    "build": Command("sana_stream.commands.build", "export and build compiled parts into the cache", SERVER),
     "camera": Command("sana_stream.commands.camera",
                       "send a camera, screen region, window or video file to a server and write the restyled video "
-                      "to a virtual camera (OBS, Zoom, VTuber setups)"),
+                      "to a virtual camera or an NDI source (OBS, Zoom, VTuber setups)"),
     "make-tiny-model": Command("sana_stream.commands.demo_model",
-                               "write a tiny random Sana-Sprint (the demo model) in diffusers format"),
+                               "write a tiny random Sana-Sprint (the demo model) in diffusers format", SERVER),
 }
 
 
@@ -40,15 +42,19 @@ class CommandParser(argparse.ArgumentParser):
     """A subcommand's parser. Its options, and the module that defines them, load only when it parses or shows
     its help, so ``--version``, ``--help`` and ``camera`` load no other command's dependencies."""
 
-    def __init__(self, *args: Any, module: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, command: Command | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._module = module
+        self._command = command
 
     def define(self) -> None:
-        """Adds the command's options (once)."""
-        module, self._module = self._module, None
-        if module is not None:
-            importlib.import_module(module).add_arguments(self)
+        """Adds the command's options (once); raises MissingExtra when the command's extra is not installed."""
+        command = self._command
+        if command is None:
+            return
+        if command.extra is not None:
+            require(self.prog.rpartition(" ")[2], command.extra)
+        self._command = None
+        importlib.import_module(command.module).add_arguments(self)
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # argparse's call for a subcommand
         self.define()
@@ -72,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     for name, spec in COMMANDS.items():
-        sub.add_parser(name, help=spec.help, module=spec.module)
+        sub.add_parser(name, help=spec.help, command=spec)
     return parser
 
 
@@ -81,7 +87,12 @@ def configure_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except MissingExtra as exc:  # a bridge-only install asked to serve: one line naming the extra
+        configure_logging("INFO")
+        logger.error("%s", exc)
+        return 1
     configure_logging(args.log_level)
     try:
         return int(args.func(args))

@@ -23,6 +23,7 @@ from server.hosts import HostCheckMiddleware
 from server.ice_routes import add_ice_routes
 from server.keyed_locks import KeyedLocks
 from server.metrics import StreamCollector, StreamReport, exposition
+from server.ndi_outputs import NdiOutputs
 from server.openapi import document_api
 from server.pages import find_pages, mount_pages
 from server.peers import PeerKind, PeerManager
@@ -102,11 +103,16 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         state["peers"] = PeerManager(pipeline, settings.max_peers, settings.idle_timeout, ice=ice, locks=locks)
         state["viewers"] = ViewerManager(pipeline, settings.viewer_cap, ice=ice, locks=locks)
         state["peers"].on_close = state["viewers"].close_stream  # a stream's viewers go when it goes
+        state["ndi"] = ndi = NdiOutputs(pipeline) if settings.ndi else None
+        if ndi is not None:
+            state["peers"].stream_tasks.append(ndi.publish)
         app.state.goodbye = goodbye
         try:
             yield
         finally:
             await goodbye()
+            if ndi is not None:
+                await ndi.close_all()
             pipeline.close()
 
     async def goodbye() -> None:

@@ -27,7 +27,8 @@ class PagesMissingError(FileNotFoundError):
     def __str__(self) -> str:
         place = f"in {self.where}" if self.where else f"(no package {PAGES_PACKAGE!r} is installed)"
         return (f"the web pages are missing: no {', '.join(self.missing)} {place}. Install sana-stream from a "
-                "wheel or checkout that includes them (pip install .), or pass --no-pages to serve the API only")
+                "wheel or checkout that includes them (pip install '.[server]'), or pass --no-pages to serve the API "
+                "only")
 
     def __repr__(self) -> str:
         return f"PagesMissingError(missing={self.missing!r}, where={self.where!r})"

@@ -75,6 +75,8 @@ class PeerManager:
         self.peers: dict[str, Peer] = {}
         self._closing: dict[str, asyncio.Task[bool]] = {}
         self.on_close: Callable[[str], Awaitable[None]] | None = None  # called with the id once a peer is freed
+        # more consumers of each stream's output (serve --ndi): run with the stream id as tasks of its peer
+        self.stream_tasks: list[Callable[[str], Awaitable[None]]] = []
 
     async def accept(self, sdp: str, kind: str, peer_kind: PeerKind, stream_id: str | None = None,
                      repeat: bool = True) -> tuple[Peer, str]:
@@ -106,6 +108,8 @@ class PeerManager:
     async def _negotiate(self, peer: Peer, offer: RTCSessionDescription) -> None:
         await asyncio.to_thread(self.pipeline.open_stream, peer.id)  # encodes the prompt: keep the loop free
         peer.stream_open = True
+        for consume in self.stream_tasks:
+            self._own(peer, consume(peer.id))
         self._wire(peer)
         await peer.pc.setRemoteDescription(offer)
         if not peer.has_video:

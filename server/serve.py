@@ -16,6 +16,7 @@ from engines import BackendName, batching_pays, resolve_backend
 from engines.cache import cache_root
 from rtc.ice import include_loopback_candidates
 from rtc.ice_config import IceConfig
+from rtc.ndi import NdiUnavailable, load_ndi
 from server.app import ModelInfo, create_app
 from server.default_model import ModelSource, announce_download, default_model_source, hub_reachable
 from server.http_protocol import guarded_protocol
@@ -99,7 +100,7 @@ def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
                           ice=IceConfig.from_options(args.ice_server, args.turn_username, args.turn_credential,
                                                      args.turn_secret, args.turn_ttl),
                           allowed_hosts=tuple(args.allowed_host), request_timeout=args.request_timeout,
-                          max_connections=args.max_connections)
+                          max_connections=args.max_connections, ndi=args.ndi)
 
 
 def compile_options(stream: StreamConfig, max_peers: int, **options: Any) -> CompileOptions | None:
@@ -128,9 +129,23 @@ def pages_present(args: argparse.Namespace) -> bool:
     return True
 
 
+def ndi_loads(args: argparse.Namespace) -> bool:
+    """False, with the reason logged, when ``--ndi`` is asked for and the NDI runtime cannot load."""
+    if not args.ndi:
+        return True
+    try:
+        load_ndi()
+    except NdiUnavailable as exc:
+        logger.error("%s", exc)
+        return False
+    return True
+
+
 def run_server(args: argparse.Namespace) -> int:
     if not pages_present(args):  # before the (slow) model load; create_app looks them up again
         return 2
+    if not ndi_loads(args):
+        return 1
     model, demo = choose_model(args.model)
     settings = build_settings(args, model)  # validates everything before the (slow) model load
     options = compile_options(settings.stream, settings.max_peers, precision=args.precision)

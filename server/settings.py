@@ -40,6 +40,7 @@ class ServerSettings:
     max_connections: int = 200  # open HTTP connections; more are closed at once (and uvicorn's limit_concurrency)
     pages: bool = True  # serve the web pages (missing pages stop the start); False: the API only
     ice: IceConfig = field(default_factory=IceConfig)  # STUN/TURN servers for every peer connection
+    ndi: bool = False  # each stream's output also as an NDI source named after the stream (server.ndi_outputs)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

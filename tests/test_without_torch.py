@@ -16,10 +16,20 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from engines.install_hint import install_hint
+from sana_stream.extras import SERVER
+
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("sana_stream", "bridge", "rtc", "server", "stream", "engines", "cluster", "web")
-# the bridge-only install (docs/install.md): the wheel with --no-deps, then exactly these
-BRIDGE_REQUIREMENTS = ("numpy", "opencv-python-headless", "av", "aiortc", "httpx", "pyvirtualcam", "mss")
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+# the bridge-only install (docs/install.md): pip install '.[bridge,ndi]', the core dependencies and those extras
+BRIDGE_REQUIREMENTS = tuple(Requirement(line).name for line in (
+    *PROJECT["dependencies"], *PROJECT["optional-dependencies"]["bridge"], *PROJECT["optional-dependencies"]["ndi"]))
 # the core dependencies only the server needs: the bridge-only install lacks them
 SERVER_ONLY = ("torch", "torchvision", "diffusers", "transformers", "tokenizers", "huggingface_hub", "safetensors",
                "accelerate", "fastapi", "starlette", "uvicorn", "uvloop", "onnxruntime", "onnx", "tensorrt")
@@ -165,3 +175,26 @@ def COMMAND():
     assert report["server_only"] == [], "the bridge loaded server-only modules while streaming"
     assert len(list(out.glob("frame_*.png"))) == 5, report["output"]
     assert {"bridge.bridge", "bridge.pump", "rtc.client"} <= set(report["files"])
+
+
+def test_serve_without_the_server_extra_names_it_in_one_line():
+    for argv in (["serve"], ["serve", "--help"], ["build", "--model", "x"], ["make-tiny-model", "out"]):
+        command = f"""
+def COMMAND():
+    from sana_stream.cli import main
+    sys.exit(main({argv!r}))
+"""
+        report = run_reported(sys.executable, command, allowed=bridge_install(), env=checkout_env(), cwd=ROOT)
+        lines = [line for line in report["output"].splitlines() if line and not line.startswith('{"status"')]
+        assert report["status"] == 1 and len(lines) == 1, report["output"]
+        assert f"`sana-stream {argv[0]}` needs the server extra" in lines[0]
+        assert install_hint("server") in lines[0] and "no torch" in lines[0]
+
+
+def test_the_server_extra_provides_every_module_its_commands_check():
+    server = {canonicalize_name(Requirement(line).name) for line in PROJECT["optional-dependencies"]["server"]}
+    providers = importlib.metadata.packages_distributions()
+    for module in SERVER.modules:
+        assert {canonicalize_name(d) for d in providers[module]} & server, f"{module} is not in the server extra"
+    core = {canonicalize_name(Requirement(line).name) for line in PROJECT["dependencies"]}
+    assert not core & {canonicalize_name(name) for name in SERVER_ONLY}, "a server-only package is a core dependency"

@@ -1,8 +1,10 @@
-"""``sana-stream camera``: capture a local source, restyle it on a sana-stream server, write a virtual camera.
+"""``sana-stream camera``: capture a local source, restyle it on a sana-stream server, write a virtual camera (or
+an NDI source, a preview window, PNG files).
 
     sana-stream camera --server http://gpu-box:8080 --token TOKEN --source camera:0 --virtual-camera
     sana-stream camera --source window:VSeeFace --keep-background key:#00ff00 --prompt "anime cel shading"
     sana-stream camera --source file:clip.mp4 --loop --record out/ --max-frames 300
+    sana-stream camera --source window:VSeeFace --keep-background key:#00ff00 --ndi avatar   (transparent in OBS)
 
 Options also come from SANA_STREAM_SERVER, SANA_STREAM_TOKEN, SANA_STREAM_SOURCE and SANA_STREAM_RELAY. Exit
 status: 0 when done or stopped, 1 for a runtime failure (unreachable server, refused token, missing camera or
@@ -43,6 +45,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _ndi_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the NDI source name must not be empty")
+    return text
+
+
 def _fps(text: str) -> float:
     try:
         value = float(text)
@@ -78,6 +86,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="show a window instead (q or Esc closes it; needs an OpenCV with a GUI: pip install "
                           "opencv-python in place of the headless one)")
     out.add_argument("--record", type=Path, metavar="DIR", help="write frame_000001.png, ... into DIR instead")
+    out.add_argument("--ndi", type=_ndi_name, metavar="NAME",
+                     help="publish the restyled video as the NDI source NAME instead (OBS's NDI plugin, vMix, ...; "
+                          "needs the ndi extra: pip install '.[ndi]')")
     p.add_argument("--device", default=None, help="virtual camera device, e.g. /dev/video10 (v4l2loopback)")
     p.add_argument("--camera-backend", default=None, choices=["obs", "unitycapture", "v4l2loopback"],
                    help="pyvirtualcam backend: v4l2loopback on Linux, obs or unitycapture on Windows, obs on macOS; "
@@ -92,7 +103,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stream", default=None, help="ask for this stream id (so /view?stream=ID links are fixed)")
     p.add_argument("--keep-background", default=None, metavar="key:#RRGGBB",
                    help="the source's background is this key colour: paint it back over the restyled frame "
-                        "(for OBS's Chroma Key filter; transparent in --record PNGs)")
+                        "(for OBS's Chroma Key filter; transparent in --ndi and in --record PNGs)")
     p.add_argument("--key-tolerance", type=float, default=60.0,
                    help="RGB distance from the key colour still counted as background (default: 60)")
     p.add_argument("--stall-timeout", type=float, default=10.0,

@@ -92,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pages", action="store_true", default=env("no_pages") == "1",
                    help="serve the API only, without the web pages (/ and /view); without this flag a server "
                         "whose pages are missing refuses to start")
+    p.add_argument("--ndi", action="store_true", default=env("ndi") == "1",
+                   help="also publish each stream's restyled output as an NDI source named after the stream (OBS's "
+                        "NDI plugin, vMix, ... on the LAN); needs the ndi extra: pip install '.[ndi]'")
     add_ice_options(p)
     add_cluster_options(p, env)
     p.set_defaults(func=run)

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.loopback import free_port
+from tests.support.processes import terminate
 
 TURNSERVER = os.environ.get("SANA_STREAM_TURNSERVER", "turnserver")
 REALM = "sana-stream.test"
@@ -77,13 +78,7 @@ class Coturn:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        terminate(self.process)
 
 
 def start_coturn(directory: Path, *, secret: str | None = None, user: tuple[str, str] | None = None,
