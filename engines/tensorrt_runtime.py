@@ -23,7 +23,7 @@ import torch
 
 from engines.base import CompiledPart
 from engines.exceptions import EngineError
-from engines.gpu_probe import create_runtime, cuda_device, engine_load_error, import_tensorrt, recording_logger
+from engines.gpu_probe import create_runtime, cuda_device, engine_load_error, import_tensorrt, process_logger
 from engines.io_buffers import IOBuffers
 from engines.specs import TensorSpec
 
@@ -96,27 +96,29 @@ class TrtPart(CompiledPart):
 
     Construction warms the context up (one eager run on zeroed inputs) and, with ``cuda_graph``, captures it;
     ``execute`` then replays the graph. ``eager_runs`` and ``replays`` count what ran; ``graph_error`` says why
-    a capture failed (the part then runs eagerly, which is slower, and says so in a warning).
+    a capture failed (the part then runs eagerly, which is slower, and says so in a warning). ``errors`` holds what
+    TensorRT logged as an error during this part's own calls (the process's one logger routes them here).
     """
 
     def __init__(self, path: Path, device: torch.device | str, *, cuda_graph: bool = True,
                  expected_io: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None = None) -> None:
         trt = import_tensorrt()
         self.path, self.device = Path(path), require_cuda(device)
-        self._trt_logger = recording_logger(trt)
-        with torch.cuda.device(self.device):
+        self._trt_logger = process_logger(trt)
+        self.errors: list[str] = []
+        with torch.cuda.device(self.device), self._trt_logger.recording(self.errors):
             self._runtime = create_runtime(trt, self._trt_logger, self.device)
             self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self.engine is None:
                 raise engine_load_error(self.path, "deserialize_cuda_engine returned None (a plan from another "
-                                        "TensorRT version or GPU, or a damaged file)", self._trt_logger)
+                                        "TensorRT version or GPU, or a damaged file)", self.errors)
             io = engine_io(self.engine, trt)
             if expected_io is not None:
                 check_engine_io(io, expected_io)
             self.buffers = IOBuffers(*io, self.device)
             self.context = self.engine.create_execution_context()
             if self.context is None:  # not the plan's fault: an EngineError, not an EngineLoadError (no rebuild)
-                logged = "; ".join(self._trt_logger.errors) or "no message"
+                logged = "; ".join(self.errors) or "no message"
                 raise EngineError(f"TensorRT could not create an execution context for {self.path} on {self.device} "
                                   f"({logged}); the GPU is probably out of memory: stop other GPU processes")
             for t in io[0]:
@@ -138,9 +140,11 @@ class TrtPart(CompiledPart):
         return self.graph is not None
 
     def _enqueue(self, stream_handle: int) -> None:
-        if not self.context.execute_async_v3(stream_handle):
+        with self._trt_logger.recording(self.errors):
+            enqueued = self.context.execute_async_v3(stream_handle)
+        if not enqueued:
             raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.path}: "
-                               + ("; ".join(self._trt_logger.errors[-3:]) or "no message"))
+                               + ("; ".join(self.errors[-3:]) or "no message"))
 
     def _warm_up_and_capture(self, cuda_graph: bool) -> None:
         """TensorRT's first run does lazy setup that a graph must not capture: run once, then capture."""

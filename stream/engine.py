@@ -316,7 +316,8 @@ class StreamEngine:
                 per_scale.append(slots.new_full((len(plan.controls) + neg,), plan.cond.settings.control_scales[j]))
             conds.append(torch.cat(per_item))
             scales.append(torch.cat(per_scale))
-        return ControlBatch(tuple(conds), tuple(scales))
+        on = tuple(any(plan.cond.settings.control_scales[j] != 0 for plan in plans) for j in range(len(conds)))
+        return ControlBatch(tuple(conds), tuple(scales), on)
 
     def _kv_batch(self, rows: tuple[tuple[Any, int], ...]) -> KVBatch:
         cached = self._kv_cache
