@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROMPT = "a watercolor painting of a city street at night, warm golden lighting"
-STREAMS = (1, 4)
+STREAMS = (1, 4)  # the default; --streams
 
 
 class Variant(str, enum.Enum):
@@ -86,6 +86,8 @@ class Row:
     diff_mean: float | None = None  # |this - eager| on the uint8 image, levels of 255
     diff_max: float | None = None
     setup_s: float | None = None  # building (and compiling) the row's backend
+    compiled: int | None = None  # Inductor graphs compiled for the row (0: all from the cache)
+    cached: int | None = None  # Inductor graphs loaded from the cache
     error: str = ""
 
 
@@ -99,15 +101,16 @@ class Settings:
     device: str
     dtype: str
     cache_dir: str  # engine cache root: Inductor's caches live under it
+    streams: tuple[int, ...] = STREAMS
 
 
-def settings_for(dry_run: bool, frames: int | None, cache_dir: Path | None) -> Settings:
+def settings_for(dry_run: bool, frames: int | None, cache_dir: Path | None, streams: tuple[int, ...]) -> Settings:
     from engines.cache import default_cache_dir
 
     cache = str(cache_dir or default_cache_dir())
     if dry_run:  # the tiny demo model at 64 px in float32: checks every step, measures nothing real
-        return Settings(True, 64, 64, frames or 3, 1, "cpu", "float32", cache)
-    return Settings(False, 512, 512, frames or 60, 3, "cuda", "bfloat16", cache)
+        return Settings(True, 64, 64, frames or 3, 1, "cpu", "float32", cache, streams)
+    return Settings(False, 512, 512, frames or 60, 3, "cuda", "bfloat16", cache, streams)
 
 
 # ---- the child: one case -------------------------------------------------------------------------------
@@ -192,10 +195,12 @@ def time_calls(engine: Any, streams: int, settings: Settings) -> tuple[list[floa
 def run_row(model: Model, case: Case, settings: Settings, streams: int, work: Path) -> Row:
     import torch
 
+    from engines.torch_compile import compiled_graphs
+
     cuda = settings.device == "cuda"
-    started = time.perf_counter()
+    started, graphs = time.perf_counter(), compiled_graphs()
     engine = make_engine(model, case, settings, streams)
-    setup = time.perf_counter() - started
+    setup, graphs_after = time.perf_counter() - started, compiled_graphs()
     try:
         if cuda:
             torch.cuda.synchronize()
@@ -209,13 +214,14 @@ def run_row(model: Model, case: Case, settings: Settings, streams: int, work: Pa
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return Row(case.name, streams, "ok", fps=round(streams * len(times) / sum(times), 2),
                p50_ms=round(1e3 * statistics.median(times), 3), p95_ms=round(1e3 * p95, 3),
-               peak_gpu_mb=None if peak is None else round(peak, 1), setup_s=round(setup, 1))
+               peak_gpu_mb=None if peak is None else round(peak, 1), setup_s=round(setup, 1),
+               compiled=graphs_after["miss"] - graphs["miss"], cached=graphs_after["hit"] - graphs["hit"])
 
 
 def run_child(case: Case, settings: Settings, work: Path) -> None:
     """Measures ``case`` at each stream count, appending each row to ``work/CASE.jsonl`` as it is measured."""
     model = make_model(settings)
-    for streams in STREAMS:
+    for streams in settings.streams:
         try:
             row = run_row(model, case, settings, streams, work)
         except Exception as exc:  # recorded as the row's error; the next stream count still runs (a harness)
@@ -245,8 +251,9 @@ class Report:
         self.md_path.write_text(self.markdown())
 
     def table(self) -> str:
-        head = "| case | streams | fps | p50 ms | p95 ms | peak GPU MB | vs eager fps | diff mean / max | setup s | status |"
-        lines = [head, "|" + " --- |" * 10]
+        head = ("| case | streams | fps | p50 ms | p95 ms | peak GPU MB | vs eager fps | diff mean / max | setup s | "
+                "graphs compiled / cached | status |")
+        lines = [head, "|" + " --- |" * 11]
         eager = {(r.case.split("-", 1)[1], r.streams): r.fps for r in self.rows
                  if r.case.startswith("eager-") and r.fps}
         for r in self.rows:
@@ -254,8 +261,9 @@ class Report:
             ratio = f"{r.fps / base:.2f}x" if r.fps and base else ""
             diff = "" if r.diff_mean is None else f"{r.diff_mean:.3f} / {r.diff_max:.0f}"
             status = r.status + (f": {r.error[:160]}" if r.error else "")
+            graphs = "" if not r.compiled and not r.cached else f"{r.compiled} / {r.cached}"
             cells = [r.case, str(r.streams), _fmt(r.fps), _fmt(r.p50_ms), _fmt(r.p95_ms), _fmt(r.peak_gpu_mb), ratio,
-                     diff, _fmt(r.setup_s), status]
+                     diff, _fmt(r.setup_s), graphs, status]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -288,11 +296,11 @@ def machine_summary(settings: Settings) -> dict[str, Any]:
             "torch_cuda": torch.version.cuda, "python": platform.python_version(), "cpu_count": os.cpu_count()}
 
 
-def collect(case: Case, work: Path, outcome: str) -> list[Row]:
+def collect(case: Case, work: Path, outcome: str, streams_list: tuple[int, ...] = STREAMS) -> list[Row]:
     """The case's rows from its child, a row per missing stream count (timed out / error), diffs against eager."""
     path = work / f"{case.name}.jsonl"
     rows = {r["streams"]: Row(**r) for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}
-    for streams in STREAMS:
+    for streams in streams_list:
         if streams not in rows:
             status = "timed out" if outcome.startswith("timed out") else "error"
             rows[streams] = Row(case.name, streams, status, error=outcome)
@@ -301,13 +309,14 @@ def collect(case: Case, work: Path, outcome: str) -> list[Row]:
         if row.status == "ok" and mine.is_file() and eager.is_file():
             a, b = np.load(mine).astype(np.int16), np.load(eager).astype(np.int16)
             row.diff_mean, row.diff_max = round(float(np.abs(a - b).mean()), 4), float(np.abs(a - b).max())
-    return [rows[s] for s in STREAMS]
+    return [rows[s] for s in streams_list]
 
 
 def run_case(case: Case, args: argparse.Namespace, work: Path, limit: float) -> str:
     """Runs one case's child process for at most ``limit`` seconds; '' when it exited cleanly, else why not."""
     command = [sys.executable, "-m", "benchmarks.device_check", "--child", case.name, "--work", str(work),
-               "--cache-dir", args.settings.cache_dir, "--frames", str(args.settings.frames)]
+               "--cache-dir", args.settings.cache_dir, "--frames", str(args.settings.frames),
+               "--streams", ",".join(map(str, args.settings.streams))]
     command += ["--dry-run"] if args.settings.dry_run else []
     log = work / f"{case.name}.log"
     started = time.monotonic()
@@ -334,6 +343,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="default: benchmarks/results (a dry run: a temporary directory, named in the log)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="engine cache (Inductor's under it)")
+    parser.add_argument("--streams", default="1,4", help="stream counts, comma-separated (default 1,4)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -344,8 +354,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown case(s) {unknown}; cases: {', '.join(by_name)}")
     if args.frames is not None and args.frames < 1:
         parser.error(f"--frames must be at least 1, got {args.frames}")
+    try:
+        streams = tuple(int(n) for n in args.streams.split(","))
+    except ValueError:
+        parser.error(f"--streams must be whole numbers separated by commas, got {args.streams!r}")
+    if not streams or min(streams) < 1:
+        parser.error(f"--streams must be at least 1, got {args.streams!r}")
     args.case_list = [by_name[n] for n in names]
-    args.settings = settings_for(args.dry_run, args.frames, args.cache_dir)
+    args.settings = settings_for(args.dry_run, args.frames, args.cache_dir, streams)
     return args
 
 
@@ -364,11 +380,12 @@ def main(argv: list[str] | None = None) -> int:
         for case in args.case_list:
             left = args.budget_s - (time.monotonic() - started)
             if left < 15:
-                report.add([Row(case.name, s, "skipped", error="the run's budget was spent") for s in STREAMS])
+                report.add([Row(case.name, s, "skipped", error="the run's budget was spent")
+                            for s in args.settings.streams])
                 continue
             # a dry run on a shared 2-core machine has no time to promise: only the whole budget limits it
             outcome = run_case(case, args, work, left if args.dry_run else min(case.limit_s, left))
-            report.add(collect(case, work, outcome))
+            report.add(collect(case, work, outcome, args.settings.streams))
             logger.info("%s: %s (%.0f s into the run)", case.name, outcome or "done", time.monotonic() - started)
     print(report.table())
     print(f"results: {report.md_path} and {report.json_path}")

@@ -43,6 +43,16 @@ def use_inductor_cache(cache_dir: Path) -> Path:
     return directory
 
 
+def compiled_graphs() -> dict[str, int]:
+    """This process's count of Inductor graphs compiled (``miss``) and loaded from the cache (``hit``): torch's
+    own counters (FX graph cache and AOTAutograd cache). A start that finds everything cached has ``miss`` 0."""
+    from torch._dynamo.utils import counters  # torch's counters of compile events; a private but stable module
+
+    fx, aot = counters["inductor"], counters["aot_autograd"]
+    return {"hit": int(fx["fxgraph_cache_hit"] + aot["autograd_cache_hit"]),
+            "miss": int(fx["fxgraph_cache_miss"])}
+
+
 def model_precision(dtype: torch.dtype, asked: Precision | None) -> Precision:
     """torch-compile runs the model in its own dtype; a different ``asked`` precision is refused."""
     own = next((p for p in Precision if p.dtype == dtype), None)
@@ -130,5 +140,10 @@ def compile_torch_parts(modules: dict[PartId, nn.Module], specs: dict[PartId, Pa
     cache = use_inductor_cache(options.cache_dir)
     logger.info("torch-compile: compiling %d parts on %s (Inductor cache %s; the first start takes minutes on a "
                 "large model, later starts load the cached code)", len(modules), device, cache)
-    return {part: TorchPart(modules[part], specs[part], device, options.torch_compile_graphs)
-            for part in modules}
+    before = compiled_graphs()
+    parts: dict[PartId, CompiledPart] = {part: TorchPart(modules[part], specs[part], device,
+                                                         options.torch_compile_graphs) for part in modules}
+    after = compiled_graphs()
+    logger.info("torch-compile: %d graphs compiled, %d loaded from the cache", after["miss"] - before["miss"],
+                after["hit"] - before["hit"])
+    return parts

@@ -10,6 +10,11 @@
 set -euo pipefail
 
 py="${PYTHON:-python3}"
+if ! "$py" -c "import torch" 2>/dev/null; then
+    echo "device-check: $py has no torch; this runs on a GPU machine's own CUDA PyTorch (PYTHON=... picks another" \
+        "interpreter; on this machine: make device-check ARGS=--dry-run)" >&2
+    exit 2
+fi
 wheels="${DEVICE_WHEELS:-.whl}"
 if ! "$py" -c "import diffusers" 2>/dev/null && compgen -G "$wheels/*.whl" >/dev/null; then
     site="${DEVICE_SITE:-/tmp/sana-stream-device-site}"
