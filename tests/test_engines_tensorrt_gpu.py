@@ -3,11 +3,13 @@ eager torch, that every part replays a CUDA graph, that a second start builds no
 while prompts change, two streams on one engine, a ControlNet on its own engine, and the CUDA stream rules.
 
 The engines are built once per session into one cache at builder optimization level 0 (the fastest build;
-correctness does not depend on the level), so that ``make gpu-check`` fits its time budget.
+correctness does not depend on the level), so that ``make gpu-check`` fits its time budget; under
+``$SANA_STREAM_CACHE/gpu-tests`` when that is set (gpu-check sets it), so its reruns build nothing.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from engines.cache import CACHE_ENV, cache_root
 from engines.compile import CompileOptions, compile_backend
 from engines.specs import BuildSpec, Component, ControlNetPart
 from stream import StreamConfig, StreamEngine
@@ -38,6 +41,8 @@ def trt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("tensorrt")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
+    if os.environ.get(CACHE_ENV):  # make gpu-check sets it: a rerun reuses every engine built before
+        return cache_root() / "gpu-tests"
     return tmp_path_factory.getbasetemp() / "trt-cache"
 
 
