@@ -67,6 +67,6 @@ def resolve_backend(name: BackendName | str, *, cuda: bool | None = None,
     if installed(module):
         logger.info("backend auto: %s on %s", best.value, where)
         return best
-    logger.warning("backend auto: %s is not installed, so %s runs torch eager (slower; install the %s extra)",
-                   module, where, "tensorrt" if cuda else "onnx")
+    logger.warning("backend auto: %s is not installed, so %s runs torch eager (slower; install the %s extra%s)",
+                   module, where, "tensorrt" if cuda else "onnx", ", or choose --backend torch-compile" if cuda else "")
     return BackendName.TORCH
