@@ -26,6 +26,7 @@ import enum
 import json
 import logging
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -325,7 +326,7 @@ def run_case(case: Case, args: argparse.Namespace, work: Path, limit: float) -> 
         try:
             code = child.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            child.kill()
+            os.killpg(child.pid, signal.SIGKILL)  # the child and Inductor's compile workers (its own session)
             child.wait()
             return f"timed out after {time.monotonic() - started:.0f} s (its limit)"
     if code == 0:

@@ -67,9 +67,10 @@ def model_precision(dtype: torch.dtype, asked: Precision | None) -> Precision:
 class TorchPart(CompiledPart):
     """One part's module on fixed buffers, compiled by ``torch.compile`` (or eager with ``compile=False``: torch
     with CUDA graphs alone): ``execute`` runs it on the inputs and copies its outputs into the output buffers.
-    Construction compiles and warms it up (two runs) and, on a GPU
-    with ``TorchCompileGraphs.OWN``, captures one run in a CUDA graph on a stream of its own (the same discipline
-    as ``engines.tensorrt_runtime.TrtPart``). ``eager_runs`` and ``replays`` count what ran."""
+    Construction compiles and warms it up (two runs) and, on a GPU with ``TorchCompileGraphs.OWN``, captures one
+    run in a CUDA graph on a stream of its own (the same discipline as ``engines.tensorrt_runtime.TrtPart``).
+    ``eager_runs`` and ``replays`` count what ran; ``graph_error`` says why a capture failed (the part then runs
+    without a graph, with a warning)."""
 
     def __init__(self, module: nn.Module, spec: PartSpec, device: torch.device,
                  graphs: TorchCompileGraphs = TorchCompileGraphs.OWN, *, compile: bool = True) -> None:
@@ -84,6 +85,7 @@ class TorchPart(CompiledPart):
         mode = "reduce-overhead" if self.graphs is TorchCompileGraphs.REDUCE_OVERHEAD else None
         self._module = torch.compile(module.eval(), mode=mode, dynamic=False) if compile else module.eval()
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.graph_error: str | None = None  # why the capture failed; the part then runs without a graph
         self.eager_runs = self.replays = 0
         started = time.perf_counter()
         for _ in range(2):  # the first run compiles; reduce-overhead records its graph on a later one
@@ -108,7 +110,13 @@ class TorchPart(CompiledPart):
 
         self.stream = torch.cuda.Stream(self.device)
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
-        self.graph = capture_graph(lambda _handle: self._run(), self.stream)
+        try:
+            self.graph = capture_graph(lambda _handle: self._run(), self.stream)
+        except RuntimeError as exc:  # a capture-invalidating call in the module (a host sync, say)
+            self.graph_error, self.graphs = str(exc), TorchCompileGraphs.NONE
+            logger.warning("CUDA graph capture failed for %s (%s): this part runs without a graph, which is slower",
+                           self.spec.component.value, exc)
+            return
         self.eager_runs -= 1  # the captured run launched nothing
 
     def execute(self) -> None:
