@@ -89,7 +89,7 @@ class Row:
     setup_s: float | None = None  # building (and compiling) the row's backend
     compiled: int | None = None  # Inductor graphs compiled for the row (0: all from the cache)
     cached: int | None = None  # Inductor graphs loaded from the cache
-    error: str = ""
+    error: str = ""  # why the row failed, or what it ran without (a part whose CUDA graph capture failed)
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,9 @@ def run_row(model: Model, case: Case, settings: Settings, streams: int, work: Pa
     started, graphs = time.perf_counter(), compiled_graphs()
     engine = make_engine(model, case, settings, streams)
     setup, graphs_after = time.perf_counter() - started, compiled_graphs()
+    parts = getattr(engine.backend, "parts", {})
+    no_graph = "; ".join(f"{p.value} ran without a CUDA graph: {part.graph_error}" for p, part in parts.items()
+                         if getattr(part, "graph_error", None))
     try:
         if cuda:
             torch.cuda.synchronize()
@@ -216,7 +219,8 @@ def run_row(model: Model, case: Case, settings: Settings, streams: int, work: Pa
     return Row(case.name, streams, "ok", fps=round(streams * len(times) / sum(times), 2),
                p50_ms=round(1e3 * statistics.median(times), 3), p95_ms=round(1e3 * p95, 3),
                peak_gpu_mb=None if peak is None else round(peak, 1), setup_s=round(setup, 1),
-               compiled=graphs_after["miss"] - graphs["miss"], cached=graphs_after["hit"] - graphs["hit"])
+               compiled=graphs_after["miss"] - graphs["miss"], cached=graphs_after["hit"] - graphs["hit"],
+               error=no_graph[:400])
 
 
 def run_child(case: Case, settings: Settings, work: Path) -> None:
