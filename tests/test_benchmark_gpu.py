@@ -26,6 +26,8 @@ def run_script(*args: str, env: dict[str, str] | None = None, timeout: float = 6
 def test_script_rejects_bad_arguments():
     done = run_script("--budget", "ten")
     assert done.returncode == 2 and "--budget must be whole seconds, got 'ten'" in done.stderr
+    done = run_script("--build-limit", "-1")
+    assert done.returncode == 2 and "--build-limit must be whole seconds, got '-1'" in done.stderr
     done = run_script("--fast")
     assert done.returncode == 2 and "unknown argument '--fast'" in done.stderr
     assert "make gpu-check" in run_script("--help").stdout
