@@ -224,8 +224,11 @@ class StreamEngine:
         validate_frame(frame, f"frames[{stream_id!r}]")
         state = self._stream(stream_id)
         fitted = fit_frame(frame, self.config.width, self.config.height)
-        skipped = state.filter is not None and state.filter.should_skip(to_tensor(fitted, torch.device("cpu")))
         image = self.transfer.upload(fitted)
+        skipped = False
+        if state.filter is not None:  # its verdict is a host decision: it reads a host copy, never the device's
+            on_host = image if image.device.type == "cpu" else to_tensor(fitted, torch.device("cpu"))
+            skipped = state.filter.should_skip(on_host)
         controls = () if skipped else tuple(self.transfer.upload(pre(fitted)) for pre in self._preprocessors)
         return PreparedFrame(stream_id, state, fitted, image, tag, skipped, controls)
 
