@@ -124,11 +124,12 @@ class Model:
 
 
 def make_model(settings: Settings) -> Model:
-    """The networks, created where they run: the ``real`` preset on the GPU in bf16, or the tiny preset on the CPU.
+    """The networks, created where they run: the ``real`` preset on the GPU in bf16 (each network made on the GPU
+    and cast at once, as ``make-tiny-model`` does; nothing goes through the disk), or the tiny preset on the CPU.
     Same seed, same device: every case gets the same weights."""
     import torch
 
-    from engines.models.tiny_autoencoder import TinyAutoencoder, TinyDecoder, TinyEncoder
+    from engines.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderConfig, TinyDecoder, TinyEncoder
     from stream.demo_extras import TINY_PRESET_AUTOENCODER
     from stream.demo_model import PRESETS, REAL_SPEC, DemoPreset, build_demo_pipeline
 
@@ -138,8 +139,6 @@ def make_model(settings: Settings) -> Model:
         pipe = build_demo_pipeline(dataclasses.replace(spec, dtype=settings.dtype))
         if settings.device == "cpu":
             torch.set_flush_denormal(True)  # as stream.loading does: random small weights hit denormals
-        from engines.models.tiny_autoencoder import TinyAutoencoderConfig
-
         plan = TINY_PRESET_AUTOENCODER if settings.dry_run else TinyAutoencoderConfig()
         plan = dataclasses.replace(plan, latent_channels=int(pipe.vae.config.latent_channels))
         torch.manual_seed(1)
