@@ -228,3 +228,20 @@ def test_a_part_on_the_second_gpu_runs_there(demo_model_dir: Path, trt_cache: Pa
     assert all(e.device == torch.device("cuda", 1) for e in compiled.backend.parts.values())
     assert torch.cuda.current_device() == 0
     assert_graphs_replayed(compiled)
+
+
+def test_one_logger_for_every_part_and_each_part_keeps_its_own_errors(demo_model_dir: Path, trt_cache: Path,
+                                                                      tmp_path: Path):
+    from engines.exceptions import EngineLoadError
+    from engines.gpu_probe import import_tensorrt, process_logger
+    from engines.tensorrt_runtime import TrtPart
+
+    compiled = tensorrt_engine(demo_model_dir, trt_cache, "fp32")
+    parts = list(compiled.backend.parts.values())
+    assert {id(part._trt_logger) for part in parts} == {id(process_logger(import_tensorrt()))}
+    damaged = tmp_path / "model.plan"
+    damaged.write_bytes(b"not a TensorRT plan")
+    with pytest.raises(EngineLoadError) as error:  # a later part: TensorRT's error reaches it, not the first part
+        TrtPart(damaged, "cuda")
+    assert "deserialize_cuda_engine returned None" in str(error.value)
+    assert all(part.errors == [] for part in parts)
