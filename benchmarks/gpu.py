@@ -43,6 +43,12 @@ AUTOENCODERS = ("tiny", "dcae")
 PROMPT = "a watercolor painting of a city street at night, warm golden lighting"
 # the issue's targets on an H100-class GPU: (case, streams, frames per second); StreamDiffusion: 91-94 fps
 TARGETS = (("tensorrt-tiny", 1, 100.0), ("tensorrt-tiny-cn", 1, 60.0))
+# A compiled case's image may differ from torch's by this much on average (uint8 levels) before its row is
+# "wrong output": bf16 engines differ by 1-4 levels on the tiny model (tests/test_engines_tensorrt_gpu.py); a NaN or
+# garbage engine by tens. Its fps are then not a result.
+OUTPUT_LIMIT = 8.0
+# statuses written before a step ends, so a step killed by its time limit leaves them, not a missing row
+BUILDING, MEASURING = "building", "measuring"
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class Measurement:
     p95_ms: float | None = None
     calls: int = 0
     setup_s: dict[str, float] = field(default_factory=dict)  # export / build / load of the case's parts
+    diff_mean: float | None = None  # the output against torch's on the same frame: mean |a - b|, uint8 levels
+    diff_max: float | None = None
     error: str = ""
 
 
@@ -114,6 +122,7 @@ class Loaded:
     placement: Any
     prompt_encoder: Any
     controlnets: list[Any] | None = None
+    torch_images: dict[tuple[str, bool], Any] = field(default_factory=dict)  # output_check's references
 
 
 def load(config: GpuBenchConfig) -> Loaded:
@@ -177,6 +186,25 @@ def measure(engine: Any, streams: int, calls: int, warmup: int) -> list[float]:
     return times
 
 
+def output_image(engine: Any) -> Any:
+    """The default stream's image of one fixed frame: with 1 step it depends on that frame and the noise only."""
+    frame = camera_frames(1, engine.config.width, engine.config.height)[0]
+    return engine.process({"default": frame})["default"].image
+
+
+def output_check(case: Case, engine: Any, loaded: Loaded, config: GpuBenchConfig) -> tuple[float, float]:
+    """(mean, max) |a - b| of ``engine``'s image against torch's for the same setting (torch built on the loaded
+    networks, once per setting), at the benchmark's real size."""
+    import numpy as np
+
+    key = (case.autoencoder, case.controlnet)
+    if key not in loaded.torch_images:
+        torch_engine, _ = build_engine(Case("torch", case.autoencoder, case.controlnet), loaded, config)
+        loaded.torch_images[key] = output_image(torch_engine).astype(np.int16)
+    diff = np.abs(output_image(engine).astype(np.int16) - loaded.torch_images[key])
+    return round(float(diff.mean()), 3), float(diff.max())
+
+
 def summarize(case: Case, streams: int, times: list[float], setup: dict[str, float]) -> Measurement:
     ordered = sorted(times)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
@@ -187,7 +215,12 @@ def summarize(case: Case, streams: int, times: list[float], setup: dict[str, flo
 
 
 def run_case(case: Case, loaded: Loaded, config: GpuBenchConfig, record: Any) -> None:
-    """Measures ``case`` at every stream count, recording each result as it comes."""
+    """Measures ``case`` at every stream count, recording each result as it comes (and "building" /
+    "measuring" before, which a step killed by its time limit leaves behind). A compiled case's output is checked
+    against torch's first: a row whose image is wrong is "wrong output", whatever its speed."""
+    for streams in config.streams:
+        record(Measurement(case.name, streams, BUILDING, error="the step's time limit ended the build (a rerun "
+                           "continues from the engines already in the cache)"))
     try:
         engine, setup = build_engine(case, loaded, config)
     except Exception as exc:  # recorded in the report; the next case runs (a benchmark harness, not the server)
@@ -196,6 +229,12 @@ def run_case(case: Case, loaded: Loaded, config: GpuBenchConfig, record: Any) ->
             record(Measurement(case.name, streams, "error", error=f"{type(exc).__name__}: {exc}"))
         return
     try:
+        diff: tuple[float | None, float | None] = (None, None)
+        for streams in config.streams:
+            record(Measurement(case.name, streams, MEASURING, setup_s=setup,
+                               error="the step's time limit ended the measurement"))
+        if case.backend != "torch":
+            diff = output_check(case, engine, loaded, config)
         for streams in config.streams:
             try:
                 times = measure(engine, streams, config.frames, config.warmup)
@@ -203,7 +242,12 @@ def run_case(case: Case, loaded: Loaded, config: GpuBenchConfig, record: Any) ->
                 logger.exception("case %s at %d streams failed", case.name, streams)
                 record(Measurement(case.name, streams, "error", setup_s=setup, error=f"{type(exc).__name__}: {exc}"))
                 continue
-            record(summarize(case, streams, times, setup))
+            row = summarize(case, streams, times, setup)
+            row.diff_mean, row.diff_max = diff
+            if row.diff_mean is not None and not row.diff_mean <= OUTPUT_LIMIT:
+                row.status, row.error = "wrong output", (f"differs from torch by {row.diff_mean:g} levels on "
+                                                         f"average (limit {OUTPUT_LIMIT:g}): not a valid result")
+            record(row)
     finally:
         engine.backend.close()
         if torch.cuda.is_available():
@@ -272,9 +316,12 @@ def render_markdown(data: dict[str, Any]) -> str:
         if r["case"].startswith("tensorrt-") and r["status"] == "ok" and base:
             vs = f"{r['fps'] / base:.2f}x"
         builds = sum(v for k, v in r["setup_s"].items() if k.startswith(("export_", "build_")))
-        status = r["status"] if r["status"] != "error" else f"error: {r['error'][:160]}"
+        status = {BUILDING: "building / timed out", MEASURING: "measuring / timed out"}.get(r["status"], r["status"])
+        if r.get("error"):
+            status += f": {r['error'][:160]}"
+        diff = "" if r.get("diff_mean") is None else f"{r['diff_mean']:.3g} / {r['diff_max']:.0f}"
         cells = [r["case"], str(r["streams"]), fmt(r["fps"]), fmt(r["fps_per_stream"]), fmt(r["median_ms"]),
-                 fmt(r["p95_ms"]), vs, f"{builds:.0f}" if builds else "", status]
+                 fmt(r["p95_ms"]), vs, diff, f"{builds:.0f}" if builds else "", status]
         rows.append("| " + " | ".join(cells) + " |")
     targets = "\n".join(f"- {t['case']}, {t['streams']} stream: >= {t['target_fps']:g} fps: **{t['verdict']}**"
                         + (f" ({t['measured_fps']:g} fps)" if t["measured_fps"] is not None else "")
@@ -287,10 +334,12 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"{s['warmup']} warm-up calls per row.\n\n"
             f"fps = frames per second over all streams; per stream = each stream's frame rate; median / p95 = "
             f"time of one call (one frame per stream), which with 1 step is each frame's latency through the "
-            f"engine; vs torch = fps against the torch-on-CUDA row of the same setting; build = export + "
-            f"TensorRT build seconds of the case's parts (0 when cached).\n\n"
-            f"| case | streams | fps | fps per stream | median ms | p95 ms | vs torch | build s | status |\n"
-            f"| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
+            f"engine; vs torch = fps against the torch-on-CUDA row of the same setting; vs torch image = mean / "
+            f"max |a - b| of one frame's uint8 image against torch's (a mean above {OUTPUT_LIMIT:g} is \"wrong "
+            f"output\"); build = export + TensorRT build seconds of the case's parts (0 when cached).\n\n"
+            f"| case | streams | fps | fps per stream | median ms | p95 ms | vs torch | vs torch image | build s | "
+            f"status |\n"
+            f"| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
             f"## Targets (H100-class GPU)\n\n{targets}\n" + (f"\n## Notes\n\n{notes}\n" if notes else ""))
 
 
@@ -310,7 +359,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, GpuBenchConf
     parser.add_argument("--tf32", action="store_true", help="TensorRT engines with TF32 for their fp32 islands")
     parser.add_argument("--append", action="store_true", help="merge into the existing gpu.json")
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes; repeatable")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="default: benchmarks/results (with --dry-run: a new temporary directory, never that one)")
+    parser.add_argument("--build-only", action="store_true", help="build (or find in the cache) every case's "
+                        "compiled parts and measure nothing: gpu-check's prebuild step")
     parser.add_argument("--report-only", action="store_true", help="write the report (notes, earlier results with "
                         "--append) and measure nothing: for a gpu-check that stopped before the benchmark")
     parser.add_argument("--dry-run", action="store_true",
@@ -325,6 +377,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, GpuBenchConf
     if args.model is None and not (args.dry_run or args.report_only):
         parser.error("--model is required (write the real-size model with: sana-stream make-tiny-model DIR "
                      "--preset real)")
+    if args.output_dir is None:  # a dry run's CPU figures never land where real GPU results live (issue 32)
+        args.output_dir = Path(tempfile.mkdtemp(prefix="sana-stream-gpu-dry-run-")) if args.dry_run else RESULTS_DIR
     common = {"cases": cases, "cache_dir": args.cache_dir, "tiny_vae": args.tiny_vae, "controlnet": args.controlnet,
               "deadline_s": args.deadline_s, "output_dir": args.output_dir, "tf32": args.tf32}
     if args.dry_run:
@@ -333,6 +387,23 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, GpuBenchConf
     else:
         config = GpuBenchConfig(model=args.model or Path(), frames=args.frames or 60, **common)
     return args, config
+
+
+def prebuild(config: GpuBenchConfig) -> int:
+    """Builds every compiled case's parts into the engine cache (each finished part stays there, so a prebuild
+    cut short by its time limit is continued by the next run); 1 when a case could not be built."""
+    loaded, failed = load(config), 0
+    for case in (c for c in config.cases if c.backend != "torch"):
+        started = time.monotonic()
+        try:
+            engine, setup = build_engine(case, loaded, config)
+        except Exception:  # logged with its cause; the next case still builds (a harness, not the server)
+            logger.exception("prebuild: %s could not be built", case.name)
+            failed = 1
+            continue
+        engine.backend.close()
+        logger.info("prebuild: %s ready in %.0f s (%s)", case.name, time.monotonic() - started, setup)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             from stream.demo_model import make_demo_model
 
             config = dataclasses.replace(config, model=make_demo_model(Path(tmp) / "model"))
+        if args.build_only:
+            return prebuild(config)
         notes = [*args.note, *(["dry run on the CPU: not a GPU measurement"] if args.dry_run else [])]
         report = Report(config, notes, args.append)
         report.save()
@@ -357,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             run_case(case, loaded, config, report.record)
     logger.info("results in %s and %s", report.json_path, report.md_path)
+    print(f"results: {report.md_path} and {report.json_path}")
     return 0
 
 

@@ -1,5 +1,5 @@
 """Model runtimes behind one small interface (``engines.base.ModelBackend``): torch eager (``engines.torch_backend``)
-and compiled parts (``engines.compile``) on onnxruntime or tensorrt, with the model definitions they run
+and compiled parts (``engines.compile``) on onnxruntime, tensorrt or torch.compile, with the model definitions they run
 (``engines.models``).
 
 Only the backend's name and its choice for this machine live here, and nothing heavy is imported: the command
@@ -23,6 +23,7 @@ class BackendName(str, enum.Enum):
     TORCH = "torch"  # eager PyTorch
     ONNXRUNTIME = "onnxruntime"  # exported ONNX graphs on ONNX Runtime (CPU, or its CUDA provider)
     TENSORRT = "tensorrt"  # TensorRT engines built from the same graphs (NVIDIA GPUs)
+    TORCH_COMPILE = "torch-compile"  # the torch parts compiled by torch.compile (Inductor), on static buffers
 
 
 AUTO = "auto"  # resolve_backend's choice for this machine
@@ -66,6 +67,6 @@ def resolve_backend(name: BackendName | str, *, cuda: bool | None = None,
     if installed(module):
         logger.info("backend auto: %s on %s", best.value, where)
         return best
-    logger.warning("backend auto: %s is not installed, so %s runs torch eager (slower; install the %s extra)",
-                   module, where, "tensorrt" if cuda else "onnx")
+    logger.warning("backend auto: %s is not installed, so %s runs torch eager (slower; install the %s extra%s)",
+                   module, where, "tensorrt" if cuda else "onnx", ", or choose --backend torch-compile" if cuda else "")
     return BackendName.TORCH

@@ -36,10 +36,24 @@ class ModelGeometry:
 @dataclass(frozen=True)
 class ControlBatch:
     """Per ControlNet: its control latents (B, C, h, w), in the VAE's scaled latent space (what diffusers' Sana
-    ControlNet pipeline feeds), and each batch item's conditioning scale (B,)."""
+    ControlNet pipeline feeds), each batch item's conditioning scale (B,), and whether any of its scales is not 0
+    (``on``). The stream engine fills ``on`` from the host floats the scales were made of; None reads the tensors,
+    which waits for the device, so the frame path never leaves it None."""
 
     conds: tuple[Tensor, ...]
     scales: tuple[Tensor, ...]
+    on: tuple[bool, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.on is None:
+            object.__setattr__(self, "on", tuple(bool(scale.any()) for scale in self.scales))
+        elif len(self.on) != len(self.scales):
+            raise ValueError(f"on has {len(self.on)} entries for {len(self.scales)} scales")
+
+    def is_on(self, net: int) -> bool:
+        """Whether ControlNet ``net`` runs (exactly off when all its scales are 0), without touching the device."""
+        assert self.on is not None  # filled by __post_init__
+        return self.on[net]
 
 
 class Autoencoder(Protocol):

@@ -140,12 +140,34 @@ def part_loader(name: BackendName, cache: PartCache, options: CompileOptions, de
     raise ValueError(f"the {name.value} backend is not compiled; use TorchBackend directly")
 
 
+def compile_with_torch(backend: TorchBackend, spec: BuildSpec, options: CompileOptions, *,
+                       compile: bool = True) -> CompileResult:
+    """The torch-compile backend: every part's module compiled by Inductor on fixed buffers, no export.
+    ``compile=False``: the same parts eager, in CUDA graphs on a GPU (torch with graphs alone, for comparisons)."""
+    from engines.torch_compile import compile_torch_parts, model_precision
+
+    geo = backend.geometry
+    spec = BuildSpec(**{**spec.__dict__, "precision": model_precision(geo.dtype, options.precision)})
+    compiler = Compiler(backend, spec, options, BackendName.TORCH_COMPILE)
+    started = time.perf_counter()
+    ids = part_ids(backend)
+    parts = compile_torch_parts({p: compiler.modules[p] for p in ids},
+                                {p: compiler.part(p, spec.precision) for p in ids}, geo.device, options,
+                                compile=compile)
+    compiler.add_time("compile", started)
+    name = BackendName.TORCH_COMPILE.value if compile else "torch-graphs"
+    compiled = CompiledBackend(backend, parts, spec.kv_length, name)
+    return CompileResult(compiled, {}, {}, {}, compiler.seconds)
+
+
 def compile_backend(backend: TorchBackend, spec: BuildSpec, options: CompileOptions,
                     name: BackendName | str) -> CompileResult:
     """Builds (or loads from the cache) every part for ``name`` and returns the backend over them."""
     name = BackendName(name)
     if name is BackendName.TORCH:
         raise ValueError("the torch backend is not compiled; use TorchBackend directly")
+    if name is BackendName.TORCH_COMPILE:
+        return compile_with_torch(backend, spec, options)
     require_onnx_tools()
     precision = options.resolved_precision(name)
     spec = BuildSpec(**{**spec.__dict__, "precision": precision})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,15 @@ from engines.cache import default_cache_dir
 from engines.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from engines.parity import FP32_TOLERANCE
 from engines.specs import Precision
+
+
+class TorchCompileGraphs(str, enum.Enum):
+    """How the torch-compile backend uses CUDA graphs on a GPU (on a CPU there are none). Which is faster is
+    measured by ``make device-check`` (docs/gpu.md)."""
+
+    OWN = "own"  # each part captured in one CUDA graph on its fixed buffers, as TensorRT parts are
+    REDUCE_OVERHEAD = "reduce-overhead"  # torch.compile(mode="reduce-overhead"): Inductor's CUDA graph trees
+    NONE = "none"  # Inductor's kernels launched one by one
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,7 @@ class CompileOptions:
     cuda_graph: bool = True  # TensorRT: capture each part in a CUDA graph when it is loaded
     tf32: bool = False  # TensorRT: TF32 for the fp32 islands of bf16/fp16 engines (docs/gpu.md, "Precision")
     threads: int = 0  # onnxruntime's CPU thread pool; 0: its default, the physical cores (a cluster worker: its share)
+    torch_compile_graphs: TorchCompileGraphs = TorchCompileGraphs.OWN  # torch-compile on a GPU
 
     def __post_init__(self) -> None:
         if isinstance(self.streams, bool) or not isinstance(self.streams, int) or not 1 <= self.streams <= 64:
@@ -48,8 +59,14 @@ class CompileOptions:
         if not 0 <= self.builder_optimization_level <= 5:
             raise ValueError(f"builder_optimization_level must lie in [0, 5], got {self.builder_optimization_level!r}")
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
+        try:
+            object.__setattr__(self, "torch_compile_graphs", TorchCompileGraphs(self.torch_compile_graphs))
+        except ValueError:
+            raise ValueError(f"torch_compile_graphs must be one of {', '.join(g.value for g in TorchCompileGraphs)}, "
+                             f"got {self.torch_compile_graphs!r}") from None
 
     def resolved_precision(self, backend: BackendName) -> Precision:
+        """The precision of the exported graphs (torch-compile runs the model's own dtype instead)."""
         if self.precision is not None:
             return self.precision
         return Precision.BF16 if backend is BackendName.TENSORRT else Precision.FP32

@@ -136,13 +136,13 @@ class CompiledBackend(ModelBackend):
             raise ValueError(f"control has {len(control.conds)} entries (and {len(control.scales)} scales) for "
                              f"{n} ControlNets")
         active = []
-        for part, cond, scale in zip(self._nets, control.conds, control.scales):
+        for part, cond, scale in zip(self._nets, control.conds, control.scales, strict=True):
             if cond.shape != x_in.shape:
                 raise ValueError(f"control.conds[{part.index}] has shape {tuple(cond.shape)}, x_in {tuple(x_in.shape)}")
             if scale.shape != x_in.shape[:1]:
                 raise ValueError(f"control.scales[{part.index}] has shape {tuple(scale.shape)}, it takes "
                                  f"({x_in.shape[0]},)")
-            if bool(scale.any()):
+            if control.is_on(part.index):  # host flags: reading the scales would wait for the device
                 active.append((part, cond, scale))
         return active
 

@@ -9,10 +9,13 @@ error text and records what TensorRT logs, so a broken install names its cause b
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import importlib.metadata
 import logging
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +25,8 @@ from engines.exceptions import BackendUnavailableError, EngineLoadError
 from engines.install_hint import install_hint
 
 logger = logging.getLogger(__name__)
+
+MAX_KEPT_ERRORS = 100  # the process logger's memory of TensorRT errors, for messages
 
 # The oldest Linux driver each CUDA major runs on (NVIDIA's CUDA toolkit release notes, table 3).
 MIN_DRIVER = {12: "525.60.13", 13: "580.65.06"}
@@ -89,18 +94,50 @@ def import_tensorrt() -> ModuleType:
     return tensorrt
 
 
-def recording_logger(trt: ModuleType) -> Any:
-    """A ``trt.ILogger`` that forwards to ``logging`` and keeps every error message (``.errors``)."""
+_process_logger: Any = None
+_process_logger_lock = threading.Lock()
+
+
+def process_logger(trt: ModuleType) -> Any:
+    """The process's one ``trt.ILogger``: it forwards to ``logging``, keeps the last errors of the process
+    (``.errors``) and copies each error into every list this thread ``recording()`` into.
+
+    TensorRT keeps a single logger pointer per process (the first one a runtime or builder got): a second logger
+    never hears a word, and freeing the first while others live can crash. So every runtime and builder gets this
+    one, and polygraphy's builds too (its ``TRT_LOGGER``). Errors reach the part that caused them through
+    ``recording``: TensorRT logs on the thread that made the call."""
+    global _process_logger
+    with _process_logger_lock:
+        if _process_logger is None:
+            _process_logger = _make_recording_logger(trt)
+            _adopt_in_polygraphy(_process_logger)
+        return _process_logger
+
+
+def _make_recording_logger(trt: ModuleType) -> Any:
     severity = trt.ILogger.Severity
 
     class RecordingLogger(trt.ILogger):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.errors: list[str] = []
+            self.errors: collections.deque[str] = collections.deque(maxlen=MAX_KEPT_ERRORS)
+            self._local = threading.local()
+
+        @contextlib.contextmanager
+        def recording(self, into: list[str]) -> Iterator[list[str]]:
+            """Appends every error this thread's TensorRT calls log inside the block to ``into``."""
+            scopes = self._local.__dict__.setdefault("scopes", [])
+            scopes.append(into)
+            try:
+                yield into
+            finally:
+                scopes.remove(into)
 
         def log(self, level: Any, msg: str) -> None:  # TensorRT calls this from C++: it must not raise
             if level in (severity.INTERNAL_ERROR, severity.ERROR):
                 self.errors.append(msg)
+                for scope in self._local.__dict__.get("scopes", ()):
+                    scope.append(msg)
                 logger.error("TensorRT: %s", msg)
             elif level == severity.WARNING:
                 logger.warning("TensorRT: %s", msg)
@@ -108,6 +145,15 @@ def recording_logger(trt: ModuleType) -> Any:
                 logger.debug("TensorRT: %s", msg)
 
     return RecordingLogger()
+
+
+def _adopt_in_polygraphy(trt_logger: Any) -> None:
+    """polygraphy makes its own process logger for the builders it creates; it gets ours instead."""
+    try:
+        from polygraphy.backend.trt import util as polygraphy_trt
+    except ImportError:  # the build path imports polygraphy; a runtime-only install has none
+        return
+    polygraphy_trt.TRT_LOGGER = trt_logger
 
 
 def install_summary(trt: ModuleType) -> str:
@@ -118,15 +164,16 @@ def install_summary(trt: ModuleType) -> str:
 def start_trt(trt: ModuleType, kind: str, trt_logger: Any, device: torch.device, advice: str = "") -> Any:
     """``trt.Runtime`` or ``trt.Builder`` (``kind``) on ``device``; its failure (a ``TypeError`` from pybind11, or
     None) becomes an EngineError carrying what TensorRT logged and what to do."""
+    errors: list[str] = []
     try:
-        with torch.cuda.device(device):
+        with torch.cuda.device(device), trt_logger.recording(errors):
             made = getattr(trt, kind)(trt_logger)
     except TypeError as exc:
         made, cause = None, str(exc)
     else:
         cause = f"trt.{kind} returned None"
     if made is None:
-        logged = "; ".join(getattr(trt_logger, "errors", [])) or cause
+        logged = "; ".join(errors) or cause
         raise BackendUnavailableError("tensorrt", f"a TensorRT {kind.lower()} that starts",
                                       f"trt.{kind} failed on {device}: {logged}. {install_summary(trt)}: "
                                       f"{driver_hint(torch.version.cuda)}{advice}")
@@ -143,13 +190,12 @@ def probe_tensorrt(device: torch.device | str | None = None) -> torch.device:
     second, before any model is loaded. Returns the resolved ``cuda:N``."""
     trt = import_tensorrt()
     dev = cuda_device(device)
-    trt_logger = recording_logger(trt)
-    create_runtime(trt, trt_logger, dev)
+    create_runtime(trt, process_logger(trt), dev)
     logger.info("TensorRT probe on %s (%s): %s", dev, torch.cuda.get_device_name(dev), install_summary(trt))
     return dev
 
 
-def engine_load_error(path: Any, what: str, trt_logger: Any) -> EngineLoadError:
-    """An EngineLoadError for a TensorRT call that returned None, with what TensorRT logged."""
-    logged = "; ".join(getattr(trt_logger, "errors", []))
+def engine_load_error(path: Any, what: str, errors: list[str]) -> EngineLoadError:
+    """An EngineLoadError for a TensorRT call that returned None, with the errors TensorRT logged for it."""
+    logged = "; ".join(errors)
     return EngineLoadError(path, "tensorrt", f"{what}" + (f": {logged}" if logged else ""))

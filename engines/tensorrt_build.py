@@ -33,7 +33,7 @@ import torch
 from engines.cache import CacheKey, PartCache
 from engines.compile_options import CompileOptions
 from engines.exceptions import EngineBuildError, EngineLoadError
-from engines.gpu_probe import import_tensorrt, probe_tensorrt, recording_logger, start_trt
+from engines.gpu_probe import import_tensorrt, probe_tensorrt, process_logger, start_trt
 from engines.io_buffers import specs_from_onnx
 from engines.part_loader import ExportedPart, LoadedPart, PartLoader
 from engines.specs import BatchRange, Precision, TensorSpec
@@ -152,7 +152,7 @@ def _build_hint(reason: str) -> str:
 def create_builder(trt: Any, device: torch.device) -> Any:
     """A ``trt.Builder`` on ``device``, created once up front so that its failure names the cause instead of
     surfacing from inside polygraphy."""
-    return start_trt(trt, "Builder", recording_logger(trt), device)
+    return start_trt(trt, "Builder", process_logger(trt), device)
 
 
 def build_engine(plan: TrtBuildPlan, out_path: Path, device: torch.device) -> None:

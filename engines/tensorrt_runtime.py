@@ -33,7 +33,7 @@ import torch
 
 from engines.base import CompiledPart
 from engines.exceptions import EngineError
-from engines.gpu_probe import create_runtime, cuda_device, engine_load_error, import_tensorrt, recording_logger
+from engines.gpu_probe import create_runtime, cuda_device, engine_load_error, import_tensorrt, process_logger
 from engines.io_buffers import IOBuffers
 from engines.specs import BatchRange, TensorSpec
 
@@ -124,26 +124,29 @@ class TrtPart(CompiledPart):
     ``cuda_graph``, captures one graph per size (see the module's docstring); ``execute(rows)`` then replays the
     graph of ``rows``. ``eager_runs`` and ``replays`` count what ran, ``runs`` the calls per size;
     ``graph_errors`` says why a size's capture failed (that size then runs eagerly, which is slower, with a warning).
+    ``errors`` holds what TensorRT logged as an error during this part's own calls (the process's one logger
+    routes them here).
     """
 
     def __init__(self, path: Path, device: torch.device | str, *, cuda_graph: bool = True,
                  expected_io: EngineIO | None = None) -> None:
         trt = import_tensorrt()
         self.path, self.device = Path(path), require_cuda(device)
-        self._trt_logger = recording_logger(trt)
-        with torch.cuda.device(self.device):
+        self._trt_logger = process_logger(trt)
+        self.errors: list[str] = []
+        with torch.cuda.device(self.device), self._trt_logger.recording(self.errors):
             self._runtime = create_runtime(trt, self._trt_logger, self.device)
             self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self.engine is None:
                 raise engine_load_error(self.path, "deserialize_cuda_engine returned None (a plan from another "
-                                        "TensorRT version or GPU, or a damaged file)", self._trt_logger)
+                                        "TensorRT version or GPU, or a damaged file)", self.errors)
             io = engine_io(self.engine, trt)
             if expected_io is not None:
                 check_engine_io(io, expected_io)
             self.buffers, self.batch = IOBuffers(io[0], io[1], self.device), io[2]
             self.context = self.engine.create_execution_context()
             if self.context is None:  # not the plan's fault: an EngineError, not an EngineLoadError (no rebuild)
-                logged = "; ".join(self._trt_logger.errors) or "no message"
+                logged = "; ".join(self.errors) or "no message"
                 raise EngineError(f"TensorRT could not create an execution context for {self.path} on {self.device} "
                                   f"({logged}); the GPU is probably out of memory: stop other GPU processes")
             for name, address in self.buffers.addresses().items():  # the first rows of a buffer start there too
@@ -169,15 +172,19 @@ class TrtPart(CompiledPart):
     def _set_rows(self, rows: int) -> None:
         """Sets every input's shape to ``rows`` rows (host-side; a replay needs none, its graph holds them)."""
         for t in self.buffers.inputs:
-            if not self.context.set_input_shape(t.name, (rows, *t.shape[1:])):
+            with self._trt_logger.recording(self.errors):
+                accepted = self.context.set_input_shape(t.name, (rows, *t.shape[1:]))
+            if not accepted:
                 raise EngineError(f"TensorRT refused batch {rows} for {t.name!r} of {self.path} "
-                                  f"(built for {self.batch.describe()}): " + "; ".join(self._trt_logger.errors[-3:]))
+                                  f"(built for {self.batch.describe()}): " + "; ".join(self.errors[-3:]))
         self._shape_rows = rows
 
     def _enqueue(self, stream_handle: int) -> None:
-        if not self.context.execute_async_v3(stream_handle):
+        with self._trt_logger.recording(self.errors):
+            enqueued = self.context.execute_async_v3(stream_handle)
+        if not enqueued:
             raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.path}: "
-                               + ("; ".join(self._trt_logger.errors[-3:]) or "no message"))
+                               + ("; ".join(self.errors[-3:]) or "no message"))
 
     def _warm_up_and_capture(self, rows: int, cuda_graph: bool) -> None:
         """TensorRT's first run after a shape change does setup that a graph must not capture: run once at

@@ -145,8 +145,8 @@ class TorchBackend(ModelBackend):
                            control: ControlBatch) -> list[Tensor] | None:
         """Each ControlNet's per-block residuals, summed over the nets; None when every scale is 0 (exactly off)."""
         total: list[Tensor] = []
-        for net, cond, scale in zip(self.controlnets, control.conds, control.scales):
-            if not bool(scale.any()):
+        for i, (net, cond, scale) in enumerate(zip(self.controlnets, control.conds, control.scales)):
+            if not control.is_on(i):
                 continue
             residuals = net(x_in, placeholder, timestep, guidance, cond.to(self.geometry.dtype), scale)
             for i, r in enumerate(residuals):  # (B, N, D); nets may copy different numbers of blocks

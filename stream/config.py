@@ -91,7 +91,7 @@ class StreamConfig:
     tiny_vae: str | None = None  # directory or hub id of taesana_*.pth; None: the model's tiny_autoencoder/
     dcae_lite: str | None = None  # DC-AE-Lite directory or hub id; None: the model's vae_lite/, else the hub's
     controlnets: tuple[ControlNetConfig, ...] = ()  # each with its own preprocessor and scale
-    backend: BackendName = BackendName.TORCH  # torch (eager), onnxruntime or tensorrt (compiled, static shapes)
+    backend: BackendName = BackendName.TORCH  # torch (eager); onnxruntime, tensorrt, torch-compile (static shapes)
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):

@@ -15,12 +15,13 @@ from torch import Tensor
 
 from engines.base import ControlBatch, ModelBackend
 from engines.prompt_kv import KVBatch, PromptKV, batch_prompt_kv
+from engines.transfer import HostImage, device_transfer
 from stream import trigflow
 from stream.config import CfgType, StreamConfig
 from stream.control import get_preprocessor
 from stream.exceptions import UnknownStreamError
 from stream.frames import fit_frame, validate_frame
-from stream.image_tensors import to_tensor, to_uint8
+from stream.image_tensors import to_tensor
 from stream.prompt import PromptEncoder
 from stream.similarity_filter import SimilarityFilter
 from stream.state import Conditioning, StepPlan, StreamSettings, StreamState
@@ -59,12 +60,13 @@ class PreparedFrame:
 
 @dataclass
 class PendingResult:
-    """A result before postprocessing (``StreamEngine.finish``); ``pixels`` (3, H, W) only when generated."""
+    """A result before postprocessing (``StreamEngine.finish``); ``image`` (on its way to the host) only when
+    generated."""
 
     prepared: PreparedFrame
     kind: FrameKind
     tag: Any
-    pixels: Tensor | None = None
+    image: HostImage | None = None
 
     @classmethod
     def skipped_frame(cls, prepared: PreparedFrame) -> PendingResult:
@@ -99,6 +101,8 @@ class StreamEngine:
         self._kv_cache: tuple[tuple[tuple[PromptKV, int], ...], KVBatch] | None = None
         self.pipeline: Any = None  # the diffusers pipeline the weights came from, when loaded by from_pretrained
         self._preprocessors = [get_preprocessor(c.preprocessor) for c in config.controlnets]
+        # uploads and downloads that never wait on the host for the model's work (engines.transfer)
+        self.transfer = device_transfer(geo.device)
         self.add_stream(DEFAULT_STREAM)
         logger.info("stream engine ready: %dx%d, %d step(s), cfg %s, %s %s", config.width, config.height,
                     config.num_steps, config.cfg_type.value, geo.device, geo.dtype)
@@ -215,13 +219,17 @@ class StreamEngine:
         return {p.prepared.stream_id: self.finish(p) for p in self.run(prepared)}
 
     def prepare(self, stream_id: str, frame: np.ndarray, tag: Any = None) -> PreparedFrame:
-        """Validates, resizes and crops a frame and asks the stream's similarity filter about it."""
+        """Validates, resizes and crops a frame, asks the stream's similarity filter about it (on the host: its
+        verdict is a host decision) and starts the uploads."""
         validate_frame(frame, f"frames[{stream_id!r}]")
         state = self._stream(stream_id)
         fitted = fit_frame(frame, self.config.width, self.config.height)
-        image = to_tensor(fitted, self.backend.geometry.device)
-        skipped = state.filter is not None and state.filter.should_skip(image)
-        controls = () if skipped else tuple(to_tensor(pre(fitted), image.device) for pre in self._preprocessors)
+        image = self.transfer.upload(fitted)
+        skipped = False
+        if state.filter is not None:  # its verdict is a host decision: it reads a host copy, never the device's
+            on_host = image if image.device.type == "cpu" else to_tensor(fitted, torch.device("cpu"))
+            skipped = state.filter.should_skip(on_host)
+        controls = () if skipped else tuple(self.transfer.upload(pre(fitted)) for pre in self._preprocessors)
         return PreparedFrame(stream_id, state, fitted, image, tag, skipped, controls)
 
     def run(self, prepared: list[PreparedFrame]) -> list[PendingResult]:
@@ -239,8 +247,8 @@ class StreamEngine:
         """Postprocessing: pixels to uint8, and the stream's last output for skipped frames."""
         state = pending.prepared.state
         if pending.kind is FrameKind.GENERATED:
-            assert pending.pixels is not None
-            state.last_output = to_uint8(pending.pixels[None])[0]
+            assert pending.image is not None
+            state.last_output = pending.image.result()  # the frame path's one wait on the device
             return FrameResult(state.last_output, pending.kind, pending.tag)
         if pending.kind is FrameKind.SKIPPED and state.last_output is not None:
             return FrameResult(state.last_output, pending.kind, pending.tag)
@@ -280,7 +288,7 @@ class StreamEngine:
             latents = torch.stack([x0 for _, x0 in finished]) / sigma_d / geo.scaling_factor
             images = self.backend.decode(latents)  # (F, 3, H, W)
             for (result, _), image in zip(finished, images):
-                result.pixels = image
+                result.image = self.transfer.download(image)
         return results
 
     def _negative_items(self, plan: StepPlan) -> int:
@@ -316,7 +324,8 @@ class StreamEngine:
                 per_scale.append(slots.new_full((len(plan.controls) + neg,), plan.cond.settings.control_scales[j]))
             conds.append(torch.cat(per_item))
             scales.append(torch.cat(per_scale))
-        return ControlBatch(tuple(conds), tuple(scales))
+        on = tuple(any(plan.cond.settings.control_scales[j] != 0 for plan in plans) for j in range(len(conds)))
+        return ControlBatch(tuple(conds), tuple(scales), on)
 
     def _kv_batch(self, rows: tuple[tuple[Any, int], ...]) -> KVBatch:
         cached = self._kv_cache

@@ -59,3 +59,27 @@ def coturn(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def torch_compiled(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The demo model on the torch-compile backend (64 px, 1 step, tiny autoencoder, one stream), compiled once per
+    session into a cache of its own: ``(engine, cache_dir)``. tests/test_torch_compile.py checks its parity with
+    eager torch; tests/test_device_check.py starts again from the same cache in new processes."""
+    import os
+    import shutil
+
+    from engines.compile_options import CompileOptions
+    from stream import StreamConfig, StreamEngine
+    from tests.support.coturn import in_ci
+
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:  # Inductor's CPU code is C++
+        reason = f"no C++ compiler ({cxx!r} is not on PATH): torch-compile on a CPU needs one"
+        if in_ci():
+            pytest.fail(f"{reason} (CI=true: the torch-compile tests must run)")
+        pytest.skip(f"{reason}; `make test` as root installs g++ (scripts/ensure_cxx.sh)")
+    cache_dir = tmp_path_factory.mktemp("torch-compile-cache")
+    config = StreamConfig(width=64, height=64, t_list=(1.0,), encoder="tiny", decoder="tiny", backend="torch-compile")
+    return StreamEngine.from_pretrained(demo_model_dir, config, compile_options=CompileOptions(cache_dir=cache_dir)), \
+        cache_dir

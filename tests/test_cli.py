@@ -130,7 +130,8 @@ def test_backend_auto_picks_the_compiled_backend_this_machine_has(caplog):
     assert [r.levelno for r in caplog.records] == [logging.WARNING] * 2
     assert "tensorrt is not installed" in caplog.records[0].message
     assert resolve_backend("torch", cuda=True, installed=only("tensorrt")) is BackendName.TORCH  # as asked
-    with pytest.raises(ValueError, match="backend must be auto or one of torch, onnxruntime, tensorrt, got 'tvm'"):
+    with pytest.raises(ValueError,
+                       match="backend must be auto or one of torch, onnxruntime, tensorrt, torch-compile, got 'tvm'"):
         resolve_backend("tvm")
 
 

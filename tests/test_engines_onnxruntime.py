@@ -183,7 +183,7 @@ def test_onnxruntime_on_cuda_without_its_provider_is_an_error():
 
 
 def test_unknown_backend_is_rejected_naming_the_field():
-    with pytest.raises(ValueError, match="backend must be one of torch, onnxruntime, tensorrt"):
+    with pytest.raises(ValueError, match="backend must be one of torch, onnxruntime, tensorrt, torch-compile"):
         StreamConfig(backend="tvm")
 
 

@@ -4,11 +4,13 @@ one stream on parts built for two runs one stream's rows, that a second start bu
 while prompts change, two streams on one engine, a ControlNet on its own engine, and the CUDA stream rules.
 
 The engines are built once per session into one cache at builder optimization level 0 (the fastest build;
-correctness does not depend on the level), so that ``make gpu-check`` fits its time budget.
+correctness does not depend on the level), so that ``make gpu-check`` fits its time budget; under
+``$SANA_STREAM_CACHE/gpu-tests`` when that is set (gpu-check sets it), so its reruns build nothing.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from engines.cache import CACHE_ENV, cache_root
 from engines.compile import CompileOptions, compile_backend
 from engines.specs import BuildSpec, Component, ControlNetPart
 from stream import StreamConfig, StreamEngine
@@ -39,6 +42,8 @@ def trt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("tensorrt")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
+    if os.environ.get(CACHE_ENV):  # make gpu-check sets it: a rerun reuses every engine built before
+        return cache_root() / "gpu-tests"
     return tmp_path_factory.getbasetemp() / "trt-cache"
 
 
@@ -270,3 +275,20 @@ def test_one_stream_on_parts_built_for_two_runs_its_own_rows(demo_model_dir: Pat
     assert parts[Component.TRANSFORMER].buffers.batch == 4
     assert parts[Component.TRANSFORMER].runs == {1: 1, 2: 3} and parts[Component.DECODER].runs == {1: 3}
     assert_graphs_replayed(built[2])
+
+
+def test_one_logger_for_every_part_and_each_part_keeps_its_own_errors(demo_model_dir: Path, trt_cache: Path,
+                                                                      tmp_path: Path):
+    from engines.exceptions import EngineLoadError
+    from engines.gpu_probe import import_tensorrt, process_logger
+    from engines.tensorrt_runtime import TrtPart
+
+    compiled = tensorrt_engine(demo_model_dir, trt_cache, "fp32")
+    parts = list(compiled.backend.parts.values())
+    assert {id(part._trt_logger) for part in parts} == {id(process_logger(import_tensorrt()))}
+    damaged = tmp_path / "model.plan"
+    damaged.write_bytes(b"not a TensorRT plan")
+    with pytest.raises(EngineLoadError) as error:  # a later part: TensorRT's error reaches it, not the first part
+        TrtPart(damaged, "cuda")
+    assert "deserialize_cuda_engine returned None" in str(error.value)
+    assert all(part.errors == [] for part in parts)
