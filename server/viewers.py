@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
 
+from rtc.ice import admit_relayed_clients
 from rtc.ice_config import IceConfig
 from server.errors import ApiError
 from server.keyed_locks import KeyedLocks
@@ -76,6 +77,7 @@ class ViewerManager:
                 pc.addTrack(viewer.output)
                 await pc.setLocalDescription(await pc.createAnswer())
                 self.ice.gathered(ice, pc.localDescription.sdp, f"viewer {viewer.id}")
+                admit_relayed_clients(pc)  # a WHEP player that offered no candidates reaches our relay
         self._own(viewer, self._watch_connect(viewer))
         logger.info("viewer %s of stream %s connected; %d viewer(s)", viewer.id, stream_id, len(self.viewers))
         return viewer, pc.localDescription.sdp

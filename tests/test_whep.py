@@ -108,9 +108,9 @@ def test_without_ice_servers_there_are_no_links(local_engine):
     assert options.status_code == 204 and not links(options)
 
 
-async def whep_offer() -> tuple[Viewer, str]:
+async def whep_offer(configuration: RTCConfiguration | None = None) -> tuple[Viewer, str]:
     """A WHEP player's offer: receive-only video, no candidates (sent before gathering, as OBS sends WHIP)."""
-    viewer = Viewer(RTCPeerConnection(RTCConfiguration(iceServers=[])))
+    viewer = Viewer(RTCPeerConnection(configuration or RTCConfiguration(iceServers=[])))
     viewer.pc.addTransceiver("video", direction="recvonly")
 
     @viewer.pc.on("track")
