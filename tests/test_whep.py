@@ -53,11 +53,11 @@ def links(response: httpx.Response) -> list[str]:
 def test_whip_and_options_hand_out_every_ice_server_as_obs_reads_them(local_engine, coturn):
     """One Link per URL; OBS's parser gets the STUN and both TURN URLs with minted credentials that coturn accepts
     (it skips turns:, which other clients take); OPTIONS answers the same without taking a slot; no secret."""
-    urls = ["stun:127.0.0.1:3478", coturn.url("udp"), coturn.url("tcp"), "turns:127.0.0.1:5349?transport=tcp"]
+    urls = [f"stun:127.0.0.1:{coturn.port}", coturn.url("udp"), coturn.url("tcp"), "turns:127.0.0.1:5349?transport=tcp"]
     app = make_app(local_engine, ice=IceConfig.from_options(urls, turn_secret=coturn.secret), token=TOKEN)
 
     async def main():
-        async with running(app) as base, httpx.AsyncClient(base_url=base) as http:
+        async with running(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
             options = await http.options("/whip?stream=obs", headers=AUTH)
             refused = await http.options("/whip")
             preflight = await http.options("/whip", headers={"Origin": "http://other.example",
@@ -138,6 +138,7 @@ def test_whep_plays_a_stream_and_delete_ends_it(local_engine):
             frames = await viewer.wait_frames(5)
             routes = (await http.get("/debug/connections")).json()["viewers"]
             other, other_sdp = await whep_offer()
+            sender, sender_sdp = await whip_offer()
             refusals = {
                 "full": await http.post(f"/whep?stream={client.stream}", content=other_sdp, headers=sdp_headers),
                 "unknown": await http.post("/whep?stream=nobody", content=other_sdp, headers=sdp_headers),
@@ -147,7 +148,7 @@ def test_whep_plays_a_stream_and_delete_ends_it(local_engine):
                 "no_stream": await http.post("/whep", content=other_sdp, headers=sdp_headers),
                 "bad_sdp": await http.post(f"/whep?stream={client.stream}", content="v=0\r\nnonsense",
                                            headers=sdp_headers),
-                "sends_only": await http.post(f"/whep?stream={client.stream}", content=(await whip_offer())[1],
+                "sends_only": await http.post(f"/whep?stream={client.stream}", content=sender_sdp,
                                               headers=sdp_headers),
             }
             viewers_after_refusals = len(app.state.viewers().viewers)
@@ -157,8 +158,8 @@ def test_whep_plays_a_stream_and_delete_ends_it(local_engine):
             again = await http.delete(location, headers=AUTH)
             health = (await http.get("/health")).json()
             await asyncio.wait_for(viewer.ended.wait(), 10)
-            await other.pc.close()
-            await viewer.pc.close()
+            for pc in (other.pc, sender, viewer.pc):
+                await pc.close()
             await client.close()
         return created, frames, routes, refusals, viewers_after_refusals, wrong_stream, deleted, again, health
 
