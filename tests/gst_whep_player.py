@@ -63,8 +63,10 @@ class WhepPlayer:
     def __init__(self, url: str, token: str | None, loopback: bool) -> None:
         self.url, self.token, self.loopback, self.location, self.frames = url, token, loopback, None, 0
         self.size: tuple[int, int] | None = None
-        self.pipe = Gst.parse_launch("webrtcbin name=recv bundle-policy=max-bundle")
-        self.webrtc = self.pipe.get_by_name("recv")
+        self.pipe = Gst.Pipeline.new("player")
+        self.webrtc = Gst.ElementFactory.make("webrtcbin", "recv")
+        self.webrtc.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
+        self.pipe.add(self.webrtc)
         self.loop = GLib.MainLoop()
         self.webrtc.connect("pad-added", self.on_pad)
         self.webrtc.connect("notify::connection-state", self.on_connection_state)
@@ -123,6 +125,10 @@ class WhepPlayer:
                 links = response.headers.get_all("Link") or []
         except urllib.error.HTTPError as exc:
             say("refused", status=exc.code, body=exc.read().decode(errors="replace"))
+            GLib.idle_add(self.loop.quit)
+            return False
+        except urllib.error.URLError as exc:
+            say("unreachable", reason=str(exc.reason))
             GLib.idle_add(self.loop.quit)
             return False
         say("answered", status=status, location=self.location, links=len(links), offer_candidates=sdp.count(
