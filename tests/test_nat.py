@@ -116,7 +116,7 @@ def generated(client) -> int:
 def test_without_ice_servers_no_media_crosses_the_nats(lab, demo_model_dir, tmp_path):
     """The offer and answer go through the forwarded HTTP port, but each side offers only its private address and
     both NATs drop what nobody inside asked for: no frame in NO_MEDIA_WAIT_S, the server's peer never connects."""
-    process = lab.serve(str(demo_model_dir), str(tmp_path))
+    process = lab.serve(str(demo_model_dir), str(tmp_path), "--idle-timeout", str(2 * NO_MEDIA_WAIT_S))
 
     async def main():
         client = await connect(BASE, (SIZE, SIZE), headers=AUTH)
