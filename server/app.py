@@ -1,5 +1,5 @@
-"""The FastAPI application: WebRTC offers, WHIP ingest and WHEP egress, receive-only viewers, live prompts, health, metrics,
-and the web pages."""
+"""The FastAPI application: WebRTC offers, WHIP ingest and WHEP egress (server.wish_routes), receive-only viewers,
+live prompts, health, metrics, and the web pages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Receive-only viewers (``POST /whep``, and ``POST /view/offer`` with the same offer in JSON): one stream's restyled video, e.g. for an OBS Browser Source.
+"""Receive-only viewers (``POST /whep``, and ``POST /view/offer`` with the same offer in JSON): one stream's restyled
+video, for the /view page (an OBS Browser Source) and WHEP players.
 
 A viewer sends nothing, so it has no input to time out on: it is closed when its stream closes, when its
 connection fails or closes, or when it does not connect within ``connect_timeout`` seconds. Viewers have
