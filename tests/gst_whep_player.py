@@ -12,9 +12,7 @@ count and size every 10 decoded frames, and ends the WHEP session (DELETE) on SI
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import signal
 import sys
 import urllib.error
 import urllib.parse
@@ -25,18 +23,14 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
-gi.require_version("Nice", "0.1")
-from gi.repository import GLib, Gst, GstSdp, GstWebRTC, Nice  # noqa: E402
+from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+from gst_session import Session, say  # noqa: E402 - next to this script, also run by /usr/bin/python3
 
 VIDEO_CAPS = "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000"
 DECODE = "rtpvp8depay ! vp8dec ! videoconvert ! video/x-raw,format=RGB ! fakesink name=frames signal-handoffs=true"
 CANDIDATE = re.compile(r"a=(?:candidate|end-of-candidates)[^\r\n]*\r?\n")
 NOT_LOOPBACK = re.compile(r"a=candidate:(?:\S+ ){4}(?!127\.)\S+ [^\r\n]*\r?\n")
 LINK = re.compile(r'<((?:stun|turn):[^>]+)>;\s*rel="ice-server"(.*)')
-
-
-def say(event: str, **fields: object) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
 
 
 def ice_servers(links: list[str]) -> list[str]:
@@ -59,20 +53,17 @@ def ice_servers(links: list[str]) -> list[str]:
     return servers
 
 
-class WhepPlayer:
-    def __init__(self, url: str, token: str | None, loopback: bool) -> None:
-        self.url, self.token, self.loopback, self.location, self.frames = url, token, loopback, None, 0
+class WhepPlayer(Session):
+    def __init__(self, url: str, token: str | None, loopback: bool, ice_from_options: bool) -> None:
+        super().__init__(token)
+        self.url, self.loopback, self.ice_from_options, self.frames = url, loopback, ice_from_options, 0
         self.size: tuple[int, int] | None = None
         self.pipe = Gst.Pipeline.new("player")
         self.webrtc = Gst.ElementFactory.make("webrtcbin", "recv")
         self.webrtc.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
         self.pipe.add(self.webrtc)
-        self.loop = GLib.MainLoop()
         self.webrtc.connect("pad-added", self.on_pad)
         self.webrtc.connect("notify::connection-state", self.on_connection_state)
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def use_ice_servers(self) -> None:
         request = urllib.request.Request(self.url, headers=self.headers(), method="OPTIONS")
@@ -86,17 +77,9 @@ class WhepPlayer:
             else:
                 self.webrtc.emit("add-turn-server", server)
 
-    def only_loopback(self) -> None:
-        """ICE candidates on 127.0.0.1 only (libnice otherwise gathers every interface but loopback); the wrappers
-        are kept for the process's life (tests/gst_whip_sender.py says why)."""
-        self.ice = self.webrtc.get_property("ice-agent")
-        self.ice.set_property("ice-tcp", False)
-        self.agent = self.ice.get_property("agent")
-        address = Nice.Address.new()
-        address.set_from_string("127.0.0.1")
-        self.agent.add_local_address(address)
-
     def start(self) -> None:
+        if self.ice_from_options:
+            self.use_ice_servers()
         if self.loopback:
             self.only_loopback()
         self.webrtc.emit("add-transceiver", GstWebRTC.WebRTCRTPTransceiverDirection.RECVONLY,
@@ -160,39 +143,6 @@ class WhepPlayer:
     def on_connection_state(self, element: Gst.Element, _: object) -> None:
         say("connection", state=element.get_property("connection-state").value_nick)
 
-    def on_bus(self, _: Gst.Bus, message: Gst.Message) -> bool:
-        if message.type == Gst.MessageType.ERROR:
-            error, debug = message.parse_error()
-            say("error", message=str(error), debug=debug)
-            self.loop.quit()
-        return True
-
-    def run(self, seconds: float, ice_from_options: bool) -> None:
-        bus = self.pipe.get_bus()
-        bus.add_signal_watch()
-        bus.connect("message", self.on_bus)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signum, self.stop)
-        GLib.timeout_add(int(seconds * 1000), self.stop)
-        if ice_from_options:
-            self.use_ice_servers()
-        self.start()
-        self.loop.run()
-        self.pipe.set_state(Gst.State.NULL)
-        say("stopped", frames=self.frames)
-
-    def stop(self) -> bool:
-        if self.location is not None:
-            request = urllib.request.Request(self.location, headers=self.headers(), method="DELETE")
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    say("deleted", status=response.status)
-            except urllib.error.HTTPError as exc:
-                say("deleted", status=exc.code)
-            self.location = None
-        self.loop.quit()
-        return False
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -203,7 +153,9 @@ def main() -> int:
     parser.add_argument("--ice-from-options", action="store_true", help="STUN/TURN from OPTIONS' Link headers")
     args = parser.parse_args()
     Gst.init(None)
-    WhepPlayer(args.url, args.token, loopback=not args.any_address).run(args.seconds, args.ice_from_options)
+    player = WhepPlayer(args.url, args.token, loopback=not args.any_address, ice_from_options=args.ice_from_options)
+    player.run(args.seconds)
+    say("stopped", frames=player.frames)
     return 0
 
 
