@@ -1,19 +1,22 @@
 """What the GStreamer WHIP sender and WHEP player (tests/gst_whip_sender.py, tests/gst_whep_player.py) share: JSON
-event lines, ICE on 127.0.0.1 only, the main loop with its signals and deadline, and the DELETE that ends the
-session. Standard library and Debian's python3-gi only, as the two scripts run under /usr/bin/python3."""
+event lines, ICE on 127.0.0.1 only, the offer's POST and its answer, the main loop with its signals and deadline,
+and the DELETE that ends the session. Standard library and Debian's python3-gi only, as the two scripts run under /usr/bin/python3."""
 
 from __future__ import annotations
 
 import json
 import signal
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstSdp", "1.0")
+gi.require_version("GstWebRTC", "1.0")
 gi.require_version("Nice", "0.1")
-from gi.repository import GLib, Gst, Nice  # noqa: E402
+from gi.repository import GLib, Gst, GstSdp, GstWebRTC, Nice  # noqa: E402
 
 
 def say(event: str, **fields: object) -> None:
@@ -26,8 +29,8 @@ class Session:
     pipe: Gst.Pipeline
     webrtc: Gst.Element
 
-    def __init__(self, token: str | None) -> None:
-        self.token, self.location = token, None
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url, self.token, self.location = url, token, None
         self.loop = GLib.MainLoop()
 
     def headers(self) -> dict[str, str]:
@@ -46,6 +49,28 @@ class Session:
 
     def start(self) -> None:
         raise NotImplementedError
+
+    def post(self, sdp: str) -> tuple[str, int, list[str]] | None:
+        """POSTs the offer: the answer, the status and the Link headers, with ``location`` set; None when refused
+        or unreachable (said, and the main loop ends)."""
+        headers = {"Content-Type": "application/sdp", **self.headers()}
+        request = urllib.request.Request(self.url, data=sdp.encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer, status = response.read().decode(), response.status
+                self.location = urllib.parse.urljoin(self.url, response.headers["Location"])
+                return answer, status, response.headers.get_all("Link") or []
+        except urllib.error.HTTPError as exc:
+            say("refused", status=exc.code, body=exc.read().decode(errors="replace"))
+        except urllib.error.URLError as exc:
+            say("unreachable", reason=str(exc.reason))
+        GLib.idle_add(self.loop.quit)
+        return None
+
+    def answered(self, answer: str) -> None:
+        _, message = GstSdp.SDPMessage.new_from_text(answer)
+        description = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, message)
+        self.webrtc.emit("set-remote-description", description, Gst.Promise.new())
 
     def on_bus(self, _: Gst.Bus, message: Gst.Message) -> bool:
         if message.type == Gst.MessageType.ERROR:

@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import urllib.error
 import urllib.parse
 import urllib.request
 
 import gi
 
 gi.require_version("Gst", "1.0")
-gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
-from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+from gi.repository import GLib, Gst, GstWebRTC  # noqa: E402
 from gst_session import Session, say  # noqa: E402 - next to this script, also run by /usr/bin/python3
 
 VIDEO_CAPS = "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000"
@@ -55,8 +53,8 @@ def ice_servers(links: list[str]) -> list[str]:
 
 class WhepPlayer(Session):
     def __init__(self, url: str, token: str | None, loopback: bool, ice_from_options: bool) -> None:
-        super().__init__(token)
-        self.url, self.loopback, self.ice_from_options, self.frames = url, loopback, ice_from_options, 0
+        super().__init__(url, token)
+        self.loopback, self.ice_from_options, self.frames = loopback, ice_from_options, 0
         self.size: tuple[int, int] | None = None
         self.pipe = Gst.Pipeline.new("player")
         self.webrtc = Gst.ElementFactory.make("webrtcbin", "recv")
@@ -99,28 +97,12 @@ class WhepPlayer(Session):
 
     def post_offer(self, sdp: str) -> bool:
         sdp = CANDIDATE.sub("", sdp)
-        headers = {"Content-Type": "application/sdp", **self.headers()}
-        request = urllib.request.Request(self.url, data=sdp.encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                answer, status = response.read().decode(), response.status
-                self.location = urllib.parse.urljoin(self.url, response.headers["Location"])
-                links = response.headers.get_all("Link") or []
-        except urllib.error.HTTPError as exc:
-            say("refused", status=exc.code, body=exc.read().decode(errors="replace"))
-            GLib.idle_add(self.loop.quit)
-            return False
-        except urllib.error.URLError as exc:
-            say("unreachable", reason=str(exc.reason))
-            GLib.idle_add(self.loop.quit)
-            return False
-        say("answered", status=status, location=self.location, links=len(links), offer_candidates=sdp.count(
-            "a=candidate"))
-        if self.loopback:
-            answer = NOT_LOOPBACK.sub("", answer)
-        _, message = GstSdp.SDPMessage.new_from_text(answer)
-        description = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, message)
-        self.webrtc.emit("set-remote-description", description, Gst.Promise.new())
+        posted = self.post(sdp)
+        if posted is not None:
+            answer, status, links = posted
+            say("answered", status=status, location=self.location, links=len(links),
+                offer_candidates=sdp.count("a=candidate"))
+            self.answered(NOT_LOOPBACK.sub("", answer) if self.loopback else answer)
         return False
 
     def on_pad(self, _: Gst.Element, pad: Gst.Pad) -> None:

@@ -14,16 +14,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import gi
 
 gi.require_version("Gst", "1.0")
-gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
-from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+from gi.repository import GLib, Gst, GstWebRTC  # noqa: E402
 from gst_session import Session, say  # noqa: E402 - next to this script, also run by /usr/bin/python3
 
 VIDEO = ("videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate=15/1 ! videoconvert ! "
@@ -39,8 +35,7 @@ ENCODERS = {"x264enc": "x264enc tune=zerolatency speed-preset=ultrafast key-int-
 
 class WhipSender(Session):
     def __init__(self, url: str, token: str | None, size: tuple[int, int]) -> None:
-        super().__init__(token)
-        self.url = url
+        super().__init__(url, token)
         encoder = next((ENCODERS[e] for e in ENCODERS if Gst.ElementFactory.find(e)), None)
         if encoder is None:
             raise SystemExit("no H.264 encoder: install gstreamer1.0-plugins-ugly (x264enc) or -bad (openh264enc)")
@@ -85,21 +80,11 @@ class WhipSender(Session):
 
     def post_offer(self) -> bool:
         sdp = self.webrtc.get_property("local-description").sdp.as_text()
-        headers = {"Content-Type": "application/sdp", **self.headers()}
-        request = urllib.request.Request(self.url, data=sdp.encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                answer, status = response.read().decode(), response.status
-                self.location = urllib.parse.urljoin(self.url, response.headers["Location"])
-        except urllib.error.HTTPError as exc:
-            say("refused", status=exc.code, body=exc.read().decode(errors="replace"))
-            GLib.idle_add(self.loop.quit)
-            return False
-        say("answered", status=status, location=self.location, offer=sdp)
-        answer = LOOPBACK_ONLY.sub("", answer)  # checks go to 127.0.0.1 only, not to this machine's other addresses
-        _, message = GstSdp.SDPMessage.new_from_text(answer)
-        description = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, message)
-        self.webrtc.emit("set-remote-description", description, Gst.Promise.new())
+        posted = self.post(sdp)
+        if posted is not None:
+            answer, status, _ = posted
+            say("answered", status=status, location=self.location, offer=sdp)
+            self.answered(LOOPBACK_ONLY.sub("", answer))  # checks go to 127.0.0.1 only, not to other addresses
         return False
 
 
