@@ -32,6 +32,7 @@ from tests.support.webrtc import SyntheticCamera, connect
 from tests.test_cli import stop, wait_healthy
 from tests.test_whep import links, obs_ice_servers, whep_offer
 
+pytestmark = pytest.mark.slow  # a `sana-stream serve` process per configuration
 T = TypeVar("T")
 SIZE = 64
 TOKEN = "nat-test-token"
