@@ -195,6 +195,14 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
         return relay(await front.workers.request(url, "POST", "/whep", content=await request.body(), headers=headers,
                                                  params={"stream": stream, "repeat": str(repeat).lower()}))
 
+    @app.options("/whip", dependencies=[Depends(authorize)])
+    @app.options("/whep", dependencies=[Depends(authorize)])
+    async def ice_options(request: Request) -> Response:
+        """The Link headers a WHIP or WHEP POST would carry (every worker has the same ICE servers): a worker's."""
+        (url, *_) = front.ready_urls()
+        return relay(await front.workers.request(url, "OPTIONS", request.url.path,
+                                                 params=dict(request.query_params)))
+
     @app.delete("/whep/{stream}/{viewer_id}", dependencies=[Depends(authorize)])
     async def whep_delete(stream: str, viewer_id: str) -> Response:
         url = front.owner_url(stream, "unknown_session", f"no WHEP session {viewer_id!r} of stream {stream!r}")

@@ -240,6 +240,9 @@ def test_front_errors_are_json_and_whip_goes_through(cluster):
             r = await http.post("/whip?stream=obs", content=sdp, headers={**AUTH, "Content-Type": "application/sdp"})
             assert r.status_code == 201 and r.headers["location"] == "/whip/obs" and r.headers["x-stream-id"] == "obs"
             await cluster.wait_owned("obs")
+            options = await http.options("/whep?stream=obs", headers=AUTH)  # a worker's answer: no ICE servers here
+            assert options.status_code == 204 and options.headers["accept-post"] == "application/sdp"
+            assert (await http.options("/whip")).status_code == 401
             viewer, whep_sdp = await whep_offer()  # WHEP (the /view page's way) goes to the worker holding "obs"
             sdp_headers = {**AUTH, "Content-Type": "application/sdp"}
             r = await http.post("/whep?stream=obs", content=whep_sdp, headers=sdp_headers)
