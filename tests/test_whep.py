@@ -12,6 +12,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from rtc.ice_config import IceConfig, IceUrl, TurnCredentials
+from server.ice_links import ice_links
 from server.turn_status import check_turn
 from tests.support import eventually, running
 from tests.support.webrtc import connect
@@ -193,3 +194,13 @@ def test_options_needs_no_body_and_answers_json_errors_on_bad_queries(local_engi
     ok, bad = asyncio.run(main())
     assert ok.status_code == 204 and ok.content == b""
     assert bad.status_code == 422 and set(bad.json()) == {"error", "detail"}
+
+
+def test_static_credentials_obs_cannot_read_are_escaped_and_warned_about_once(caplog, monkeypatch):
+    monkeypatch.setattr("server.ice_links._warned", False)
+    ice = IceConfig.from_options(["turn:turn.example.org:3478"], turn_username="user", turn_credential='pa"ss,word')
+    with caplog.at_level("WARNING", "server.ice_links"):
+        first, second = ice_links(ice, "obs"), ice_links(ice, "obs")
+    assert first == second == ['<turn:turn.example.org:3478>; rel="ice-server"; username="user"; '
+                               'credential="pa\\"ss,word"; credential-type="password"']
+    assert caplog.text.count("OBS cannot read them") == 1 and "pa\"ss" not in caplog.text
