@@ -110,6 +110,11 @@ async def restyled_by_server(http: httpx.AsyncClient, stream: str, least: int, t
         await asyncio.sleep(0.2)
 
 
+def viewers_of(routes: dict, stream: str) -> list[dict]:
+    """The routes of ``stream``'s viewers (an earlier case's viewer may still be closing)."""
+    return [route for route in routes["viewers"].values() if route["stream"] == stream]
+
+
 def generated(client) -> int:
     return sum(1 for f in client.frames if client.source(f)[1] == "generated")
 
@@ -134,6 +139,7 @@ def test_without_ice_servers_no_media_crosses_the_nats(lab, demo_model_dir, tmp_
         offer, frames, route = lab.client(main)
     finally:
         stop(process)
+    print(f"NAT case no ICE servers: {frames} frames in {NO_MEDIA_WAIT_S:g} s, server's route {route}")
     assert " typ host" in offer and " typ relay" not in offer and " typ srflx" not in offer
     assert frames == 0
     assert route["state"] != "connected" and route["relayed"] is None, route
@@ -213,10 +219,9 @@ def test_a_whep_player_plays_through_the_nats(lab, relaying_server):
                     await viewer.pc.close()
         finally:
             await camera.close()
-        return frames, routes["viewers"], deleted.status_code
+        return frames, viewers_of(routes, camera.stream), deleted.status_code
 
-    frames, viewers, deleted = lab.client(main)
-    (route,) = viewers.values()
+    frames, (route,), deleted = lab.client(main)
     print(f"NAT case WHEP player: {len(frames)} frames played, route {route}")
     assert len(frames) >= FRAMES and all(f.shape == (SIZE, SIZE, 3) for f in frames)
     assert route["state"] == "connected" and route["relayed"] is True, route
@@ -279,7 +284,7 @@ def test_chromium_behind_the_nat_streams_from_the_webcam_page_and_plays_the_view
 
     seen = in_netns(lab.nat.client, browse)
     route = seen["routes"]["peers"][seen["stream"]]
-    (view_route,) = seen["routes"]["viewers"].values()
+    (view_route,) = viewers_of(seen["routes"], seen["stream"])
     print(f"NAT case Chromium: webcam page decoded {seen['decoded']} restyled frames (pair {seen['pair']}), "
           f"view page (WHEP) {seen['view_decoded']} (pair {seen['view_pair']})")
     assert seen["decoded"] >= FRAMES and seen["view_decoded"] >= FRAMES, seen
@@ -310,10 +315,9 @@ def test_a_gstreamer_whep_player_plays_through_the_nats(lab, relaying_server):
                 await player.stop()
         finally:
             await camera.close()
-        return player, routes["viewers"]
+        return player, viewers_of(routes, camera.stream)
 
-    player, viewers = lab.client(main)
-    (route,) = viewers.values()
+    player, (route,) = lab.client(main)
     print(f"NAT case GStreamer WHEP player: {player.frames()} frames decoded, route {route}")
     answered = next(e for e in player.events() if e["event"] == "answered")
     assert answered["offer_candidates"] == 0 and answered["links"] == 1, answered
