@@ -19,6 +19,7 @@ test: $(STAMP)
 	bash scripts/ensure_coturn.sh
 	bash scripts/ensure_xvfb.sh
 	bash scripts/ensure_cxx.sh
+	bash scripts/ensure_netns.sh
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 # on a machine with an NVIDIA GPU: the GPU tests and the real-size benchmark in under 10 minutes (docs/gpu.md);

@@ -16,7 +16,8 @@ from fastapi import Response
 from server.errors import ApiError
 
 logger = logging.getLogger(__name__)
-RELAYED_HEADERS = ("content-type", "location", "x-stream-id", "retry-after", "www-authenticate")
+RELAYED_HEADERS = ("content-type", "location", "x-stream-id", "x-viewer-id", "retry-after", "www-authenticate", "link",
+                   "allow", "accept-post")
 
 
 class WorkerClient:
@@ -46,6 +47,10 @@ class WorkerClient:
 
 
 def relay(response: httpx.Response) -> Response:
-    """The worker's answer as the front's: status, body and the headers a client may need."""
-    headers = {k: v for k, v in response.headers.items() if k.lower() in RELAYED_HEADERS}
-    return Response(response.content, status_code=response.status_code, headers=headers)
+    """The worker's answer as the front's: status, body and the headers a client may need, each repeated header
+    (Link) as its own line, since OBS reads one ICE server per Link line (server.ice_links)."""
+    relayed = Response(response.content, status_code=response.status_code)
+    for name, value in response.headers.multi_items():
+        if name.lower() in RELAYED_HEADERS:
+            relayed.headers.append(name, value)
+    return relayed

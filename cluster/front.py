@@ -180,6 +180,30 @@ def create_front_app(settings: ServerSettings, model: ModelInfo, front: Front) -
                               "created by POST /offer or /whip)")
         return relay(await front.workers.request(url, "POST", "/view/offer", json=body.model_dump()))
 
+    @app.post("/whep", status_code=201, dependencies=[Depends(authorize_view)],
+              responses={201: {"content": {"application/sdp": {}}}})
+    async def whep(request: Request, stream: str = Query(pattern=STREAM_ID_PATTERN),
+                   repeat: bool = Query(default=True)) -> Response:
+        """WHEP egress (the /view page, WHEP players): sent to the worker holding the stream."""
+        url = front.owner_url(stream, "unknown_stream", f"no stream {stream!r} is live (streams are created by "
+                              "POST /offer or /whip)")
+        headers = {"Content-Type": request.headers.get("content-type", "")}
+        return relay(await front.workers.request(url, "POST", "/whep", content=await request.body(), headers=headers,
+                                                 params={"stream": stream, "repeat": str(repeat).lower()}))
+
+    @app.options("/whip", dependencies=[Depends(authorize)])
+    @app.options("/whep", dependencies=[Depends(authorize_view)])
+    async def ice_options(request: Request) -> Response:
+        """The Link headers a WHIP or WHEP POST would carry (every worker has the same ICE servers): a worker's."""
+        (url, *_) = front.ready_urls()
+        return relay(await front.workers.request(url, "OPTIONS", request.url.path,
+                                                 params=dict(request.query_params)))
+
+    @app.delete("/whep/{stream}/{viewer_id}", dependencies=[Depends(authorize_view)])
+    async def whep_delete(stream: str, viewer_id: str) -> Response:
+        url = front.owner_url(stream, "unknown_session", f"no WHEP session {viewer_id!r} of stream {stream!r}")
+        return relay(await front.workers.request(url, "DELETE", f"/whep/{stream}/{viewer_id}"))
+
     @app.get("/config", response_model=ServerConfig)
     async def config() -> ServerConfig:
         (first, *_) = await front.each_ready("GET", "/config")

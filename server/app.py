@@ -1,5 +1,5 @@
-"""The FastAPI application: WebRTC offers, WHIP ingest, receive-only viewers, live prompts, health, metrics,
-and the web pages."""
+"""The FastAPI application: WebRTC offers, WHIP ingest and WHEP egress (server.wish_routes), receive-only viewers,
+live prompts, health, metrics, and the web pages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +29,6 @@ from server.pages import find_pages, mount_pages
 from server.peers import PeerKind, PeerManager
 from server.reports import health_rates, stream_reports
 from server.schemas import (
-    STREAM_ID_PATTERN,
     Answer,
     Health,
     Liveness,
@@ -47,6 +46,7 @@ from server.settings import BODY_MAX_BYTES, ServerSettings
 from server.tracks import to_video_frame
 from server.turn_status import ServerIce
 from server.viewers import ViewerManager
+from server.wish_routes import add_wish_routes
 from stream.engine import StreamEngine
 from stream.pipeline import FramePipeline, PipelineConfig
 from stream.state import StreamSettings
@@ -82,7 +82,7 @@ def install_http_guards(app: FastAPI, settings: ServerSettings) -> None:
     app.add_middleware(BodyLimitMiddleware, max_bytes=BODY_MAX_BYTES, timeout=settings.request_timeout)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Location"])
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Location", "Link"])
     if "*" not in settings.allowed_hosts:
         app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.trusted_hosts)
     install_error_handlers(app)
@@ -142,25 +142,6 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         peer, sdp = await peers().accept(body.sdp, body.type, PeerKind.CAMERA, body.stream, body.repeat)
         return Answer(sdp=sdp, type="answer", stream=peer.id)
 
-    @app.post("/whip", status_code=201, dependencies=[Depends(authorize)],
-              responses={201: {"content": {"application/sdp": {}}}})
-    async def whip(request: Request,
-                   stream: str | None = Query(default=None, pattern=STREAM_ID_PATTERN,
-                                              description="a fixed stream id, e.g. /whip?stream=obs")) -> Response:
-        """WHIP ingest (RFC 9725), e.g. OBS 30+: an SDP offer in, 201 + Location + SDP answer out."""
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
-            raise ApiError(415, "unsupported_media_type", "WHIP offers must be sent as application/sdp")
-        sdp = (await request.body()).decode("utf-8", errors="replace")
-        peer, answer = await peers().accept(sdp, "offer", PeerKind.WHIP, stream)
-        return Response(answer, status_code=201, media_type="application/sdp",
-                        headers={"Location": f"/whip/{peer.id}", "X-Stream-Id": peer.id})
-
-    @app.delete("/whip/{peer_id}", dependencies=[Depends(authorize)])
-    async def whip_delete(peer_id: str) -> dict[str, str]:
-        if not await peers().close(peer_id):
-            raise ApiError(404, "unknown_session", f"no WHIP session {peer_id!r}")
-        return {"status": "closed"}
-
     @app.post("/view/offer", response_model=ViewAnswer, dependencies=[Depends(authorize_view)])
     async def view_offer(body: ViewOffer) -> ViewAnswer:
         """A receive-only viewer of one stream (the /view page, an OBS Browser Source): its offer receives video
@@ -217,6 +198,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         return Response(exposition(collector), media_type=CONTENT_TYPE_LATEST)
 
     add_ice_routes(app, settings, peers, viewers)
+    add_wish_routes(app, settings.ice, authorize, authorize_view, peers, viewers)
     install_api_docs(app)
     document_api(app, token_required=settings.token is not None)
 

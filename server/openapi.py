@@ -23,6 +23,8 @@ SCHEMES = {BEARER: {"type": "http", "scheme": "bearer", "description": "the serv
                          "description": "the view token (--view-token, or GET /view-token): plays streams only"}}
 # answers without a token, with details only for the full one (a wrong token: 401)
 OPTIONAL_BEARER = {("get", "/health")}
+# the token checked in the handler, not by a dependency: a CORS preflight carries none (server.wish_routes)
+HANDLER_CHECKED = {("options", "/whip"): Scope.FULL, ("options", "/whep"): Scope.VIEW}
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 FASTAPI_422_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
@@ -35,7 +37,7 @@ STATUS_TEXT = {
     408: "request_timeout: the body did not arrive within --request-timeout",
     409: "stream_in_use",
     413: "body_too_large: over 64 KiB",
-    415: "unsupported_media_type: a WHIP offer not sent as application/sdp",
+    415: "unsupported_media_type: a WHIP or WHEP offer not sent as application/sdp",
     422: "invalid_request (detail: a list of {field, message}) or unsupported_codec",
     503: "server_full or server_busy, with Retry-After",
 }
@@ -44,11 +46,13 @@ ENDPOINT_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/offer"): (409, 503),
     ("post", "/whip"): (409, 415, 503),
     ("delete", "/whip/{peer_id}"): (404,),
+    ("post", "/whep"): (404, 415, 503),
+    ("delete", "/whep/{stream}/{viewer_id}"): (404,),
     ("post", "/view/offer"): (404, 503),
     ("post", "/prompt"): (404,),
     ("get", "/prompt"): (404,),
 }
-SDP_BODIES = {("post", "/whip")}  # request and 201 answer are application/sdp
+SDP_BODIES = {("post", "/whip"), ("post", "/whep")}  # request and 201 answer are application/sdp
 
 
 class FieldError(BaseModel):
@@ -110,7 +114,7 @@ def document_api(app: FastAPI, token_required: bool) -> None:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
-            protected = bearer_routes(app) if token_required else {}
+            protected = bearer_routes(app) | HANDLER_CHECKED if token_required else {}
             for method, path, operation in operations(schema):
                 document_operation(method, path, operation, protected.get((method, path)))
                 if token_required and (method, path) in OPTIONAL_BEARER:

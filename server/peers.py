@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from rtc.frame_assembly import assemble_on_marker
+from rtc.ice import admit_relayed_clients
 from rtc.ice_config import IceConfig
 from server.errors import ApiError
 from server.keyed_locks import KeyedLocks
@@ -101,6 +102,7 @@ class PeerManager:
             async with undone_on_failure(lambda: self._close_held(peer.id)):
                 await self._negotiate(peer, offer)
                 await self.ice.gathered(ice, peer.pc.localDescription.sdp, f"peer {peer.id}")
+                admit_relayed_clients(peer.pc)  # an OBS that offered no candidates reaches our relay
             self._own(peer, self._watch_idle(peer))
         logger.info("peer %s (%s) connected; %d peer(s)", peer.id, peer.kind.value, len(self.peers))
         return peer, peer.pc.localDescription.sdp

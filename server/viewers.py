@@ -1,4 +1,5 @@
-"""Receive-only viewers (``POST /view/offer``): one stream's restyled video, e.g. for an OBS Browser Source.
+"""Receive-only viewers (``POST /whep``, and ``POST /view/offer`` with the same offer in JSON): one stream's restyled
+video, for the /view page (an OBS Browser Source) and WHEP players.
 
 A viewer sends nothing, so it has no input to time out on: it is closed when its stream closes, when its
 connection fails or closes, or when it does not connect within ``connect_timeout`` seconds. Viewers have
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
 
+from rtc.ice import admit_relayed_clients
 from rtc.ice_config import IceConfig
 from server.errors import ApiError
 from server.keyed_locks import KeyedLocks
@@ -76,6 +78,7 @@ class ViewerManager:
                 pc.addTrack(viewer.output)
                 await pc.setLocalDescription(await pc.createAnswer())
                 await self.ice.gathered(ice, pc.localDescription.sdp, f"viewer {viewer.id}")
+                admit_relayed_clients(pc)  # a WHEP player that offered no candidates reaches our relay
         self._own(viewer, self._watch_connect(viewer))
         logger.info("viewer %s of stream %s connected; %d viewer(s)", viewer.id, stream_id, len(self.viewers))
         return viewer, pc.localDescription.sdp
@@ -115,10 +118,12 @@ class ViewerManager:
             self._closing[viewer_id] = task
             task.add_done_callback(lambda _: self._closing.pop(viewer_id, None))
 
-    async def close(self, viewer_id: str) -> bool:
-        viewer = self.viewers.pop(viewer_id, None)
-        if viewer is None:
+    async def close(self, viewer_id: str, stream: str | None = None) -> bool:
+        """Frees the viewer; with ``stream``, only a viewer of that stream (a WHEP Location names both)."""
+        viewer = self.viewers.get(viewer_id)
+        if viewer is None or (stream is not None and viewer.stream != stream):
             return False
+        del self.viewers[viewer_id]
         current = asyncio.current_task()
         tasks = [t for t in viewer.tasks if t is not current]
         for task in tasks:

@@ -12,21 +12,15 @@ session (DELETE) when it gets SIGTERM or SIGINT, or after --seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import signal
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import gi
 
 gi.require_version("Gst", "1.0")
-gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
-gi.require_version("Nice", "0.1")
-from gi.repository import GLib, Gst, GstSdp, GstWebRTC, Nice  # noqa: E402
+from gi.repository import GLib, Gst, GstWebRTC  # noqa: E402
+from gst_session import Session, say  # noqa: E402 - next to this script, also run by /usr/bin/python3
 
 VIDEO = ("videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate=15/1 ! videoconvert ! "
          "{encoder} ! video/x-h264,profile=constrained-baseline ! h264parse ! "
@@ -39,13 +33,9 @@ ENCODERS = {"x264enc": "x264enc tune=zerolatency speed-preset=ultrafast key-int-
             "openh264enc": "openh264enc complexity=low gop-size=15 bitrate=500000"}
 
 
-def say(event: str, **fields: object) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
-class WhipSender:
+class WhipSender(Session):
     def __init__(self, url: str, token: str | None, size: tuple[int, int]) -> None:
-        self.url, self.token, self.location = url, token, None
+        super().__init__(url, token)
         encoder = next((ENCODERS[e] for e in ENCODERS if Gst.ElementFactory.find(e)), None)
         if encoder is None:
             raise SystemExit("no H.264 encoder: install gstreamer1.0-plugins-ugly (x264enc) or -bad (openh264enc)")
@@ -53,22 +43,10 @@ class WhipSender:
                                      VIDEO.format(w=size[1], h=size[0], encoder=encoder) + " " + AUDIO)
         self.webrtc = self.pipe.get_by_name("send")
         self.offers_left = 3  # webrtcbin has answered create-offer without an offer while starting up
-        self.loop = GLib.MainLoop()
         self.webrtc.connect("on-negotiation-needed", self.on_negotiation_needed)
         self.webrtc.connect("notify::ice-gathering-state", self.on_gathering)
         self.webrtc.connect("notify::connection-state", self.on_connection_state)
         say("encoder", name=encoder.split()[0])
-
-    def only_loopback(self) -> None:
-        """ICE candidates on 127.0.0.1 only, over UDP: libnice otherwise gathers every interface but loopback.
-        The wrappers are kept for the process's life: webrtcbin 1.22's ice-agent getter hands out its own
-        reference, so a wrapper that goes frees the agent under webrtcbin."""
-        self.ice = self.webrtc.get_property("ice-agent")
-        self.ice.set_property("ice-tcp", False)
-        self.agent = self.ice.get_property("agent")
-        address = Nice.Address.new()
-        address.set_from_string("127.0.0.1")
-        self.agent.add_local_address(address)
 
     def start(self) -> None:
         self.only_loopback()
@@ -102,54 +80,11 @@ class WhipSender:
 
     def post_offer(self) -> bool:
         sdp = self.webrtc.get_property("local-description").sdp.as_text()
-        headers = {"Content-Type": "application/sdp", **({"Authorization": f"Bearer {self.token}"}
-                                                         if self.token else {})}
-        request = urllib.request.Request(self.url, data=sdp.encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                answer, status = response.read().decode(), response.status
-                self.location = urllib.parse.urljoin(self.url, response.headers["Location"])
-        except urllib.error.HTTPError as exc:
-            say("refused", status=exc.code, body=exc.read().decode(errors="replace"))
-            GLib.idle_add(self.loop.quit)
-            return False
-        say("answered", status=status, location=self.location, offer=sdp)
-        answer = LOOPBACK_ONLY.sub("", answer)  # checks go to 127.0.0.1 only, not to this machine's other addresses
-        _, message = GstSdp.SDPMessage.new_from_text(answer)
-        description = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, message)
-        self.webrtc.emit("set-remote-description", description, Gst.Promise.new())
-        return False
-
-    def on_bus(self, _: Gst.Bus, message: Gst.Message) -> bool:
-        if message.type == Gst.MessageType.ERROR:
-            error, debug = message.parse_error()
-            say("error", message=str(error), debug=debug)
-            self.loop.quit()
-        return True
-
-    def run(self, seconds: float) -> None:
-        bus = self.pipe.get_bus()
-        bus.add_signal_watch()
-        bus.connect("message", self.on_bus)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signum, self.stop)
-        GLib.timeout_add(int(seconds * 1000), self.stop)
-        self.start()
-        self.loop.run()
-        self.pipe.set_state(Gst.State.NULL)
-        say("stopped")
-
-    def stop(self) -> bool:
-        if self.location is not None:
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            request = urllib.request.Request(self.location, headers=headers, method="DELETE")
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    say("deleted", status=response.status)
-            except urllib.error.HTTPError as exc:
-                say("deleted", status=exc.code)
-            self.location = None
-        self.loop.quit()
+        posted = self.post(sdp)
+        if posted is not None:
+            answer, status, _ = posted
+            say("answered", status=status, location=self.location, offer=sdp)
+            self.answered(LOOPBACK_ONLY.sub("", answer))  # checks go to 127.0.0.1 only, not to other addresses
         return False
 
 
@@ -162,6 +97,7 @@ def main() -> int:
     args = parser.parse_args()
     Gst.init(None)
     WhipSender(args.url, args.token, tuple(args.size)).run(args.seconds)
+    say("stopped")
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from aiortc import RTCSessionDescription
 
 from rtc.ice import include_loopback_candidates
 from stream import StreamConfig, StreamEngine
@@ -27,6 +28,7 @@ from tests.support.webrtc import connect
 from tests.test_server_api import whip_offer
 from tests.test_server_stream import SIZE, assert_shows
 from tests.test_server_viewer import view
+from tests.test_whep import whep_offer
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -238,6 +240,18 @@ def test_front_errors_are_json_and_whip_goes_through(cluster):
             r = await http.post("/whip?stream=obs", content=sdp, headers={**AUTH, "Content-Type": "application/sdp"})
             assert r.status_code == 201 and r.headers["location"] == "/whip/obs" and r.headers["x-stream-id"] == "obs"
             await cluster.wait_owned("obs")
+            options = await http.options("/whep?stream=obs", headers=AUTH)  # a worker's answer: no ICE servers here
+            assert options.status_code == 204 and options.headers["accept-post"] == "application/sdp"
+            assert (await http.options("/whip")).status_code == 401
+            viewer, whep_sdp = await whep_offer()  # WHEP (the /view page's way) goes to the worker holding "obs"
+            sdp_headers = {**AUTH, "Content-Type": "application/sdp"}
+            r = await http.post("/whep?stream=obs", content=whep_sdp, headers=sdp_headers)
+            assert r.status_code == 201 and r.headers["location"].startswith("/whep/obs/"), r.text
+            await viewer.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+            assert (await http.delete(r.headers["location"], headers=AUTH)).status_code == 200
+            assert (await http.delete(r.headers["location"], headers=AUTH)).status_code == 404
+            assert (await http.post("/whep?stream=nope", content=whep_sdp, headers=sdp_headers)).status_code == 404
+            await viewer.pc.close()
             assert (await http.delete("/whip/obs", headers=AUTH)).status_code == 200
             assert (await http.delete("/whip/obs", headers=AUTH)).status_code == 404
             await pc.close()

@@ -8,10 +8,12 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
+import httpx
 import pytest
 
 from cluster.aggregate import merge_metrics
 from cluster.config import AUTO, ClusterConfig, parse_workers
+from cluster.forward import relay
 from cluster.node_cache import once_per_node
 from cluster.placement import Candidate, NoCapacity, choose_worker
 from cluster.status import EngineSource, ProgressWatch, StreamReport, WorkerPhase, WorkerStatus
@@ -245,3 +247,15 @@ def test_workers_auto_without_a_gpu_is_the_single_process_server(caplog, tmp_pat
     assert main(["serve", "--workers", "auto", "--no-pages", "--model", str(tmp_path / "no-model")]) == 2
     assert "shows no GPU, so the server runs in one process" in caplog.text
     assert "no-model" in caplog.records[-1].getMessage()
+
+
+def test_the_front_relays_each_link_header_on_a_line_of_its_own():
+    """OBS reads one ICE server per Link line and splits a line at every ',' (server.ice_links): joined as httpx
+    joins repeated headers, the second would be lost."""
+    links = ['<stun:turn.example.org:3478>; rel="ice-server"',
+             '<turn:turn.example.org:3478>; rel="ice-server"; username="1:obs"; credential="c"']
+    worker = httpx.Response(201, headers=[("Location", "/whip/obs"), *(("Link", link) for link in links),
+                                          ("Server", "uvicorn")], content=b"v=0")
+    relayed = relay(worker)
+    assert [v.decode() for k, v in relayed.raw_headers if k == b"link"] == links
+    assert relayed.headers["location"] == "/whip/obs" and "server" not in relayed.headers

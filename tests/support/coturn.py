@@ -19,6 +19,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,12 +52,12 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _stun_answers(port: int) -> bool:
-    """Whether a STUN Binding request to 127.0.0.1:port over UDP gets an answer."""
+def stun_answers(port: int, address: str = "127.0.0.1") -> bool:
+    """Whether a STUN Binding request to address:port over UDP gets an answer."""
     request = struct.pack("!HHI", 0x0001, 0, 0x2112A442) + secrets.token_bytes(12)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(0.2)
-        s.sendto(request, ("127.0.0.1", port))
+        s.sendto(request, (address, port))
         try:
             return s.recv(2048)[8:20] == request[8:20]
         except OSError:
@@ -71,8 +72,10 @@ class Coturn:
     secret: str | None = field(default=None, repr=False)  # use-auth-secret mode
     user: tuple[str, str] | None = field(default=None, repr=False)  # lt-cred-mech mode: (username, password)
 
+    address: str = "127.0.0.1"
+
     def url(self, transport: str = "udp") -> str:
-        return f"turn:127.0.0.1:{self.port}?transport={transport}"
+        return f"turn:{self.address}:{self.port}?transport={transport}"
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -83,17 +86,21 @@ class Coturn:
 
 def start_coturn(directory: Path, *, secret: str | None = None, user: tuple[str, str] | None = None,
                  config: Path | None = None, extra: tuple[str, ...] = (), ports: int = 200,
-                 timeout: float = 20.0) -> Coturn:
+                 timeout: float = 20.0, address: str = "127.0.0.1", prefix: Sequence[str] = (),
+                 answers: Callable[[int], bool] = stun_answers) -> Coturn:
     """Starts coturn with a shared ``secret`` (TURN REST API credentials) or one static ``user``, from its options
     alone or from a ``config`` file (the ``secret`` and ``extra`` lines appended, as the compose service does;
-    addresses, ``ports`` relay ports and files still this test's); returns once it answers STUN on its port."""
+    addresses, ``ports`` relay ports and files still this test's); returns once it answers STUN on its port
+    (``answers(port)``). ``address``: where it listens and relays from, ``prefix``: what runs it (the NAT tests:
+    ``ip netns exec NS``)."""
     binary = require_coturn()
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_port() if address == "127.0.0.1" else 3478  # a namespace of its own has 3478 free
     low = random.randrange(40_000, 59_000, 200)  # coturn skips relay ports in use by others
     log = directory / "turnserver.log"
-    args = [binary, "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
-            f"--min-port={low}", f"--max-port={low + ports - 1}", "--allow-loopback-peers", "--no-tls", "--no-dtls",
+    loopback = ["--allow-loopback-peers"] if address == "127.0.0.1" else []
+    args = [*prefix, binary, f"--listening-ip={address}", f"--relay-ip={address}", f"--listening-port={port}",
+            f"--min-port={low}", f"--max-port={low + ports - 1}", *loopback, "--no-tls", "--no-dtls",
             "--no-cli", f"--realm={REALM}", "--fingerprint", "--no-software-attribute", "--no-multicast-peers",
             f"--pidfile={directory / 'turnserver.pid'}", f"--userdb={directory / 'turndb'}",
             f"--log-file={log}", "--simple-log", "--no-stdout-log"]
@@ -101,7 +108,7 @@ def start_coturn(directory: Path, *, secret: str | None = None, user: tuple[str,
         copy = directory / "turnserver.conf"
         copy.write_text("\n".join([config.read_text(), f"static-auth-secret={secret}", *extra, ""]))
         copy.chmod(0o600)
-        args[1:1] = ["-c", str(copy)]
+        args[len(prefix) + 1:len(prefix) + 1] = ["-c", str(copy)]
     elif secret is not None:
         args += ["-n", "--use-auth-secret", f"--static-auth-secret={secret}"]
     elif user is not None:
@@ -110,9 +117,9 @@ def start_coturn(directory: Path, *, secret: str | None = None, user: tuple[str,
         raise ValueError("start_coturn needs a secret or a user")
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                preexec_fn=_die_with_parent)
-    server = Coturn(process, port, log, secret, user)
+    server = Coturn(process, port, log, secret, user, address)
     deadline = time.monotonic() + timeout
-    while not _stun_answers(port):
+    while not answers(port):
         if process.poll() is not None or time.monotonic() > deadline:
             server.stop()
             raise RuntimeError(f"coturn did not start (exit status {process.returncode}):\n{server.log_text()[-3000:]}")

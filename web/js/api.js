@@ -30,17 +30,23 @@ function describe(detail) {
   return JSON.stringify(detail);
 }
 
-// POST or GET JSON; resolves with the parsed body, rejects with an ApiFailure.
-export async function request(path, { method = "GET", body, token = savedToken() } = {}) {
+// POST or GET JSON; resolves with the parsed body, rejects with an ApiFailure. With `sdp` (WHEP, WHIP): posts it as
+// application/sdp and resolves with the answer, { type: "answer", sdp, location }.
+export async function request(path, { method = "GET", body, sdp, token = savedToken() } = {}) {
   const headers = {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (sdp !== undefined) headers["Content-Type"] = "application/sdp";
   if (token) headers.Authorization = `Bearer ${token}`;
+  const payload = sdp !== undefined ? sdp : body === undefined ? undefined : JSON.stringify(body);
   let response;
   try {
-    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-                                   cache: "no-store", signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    response = await fetch(path, { method, headers, body: payload, cache: "no-store",
+                                   signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
   } catch (err) {
     throw new ApiFailure("unreachable", `the server at ${location.host} does not answer (${err.message})`);
+  }
+  if (response.ok && sdp !== undefined) {
+    return { type: "answer", sdp: await response.text(), location: response.headers.get("Location") };
   }
   let data = null;
   try {
@@ -53,7 +59,7 @@ export async function request(path, { method = "GET", body, token = savedToken()
   const options = { status: response.status, sentToken: Boolean(token),
                     retryAfter: Number(response.headers.get("Retry-After")) || null };
   const kinds = { 401: "unauthorized", 503: "full", 404: "unknown_stream", 400: "invalid", 409: "invalid",
-                  422: "invalid" };
+                  415: "invalid", 422: "invalid" };
   if (response.status >= 500 && response.status !== 503) throw new ApiFailure("unreachable", detail, options);
   throw new ApiFailure(kinds[response.status] || "error", detail, options);
 }

@@ -1,4 +1,5 @@
 // The output-only page for OBS Browser Source: /view?stream=ID, full window, no controls, reconnects by itself.
+// It plays over WHEP (POST /whep), the one viewer path every WHEP player uses too.
 // A server started with --token needs it too: /view?stream=ID#token=TOKEN (the fragment never reaches logs),
 // or the token remembered by the webcam page in the same browser. ?relay=1 forces media through the server's TURN server.
 import { ApiFailure, request, savedToken } from "./api.js";
@@ -14,7 +15,7 @@ const STALL_MS = 5000; // no new frame for this long while playing: start over
 
 // frames: video frames shown so far (a WebRTC video's currentTime runs on even when no frame arrives)
 // live: the video shows the current connection's track (not the last frames of one that ended)
-const state = { pc: null, generation: 0, timer: null, frames: 0, lastFrameAt: 0, live: false };
+const state = { pc: null, session: null, generation: 0, timer: null, frames: 0, lastFrameAt: 0, live: false };
 window.sanaView = state; // for tests
 
 function show(name, text) {
@@ -36,6 +37,7 @@ async function connect() {
   state.live = false;
   if (state.pc) state.pc.close();
   state.pc = null;
+  endSession();
   let pc = null;
   try {
     const servers = await request(`/ice-servers?stream=${encodeURIComponent(streamId)}`, { token });
@@ -43,7 +45,10 @@ async function connect() {
     pc = new RTCPeerConnection(rtcConfiguration(servers));
     state.pc = pc;
     wire(pc, generation);
-    await negotiate(pc, (sdp) => request("/view/offer", { method: "POST", token, body: { sdp, type: "offer", stream: streamId, repeat: false } }));
+    // WHEP, as any WHEP player plays a stream (docs/api.md); DELETE on its Location when the page goes
+    const path = `/whep?stream=${encodeURIComponent(streamId)}&repeat=false`;
+    const answer = await negotiate(pc, (sdp) => request(path, { method: "POST", token, sdp }));
+    state.session = answer.location;
     show("connecting", "Connecting…");
   } catch (err) {
     if (generation !== state.generation) return;
@@ -57,6 +62,14 @@ async function connect() {
     else if (err.kind === "unreachable") retry("Server unreachable; retrying…");
     else retry(`${err.detail}; retrying…`);
   }
+}
+
+// ends the WHEP session on the server at once (closing the connection alone ends it only after ICE notices)
+function endSession() {
+  if (!state.session) return;
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  fetch(state.session, { method: "DELETE", headers, keepalive: true }).catch(() => {});
+  state.session = null;
 }
 
 function wire(pc, generation) {
@@ -97,4 +110,5 @@ if (!streamId) {
   video.requestVideoFrameCallback(onFrame);
   connect();
   setInterval(watch, 1000);
+  window.addEventListener("pagehide", endSession);
 }
