@@ -63,8 +63,8 @@ def add_wish_routes(app: FastAPI, ice: IceConfig, authorize: Authorizer, authori
         return sdp_created(answer, f"/whip/{peer.id}", ice_links(ice), {"X-Stream-Id": peer.id})
 
     @app.options("/whip", status_code=204)
-    async def whip_options(request: Request) -> Response:
-        """The Link headers a WHIP POST would carry, without a session."""
+    async def whip_options(request: Request, stream: str | None = stream_query) -> Response:  # noqa: ARG001
+        """The Link headers a WHIP POST would carry, without a session (``stream`` is checked as the POST's)."""
         return options_answer(request, authorize, ice)
 
     @app.delete("/whip/{peer_id}", dependencies=auth)
@@ -83,8 +83,8 @@ def add_wish_routes(app: FastAPI, ice: IceConfig, authorize: Authorizer, authori
         return sdp_created(answer, f"/whep/{stream}/{viewer.id}", ice_links(ice), {"X-Viewer-Id": viewer.id})
 
     @app.options("/whep", status_code=204)
-    async def whep_options(request: Request) -> Response:
-        """The Link headers a WHEP POST would carry, without a session."""
+    async def whep_options(request: Request, stream: str | None = stream_query) -> Response:  # noqa: ARG001
+        """The Link headers a WHEP POST would carry, without a session (``stream`` is checked as the POST's)."""
         return options_answer(request, authorize_view, ice)
 
     @app.delete("/whep/{stream}/{viewer_id}", dependencies=auth_view)

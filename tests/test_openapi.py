@@ -69,7 +69,8 @@ def test_the_bearer_schemes_are_declared_on_exactly_the_endpoints_that_need_a_to
         if (method, path) in required and call(client, method, path, view).status_code != 401:
             view_let_in.add((method, path))
     assert required == refused
-    assert view_declared == view_let_in == {("post", "/view/offer"), ("get", "/ice-servers")}
+    assert view_declared == view_let_in == {("post", "/view/offer"), ("get", "/ice-servers"), ("post", "/whep"),
+                                            ("options", "/whep"), ("delete", "/whep/{stream}/{viewer_id}")}
     assert {("post", "/offer"), ("post", "/whip"), ("post", "/prompt"), ("get", "/metrics")} <= required
 
 

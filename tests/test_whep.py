@@ -64,7 +64,7 @@ def test_whip_and_options_hand_out_every_ice_server_as_obs_reads_them(local_engi
             preflight = await http.options("/whip", headers={"Origin": "http://other.example",
                                                              "Access-Control-Request-Method": "POST"})
             whep_options = await http.options("/whep?stream=obs", headers=AUTH)
-            health = (await http.get("/health")).json()
+            health = (await http.get("/health", headers=AUTH)).json()
             pc, sdp = await whip_offer()
             created = await http.post("/whip?stream=obs", content=sdp, headers={**AUTH, "Content-Type":
                                                                                 "application/sdp"})
@@ -80,7 +80,8 @@ def test_whip_and_options_hand_out_every_ice_server_as_obs_reads_them(local_engi
     assert all('rel="ice-server"' in link for link in links(created))
     servers = obs_ice_servers(created)
     assert [s[0] for s in servers] == urls[:3]  # OBS takes stun: and turn: only
-    assert servers[0][1:] == ("", "") and re.fullmatch(r"\d+:obs", servers[1][1]), servers
+    # a name the server chose for this connection (issue 31), not the stream id a client could pick
+    assert servers[0][1:] == ("", "") and re.fullmatch(r"\d+:c[0-9a-f]{16}", servers[1][1]), servers
     assert servers[1][1:] == servers[2][1:] and 'credential-type="password"' in links(created)[1]
     assert accepted == [None, None]  # coturn allocates relays with what OBS read, over UDP and TCP
     for response in (options, whep_options):
@@ -137,7 +138,7 @@ def test_whep_plays_a_stream_and_delete_ends_it(local_engine):
             created = await http.post(f"/whep?stream={client.stream}", content=sdp, headers=sdp_headers)
             await viewer.pc.setRemoteDescription(RTCSessionDescription(created.text, "answer"))
             frames = await viewer.wait_frames(5)
-            routes = (await http.get("/debug/connections")).json()["viewers"]
+            routes = (await http.get("/debug/connections", headers=AUTH)).json()["viewers"]
             other, other_sdp = await whep_offer()
             sender, sender_sdp = await whip_offer()
             refusals = {
@@ -157,7 +158,7 @@ def test_whep_plays_a_stream_and_delete_ends_it(local_engine):
             wrong_stream = await http.delete(re.sub(r"/whep/[^/]+/", "/whep/nobody/", location), headers=AUTH)
             deleted = await http.delete(location, headers=AUTH)
             again = await http.delete(location, headers=AUTH)
-            health = (await http.get("/health")).json()
+            health = (await http.get("/health", headers=AUTH)).json()
             await asyncio.wait_for(viewer.ended.wait(), 10)
             for pc in (other.pc, sender, viewer.pc):
                 await pc.close()

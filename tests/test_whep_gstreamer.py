@@ -65,8 +65,8 @@ def test_a_gstreamer_player_plays_the_restyled_stream_over_whep(local_engine):
             try:
                 await eventually(lambda: player.frames() >= 20, 60, f"20 frames at the GStreamer player "
                                  f"({player.lines[-3:]})")
-                metrics = (await http.get("/metrics")).text
-                routes = (await http.get("/debug/connections")).json()["viewers"]
+                metrics = (await http.get("/metrics", headers=AUTH)).text
+                routes = (await http.get("/debug/connections", headers=AUTH)).json()["viewers"]
             finally:
                 await player.stop()
             await eventually(lambda: not app.state.viewers().viewers, 10, "the WHEP session ended")
