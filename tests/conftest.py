@@ -3,6 +3,7 @@ the real loading code."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "cpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restored_environment():
+    """Each module leaves os.environ as it found it: the cluster front exports the TURN secret and Ray's token for
+    its workers (cluster.secrets), and later modules' `serve` options would read them."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

@@ -136,14 +136,15 @@ def test_the_command_rides_out_a_server_restart_on_its_port_keeping_its_stream_i
         server.start()
         wait_until(lambda: written() >= before + 5 or camera.poll() is not None, 60, "frames after the restart")
         assert camera.poll() is None, log.read_text()
-        shown = httpx.get(f"{server.base}/prompt", params={"stream": "vtuber"}).json()["streams"]["vtuber"]
+        shown = httpx.get(f"{server.base}/prompt", params={"stream": "vtuber"}, headers=AUTH).json()["streams"]["vtuber"]
         assert (shown["prompt"], shown["seed"]) == NEW  # re-applied on the new server
-        assert httpx.get(f"{server.base}/health").json()["peers"] == 1
+        assert httpx.get(f"{server.base}/health", headers=AUTH).json()["peers"] == 1
         camera.send_signal(signal.SIGTERM)
         assert camera.wait(30) == 0, log.read_text()
     finally:
         if camera.poll() is None:
             camera.kill()
+            camera.wait(30)
         server.close()
 
 
