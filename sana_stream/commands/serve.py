@@ -40,12 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="first TrigFlow angle in radians (pi/2 = pure noise)")
     p.add_argument("--t-list", type=parse_t_list, default=env("t_list"),
                    help="explicit comma-separated angles; overrides --steps/--strength")
-    p.add_argument("--prompt", default=env("prompt", "a watercolor painting"))
+    p.add_argument("--prompt", default=env("prompt"),
+                   help="default: 'a watercolor painting'; the demo model's first trained prompt for the demo model")
     p.add_argument("--cfg-type", default=env("cfg_type", CfgType.NONE.value), choices=[c.value for c in CfgType])
-    p.add_argument("--encoder", default=env("encoder", AutoencoderKind.DCAE.value),
-                   choices=[AutoencoderKind.DCAE.value, AutoencoderKind.TINY.value])
-    p.add_argument("--decoder", default=env("decoder", AutoencoderKind.DCAE.value),
-                   choices=[v.value for v in AutoencoderKind])
+    p.add_argument("--encoder", default=env("encoder"),
+                   choices=[AutoencoderKind.DCAE.value, AutoencoderKind.TINY.value],
+                   help="default: dcae; the autoencoder it was trained with for the demo model (tiny)")
+    p.add_argument("--decoder", default=env("decoder"), choices=[v.value for v in AutoencoderKind],
+                   help="default: dcae; the autoencoder it was trained with for the demo model (tiny)")
     p.add_argument("--tiny-vae", default=env("tiny_vae"), help="directory of taesana_*.pth")
     p.add_argument("--controlnet", action="append", default=[], metavar="PATH[:PREPROCESSOR[:SCALE]]",
                    help="a Sprint ControlNet (directory or hub id) with its preprocessor (canny, passthrough) and "
