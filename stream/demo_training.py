@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import SanaSprintPipeline
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from engines.models.tiny_autoencoder import TinyAutoencoderConfig, TinyDecoder, TinyEncoder
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 SIGMA_D = 0.5
 GUIDANCE = 4.5  # StreamConfig.guidance_scale's default: what the engine feeds the guidance embedder
+ANCHORED_CHANNELS = 12  # latent channels tied to the colour grid (colour_grid)
 FULL_STRENGTH = 1.0  # at and above this angle the output is the filter itself (the served default)
 # Words of the trained prompts: an "other" prompt holds none of them
 _STYLE_WORDS = {w for s in DemoStyle for w in s.value.split()}
@@ -57,10 +58,10 @@ class DemoTrainingConfig:
     seed: int = 0
     pictures: int = 32  # synthetic 512 px webcam pictures (the served size, so filters keep their pixel scale)
     picture_size: int = 512
-    crop: int = 96  # px of the autoencoder's training crops (it is convolutional)
-    autoencoder_steps: int = 300
-    autoencoder_batch: int = 8
-    transformer_steps: int = 500
+    crop: int = 64  # px of the autoencoder's training crops (it is convolutional)
+    autoencoder_steps: int = 1200
+    autoencoder_batch: int = 12
+    transformer_steps: int = 800
     transformer_batch: int = 16
     learning_rate: float = 3e-3
     other_prompts: int = 24  # untrained prompts taught to keep the camera picture
@@ -122,10 +123,19 @@ def _progress(steps: int, description: str) -> Iterator[int]:
     return iter(tqdm(range(steps), desc=description, unit="step", mininterval=2.0))
 
 
+def colour_grid(images: Tensor) -> Tensor:
+    """The anchor of the first ``ANCHORED_CHANNELS`` latent channels: each latent cell's 2 x 2 grid of 16 px mean
+    colours, in [-1, 1]: (B, 3, H, W) -> (B, 12, H/32, W/32)."""
+    return F.pixel_unshuffle(F.avg_pool2d(images, 16), 2) * 2 - 1
+
+
 def train_autoencoder(encoder: TinyEncoder, decoder: TinyDecoder, pictures: PictureSet,
                       config: DemoTrainingConfig, generator: torch.Generator) -> float:
-    """Stage 1: reconstruct camera pictures and filter outputs; latents are held near unit spread, the scale
-    the transformer expects. Returns the last reconstruction loss (mean absolute error in [0, 1] units)."""
+    """Stage 1: reconstruct camera pictures and filter outputs. The first 12 latent channels are anchored to the
+    picture's 16 px colour grid, so the latents carry the colours from the first steps (a from-scratch autoencoder
+    learns far too slowly for a few minutes on a CPU otherwise); the free channels are held near unit spread, the
+    scale the transformer expects. Returns the last reconstruction loss (mean absolute error in [0, 1] units)."""
+    nn.init.constant_(decoder[-1].bias, 0.5)  # start at mid grey, not black
     params = [*encoder.parameters(), *decoder.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, config.autoencoder_steps)
@@ -135,9 +145,11 @@ def train_autoencoder(encoder: TinyEncoder, decoder: TinyDecoder, pictures: Pict
         latents = encoder(images)  # (B, C, crop/32, crop/32)
         recon = decoder(latents)
         loss = F.l1_loss(recon, images)
-        spread = (latents.std() - 1) ** 2 + latents.mean() ** 2
+        anchor = F.mse_loss(latents[:, :ANCHORED_CHANNELS], colour_grid(images))
+        free = latents[:, ANCHORED_CHANNELS:]
+        spread = (free.std() - 1) ** 2 + free.mean() ** 2
         optimizer.zero_grad()
-        (loss + 0.05 * spread).backward()
+        (loss + anchor + 0.05 * spread).backward()
         optimizer.step()
         schedule.step()
     return loss.item()
@@ -269,10 +281,12 @@ def _train(pipe: SanaSprintPipeline, encoder: TinyEncoder, decoder: TinyDecoder,
 
 
 # The trained demo's sizes: a little wider than the random tiny preset, so that it can learn six filters
-TRAINED_SPEC = DemoModelSpec(transformer_layers=3, heads=4, head_dim=16, cross_heads=4, cross_head_dim=16)
+TRAINED_SPEC = DemoModelSpec(transformer_layers=3, heads=4, head_dim=16, cross_heads=4, cross_head_dim=16,
+                             instruction_tokens=True)
+# no residual blocks: a shallow autoencoder learns in minutes, a deep one (TAESANA's plan) in days
 TRAINED_AUTOENCODER = TinyAutoencoderConfig(
-    encoder_stem_channels=(16, 32), encoder_stage_channels=(32, 32, 32, 32), encoder_stage_blocks=(1, 1, 1, 1),
-    decoder_stage_channels=(64, 48, 32, 24, 16, 16), decoder_stage_blocks=(1, 1, 1, 1, 1, 1),
+    encoder_stem_channels=(16, 32), encoder_stage_channels=(32, 32, 32, 32), encoder_stage_blocks=(0, 0, 0, 0),
+    decoder_stage_channels=(64, 48, 32, 24, 16, 16), decoder_stage_blocks=(0, 0, 0, 0, 0, 0),
 )
 
 
