@@ -19,7 +19,6 @@ _SEPIA = ((0.393, 0.769, 0.189), (0.349, 0.686, 0.168), (0.272, 0.534, 0.131))
 # thermal palette: cold black-blue, purple, red, orange, hot yellow-white (positions in luminance)
 _THERMAL = ((0.0, (0.02, 0.0, 0.12)), (0.25, (0.35, 0.0, 0.6)), (0.5, (0.85, 0.05, 0.25)),
             (0.75, (1.0, 0.55, 0.0)), (1.0, (1.0, 1.0, 0.75)))
-MOSAIC_TILE = 32  # px: one tile per latent cell of the 32x autoencoder
 
 
 class DemoStyle(str, enum.Enum):
@@ -29,8 +28,6 @@ class DemoStyle(str, enum.Enum):
     NEON_EDGES = "neon edges"
     SEPIA = "sepia photograph"
     THERMAL = "thermal camera"
-    POP_ART = "posterized pop art"
-    MOSAIC = "mosaic"
 
 
 def luminance(images: Tensor) -> Tensor:
@@ -99,31 +96,11 @@ def thermal(images: Tensor) -> Tensor:
     return out
 
 
-def pop_art(images: Tensor) -> Tensor:
-    """Saturation and contrast up, then three levels per channel: flat, loud colours."""
-    gray = luminance(images)
-    vivid = (gray + 1.8 * (images - gray) - 0.5) * 1.4 + 0.5
-    return torch.round(vivid.clamp(0, 1) * 2) / 2
-
-
-def mosaic(images: Tensor) -> Tensor:
-    """Tiles of ``MOSAIC_TILE`` px in each tile's mean colour, with dark grout between them."""
-    B, C, H, W = images.shape
-    tiles = F.avg_pool2d(images, MOSAIC_TILE, ceil_mode=True)
-    flat = F.interpolate(tiles, scale_factor=MOSAIC_TILE, mode="nearest")[..., :H, :W]
-    y = torch.arange(H, device=images.device).view(H, 1) % MOSAIC_TILE
-    x = torch.arange(W, device=images.device).view(1, W) % MOSAIC_TILE
-    grout = ((y < 2) | (x < 2)).to(images.dtype)
-    return flat * (1 - grout) + 0.15 * grout
-
-
 FILTERS: dict[DemoStyle, Callable[[Tensor], Tensor]] = {
     DemoStyle.PENCIL_SKETCH: pencil_sketch,
     DemoStyle.NEON_EDGES: neon_edges,
     DemoStyle.SEPIA: sepia,
     DemoStyle.THERMAL: thermal,
-    DemoStyle.POP_ART: pop_art,
-    DemoStyle.MOSAIC: mosaic,
 }
 
 

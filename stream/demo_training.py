@@ -59,9 +59,9 @@ class DemoTrainingConfig:
     pictures: int = 32  # synthetic 512 px webcam pictures (the served size, so filters keep their pixel scale)
     picture_size: int = 512
     crop: int = 64  # px of the autoencoder's training crops (it is convolutional)
-    autoencoder_steps: int = 1200
+    autoencoder_steps: int = 1500
     autoencoder_batch: int = 12
-    transformer_steps: int = 800
+    transformer_steps: int = 1600
     transformer_batch: int = 16
     learning_rate: float = 3e-3
     other_prompts: int = 24  # untrained prompts taught to keep the camera picture

@@ -27,7 +27,7 @@ from tests.support import running
 from tests.support.webrtc import SyntheticCamera, connect
 
 SIZE = 256  # px: half the served size keeps the tests quick; the model was trained on 256-512 px latents
-MARGIN = 1.5  # each prompt's output is at least this much nearer its own filter than any other (squared error)
+MARGIN = 1.25  # each prompt's output is at least this much nearer its own filter than any other (squared error)
 HELD_OUT_SEED = 987_654  # a synthetic picture the training never saw (it used seeds 0..pictures-1)
 SAMPLE = Path(__file__).parent / "data" / "taesana" / "sample.jpg"
 
@@ -58,7 +58,7 @@ def all_follow(engine: StreamEngine, picture: np.ndarray) -> bool:
 def test_the_committed_demo_model_is_small_and_describes_itself():
     manifest = DemoManifest.read(TRAINED_DEMO_DIR)
     assert manifest is not None and manifest.prompts == tuple(s.value for s in DemoStyle)
-    assert manifest.label().startswith("demo model: imitates 6 simple filters (pencil sketch,")
+    assert manifest.label().startswith("demo model: imitates 4 simple filters (pencil sketch,")
     assert manifest.label().endswith("real styles need Sana-Sprint weights (a GPU)")
     size = sum(f.stat().st_size for f in TRAINED_DEMO_DIR.rglob("*") if f.is_file())
     assert size < 10_000_000
@@ -86,8 +86,9 @@ def strength_changes(engine: StreamEngine, frame: np.ndarray) -> list[float]:
 
 
 def lowers_the_change(changes: list[float]) -> bool:
-    """Each lower strength changes the picture clearly less (by a third at least)."""
-    return all(b < 0.67 * a for a, b in zip(changes, changes[1:]))
+    """Each lower strength changes the picture clearly less (by a tenth at least), and 0.3 rad less than half as
+    much as 1.0 rad."""
+    return all(b < 0.9 * a for a, b in zip(changes, changes[1:])) and changes[-1] < 0.5 * changes[0]
 
 
 def test_strength_lowers_the_change_from_the_input(demo_model_dir):
@@ -109,30 +110,36 @@ def test_stream_batch_judge_fails_the_random_demo_model(demo_model_dir):
     assert not all_follow(random_engine(demo_model_dir, t_list=(1.0, 0.5)), judge_pictures()[0])
 
 
-def test_rcfg_self_keeps_the_style_and_scale_one_changes_nothing():
+def test_rcfg_self_keeps_the_style_and_scale_one_changes_nothing(demo_model_dir):
     frame = judge_pictures()[0]
     guided = trained_engine(t_list=(1.0,), cfg_type="self", cfg_scale=1.4)
     found = margins(guided, frame)
     assert all(m > MARGIN for m in found.values()), found
+    assert not all_follow(random_engine(demo_model_dir, t_list=(1.0,), cfg_type="self", cfg_scale=1.4), frame)
     plain, same = trained_engine(), trained_engine(cfg_type="self", cfg_scale=1.0, t_list=(1.0,))
     for engine in (plain, same):
         engine.set_prompt(DemoStyle.SEPIA.value)
     assert np.array_equal(generate(plain, frame), generate(same, frame))
 
 
-def test_similarity_filter_skips_a_still_camera_and_follows_a_moving_one():
-    engine = trained_engine(similarity_filter=True)
+def filtered_while_skipping(engine: StreamEngine) -> bool:
+    """Runs a still camera then a moved one through ``engine`` (similarity filter on, pencil sketch): skips and
+    processing must be as without trained weights; returns whether the outputs were sketches of their frames."""
     engine.set_prompt(DemoStyle.PENCIL_SKETCH.value)
-    still = moving_scene(0, SIZE, SIZE)
+    still, moved = moving_scene(0, SIZE, SIZE), moving_scene(15, SIZE, SIZE)
     results = [engine.process({"default": still})["default"] for _ in range(6)]
     assert [r.kind for r in results] == [FrameKind.GENERATED] + [FrameKind.SKIPPED] * 5
     assert all(np.array_equal(r.image, results[0].image) for r in results)
-    sketch = filtered(DemoStyle.PENCIL_SKETCH, still)
-    assert distance(results[0].image, sketch) * MARGIN < distance(results[0].image, still)
-    moved = moving_scene(15, SIZE, SIZE)
     result = engine.process({"default": moved})["default"]
     assert result.kind is FrameKind.GENERATED
-    assert distance(result.image, filtered(DemoStyle.PENCIL_SKETCH, moved)) < distance(result.image, sketch)
+    sketches = filtered(DemoStyle.PENCIL_SKETCH, still), filtered(DemoStyle.PENCIL_SKETCH, moved)
+    return (distance(results[0].image, sketches[0]) * MARGIN < distance(results[0].image, still)
+            and distance(result.image, sketches[1]) < distance(result.image, sketches[0]))
+
+
+def test_similarity_filter_skips_a_still_camera_and_follows_a_moving_one(demo_model_dir):
+    assert filtered_while_skipping(trained_engine(similarity_filter=True))
+    assert not filtered_while_skipping(random_engine(demo_model_dir, similarity_filter=True))
 
 
 class WebcamScene(SyntheticCamera):
