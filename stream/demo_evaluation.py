@@ -32,13 +32,14 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((_small(a) - _small(b)) ** 2).mean())
 
 
-def generate(engine: StreamEngine, frame: np.ndarray, stream: str = DEFAULT_STREAM, limit: int = 8) -> np.ndarray:
-    """The engine's first generated output for ``frame`` (sent again while the pipe fills)."""
-    for _ in range(limit):
+def generate(engine: StreamEngine, frame: np.ndarray, stream: str = DEFAULT_STREAM) -> np.ndarray:
+    """The engine's output for ``frame`` sent once per step: with Stream Batch, the first output whose every step ran
+    after the call (so under the settings in force now, not those of frames still in flight)."""
+    for _ in range(len(engine.settings(stream).t_list)):
         result = engine.process({stream: frame})[stream]
-        if result.kind is FrameKind.GENERATED:
-            return result.image
-    raise RuntimeError(f"no generated frame after {limit} calls")
+    if result.kind is not FrameKind.GENERATED:
+        raise RuntimeError(f"the pipe was not full after {len(engine.settings(stream).t_list)} calls: {result.kind}")
+    return result.image
 
 
 @dataclass(frozen=True)

@@ -192,11 +192,12 @@ class PromptTable:
         return cls(embeds, mask, [i + 1 for i in range(len(DemoStyle))] + [0] * len(others))
 
 
-def _transformer_batch(latents: list[Tensor], prompts: PromptTable, config: DemoTrainingConfig,
+def _transformer_batch(transformer: torch.nn.Module, latents: list[Tensor], prompts: PromptTable,
+                       config: DemoTrainingConfig,
                        generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Inputs and targets of one step: random pictures, prompts (60% trained styles), angles, noise and latent
-    crops of 8-16 cells. A quarter of the styled items start from the style's own latent (what a later Stream
-    Batch slot sees) and must keep it."""
+    crops of 8-16 cells. A third of the styled items are a later Stream Batch slot: they start from the model's own
+    first step (at 1.0 rad, without gradient), re-noised to an angle in [0.2, 0.8], and must land on the style."""
     B = config.transformer_batch
     N, _, h, w = latents[0].shape
     size = int(torch.randint(8, h + 1, (1,), generator=generator)) // 4 * 4
@@ -207,7 +208,7 @@ def _transformer_batch(latents: list[Tensor], prompts: PromptTable, config: Demo
     other_row = len(DemoStyle) + torch.randint(len(prompts.targets) - len(DemoStyle), (B,), generator=generator)
     row = torch.where(styled, style_row, other_row)
     target_version = torch.tensor([prompts.targets[int(r)] for r in row])
-    start_from_style = styled & (torch.rand(B, generator=generator) < 0.25)
+    chained = (styled & (torch.rand(B, generator=generator) < 0.33)).view(B, 1, 1, 1)
     angle = config.min_angle + (config.max_angle - config.min_angle) * torch.rand(B, generator=generator)
     angle = torch.where(torch.rand(B, generator=generator) < 0.3, torch.full_like(angle, FULL_STRENGTH), angle)
     t = angle.view(B, 1, 1, 1)
@@ -216,11 +217,16 @@ def _transformer_batch(latents: list[Tensor], prompts: PromptTable, config: Demo
         return torch.stack([latents[int(v)][int(i), :, y:y + size, x:x + size] for v, i in zip(versions, picture)])
 
     camera, filtered = pick(torch.zeros(B, dtype=torch.long)), pick(target_version)
-    clean = torch.where(start_from_style.view(B, 1, 1, 1), filtered, camera)
-    weight = torch.where(start_from_style.view(B, 1, 1, 1), torch.ones_like(t), strength_weight(t))
-    target = clean + weight * (filtered - clean)
-    noise = torch.randn(clean.shape, generator=generator)
-    return trigflow.add_noise(clean, noise, t, SIGMA_D), t, prompts.embeds[row], prompts.mask[row], target
+    embeds, mask = prompts.embeds[row], prompts.mask[row]
+    first_t = torch.full_like(t, FULL_STRENGTH)
+    first_noise, noise = (torch.randn(camera.shape, generator=generator) for _ in range(2))
+    with torch.no_grad():
+        first = engine_step(transformer, trigflow.add_noise(camera, first_noise, first_t, SIGMA_D), first_t, embeds, mask)
+    clean = torch.where(chained, first, camera)
+    t = torch.where(chained, 0.2 + 0.6 * torch.rand(t.shape, generator=generator), t)
+    weight = torch.where(chained, torch.ones_like(t), strength_weight(t))
+    target = camera + weight * (filtered - camera)
+    return trigflow.add_noise(clean, noise, t, SIGMA_D), t, embeds, mask, target
 
 
 def train_transformer(transformer: torch.nn.Module, latents: list[Tensor], prompts: PromptTable,
@@ -232,7 +238,7 @@ def train_transformer(transformer: torch.nn.Module, latents: list[Tensor], promp
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, config.transformer_steps)
     loss = torch.zeros(())
     for _ in _progress(config.transformer_steps, "demo model 2/2: transformer"):
-        x, t, embeds, mask, target = _transformer_batch(latents, prompts, config, generator)
+        x, t, embeds, mask, target = _transformer_batch(transformer, latents, prompts, config, generator)
         loss = F.mse_loss(engine_step(transformer, x, t, embeds, mask), target)
         optimizer.zero_grad()
         loss.backward()
