@@ -2,7 +2,7 @@
 for 1 step and Stream Batch 2-4 steps, with the seed fixed (the engine's noise drawn once) and with a new seed every
 frame (fresh noise: what flicker looks like without the cached noise).
 
-    python -m benchmarks.temporal [--size 512] [--frames 16] [--prompt "pencil sketch"] [--output DIR]
+    python -m benchmarks.temporal [--size 512] [--frames 16] [--prompt "thermal camera"] [--output DIR]
 
 Warp error as StreamV2V reports it (after Lai et al. 2018, "Learning Blind Video Temporal Consistency"): the optical
 flow of the *input* from frame k to frame k-1 (OpenCV DIS, medium preset, on grey levels) warps output k-1 onto frame
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.temporal", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--prompt", default=DemoStyle.PENCIL_SKETCH.value, choices=[s.value for s in DemoStyle])
+    p.add_argument("--prompt", default=DemoStyle.THERMAL.value, choices=[s.value for s in DemoStyle])
     p.add_argument("--output", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -119,7 +119,8 @@ def test_rcfg_self_keeps_the_style_and_scale_one_changes_nothing(demo_model_dir)
     plain, same = trained_engine(), trained_engine(cfg_type="self", cfg_scale=1.0, t_list=(1.0,))
     for engine in (plain, same):
         engine.set_prompt(DemoStyle.SEPIA.value)
-    assert np.array_equal(generate(plain, frame), generate(same, frame))
+    difference = generate(plain, frame).astype(np.int16) - generate(same, frame)
+    assert np.abs(difference).max() <= 1  # the same up to float rounding (x0 -> noise -> x0)
 
 
 def filtered_while_skipping(engine: StreamEngine) -> bool:
