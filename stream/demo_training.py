@@ -261,6 +261,7 @@ def train_demo(pipe: SanaSprintPipeline, encoder: TinyEncoder, decoder: TinyDeco
     """Trains ``pipe.transformer``, ``encoder`` and ``decoder`` in place (the text encoder stays as it is)."""
     start, threads = time.monotonic(), torch.get_num_threads()
     torch.set_num_threads(1)  # reproducible sums, and far faster than 2 threads on a busy machine
+    torch.set_flush_denormal(True)  # as the engine loads models on a CPU (stream.loading.load_pipeline)
     try:
         return _train(pipe, encoder, decoder, config, start)
     finally:
