@@ -88,7 +88,8 @@ def measure(size: int, count: int, prompt: str) -> tuple[list[Comparison], dict[
     for steps in STEPS:
         for fixed in (True, False):
             errors[steps, fixed] = float(np.mean(warp_errors(*run_outputs(size, steps, frames, prompt, fixed))))
-            logger.info("%d step(s), %s seed: warp error %.3f", steps, "fixed" if fixed else "new", errors[steps, fixed])
+            logger.info("%d step(s), %s seed: warp error %.3f", steps, "fixed" if fixed else "new",
+                        errors[steps, fixed])
     comparisons = []
     for steps in STEPS:
         a, b = errors[steps, True], errors[steps, False]

@@ -42,7 +42,8 @@ DEMO_BANNER = """
 *  Serving the built-in %s
 *  Use real weights with: make serve ARGS="--model %s"
 ************************************************************************************"""
-RANDOM_DEMO_LABEL = "demo model: random weights, its output is not a style; real styles need Sana-Sprint weights (a GPU)"
+RANDOM_DEMO_LABEL = ("demo model: random weights, its output is not a style; real styles need Sana-Sprint weights "
+                     "(a GPU)")
 DEFAULT_PROMPT = "a watercolor painting"
 
 

@@ -221,7 +221,8 @@ def _transformer_batch(transformer: torch.nn.Module, latents: list[Tensor], prom
     first_t = torch.full_like(t, FULL_STRENGTH)
     first_noise, noise = (torch.randn(camera.shape, generator=generator) for _ in range(2))
     with torch.no_grad():
-        first = engine_step(transformer, trigflow.add_noise(camera, first_noise, first_t, SIGMA_D), first_t, embeds, mask)
+        noised = trigflow.add_noise(camera, first_noise, first_t, SIGMA_D)
+        first = engine_step(transformer, noised, first_t, embeds, mask)
     clean = torch.where(chained, first, camera)
     t = torch.where(chained, 0.2 + 0.6 * torch.rand(t.shape, generator=generator), t)
     weight = torch.where(chained, torch.ones_like(t), strength_weight(t))
@@ -287,7 +288,7 @@ def _train(pipe: SanaSprintPipeline, encoder: TinyEncoder, decoder: TinyDecoder,
     return report
 
 
-# The trained demo's sizes: a little wider than the random tiny preset, so that it can learn six filters
+# The trained demo's sizes: a little wider than the random tiny preset, so that it can learn its filters
 TRAINED_SPEC = DemoModelSpec(transformer_layers=3, heads=4, head_dim=16, cross_heads=4, cross_head_dim=16,
                              instruction_tokens=True)
 # no residual blocks: a shallow autoencoder learns in minutes, a deep one (TAESANA's plan) in days
@@ -295,7 +296,6 @@ TRAINED_AUTOENCODER = TinyAutoencoderConfig(
     encoder_stem_channels=(16, 32), encoder_stage_channels=(32, 32, 32, 32), encoder_stage_blocks=(0, 0, 0, 0),
     decoder_stage_channels=(64, 48, 32, 24, 16, 16), decoder_stage_blocks=(0, 0, 0, 0, 0, 0),
 )
-
 
 
 def make_trained_demo_model(directory: str | os.PathLike[str],
