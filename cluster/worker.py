@@ -166,7 +166,7 @@ class EngineWorker:
 
         from rtc.ice import include_loopback_candidates
         from server.app import ModelInfo, create_app
-        from server.serve import compile_options
+        from server.serve import compile_options, demo_label
         from stream import StreamEngine
 
         spec = self.spec
@@ -193,7 +193,8 @@ class EngineWorker:
         if spec.bind_loopback:
             include_loopback_candidates()
         return create_app(dataclasses.replace(settings, host=self._host, port=0), engine,
-                          ModelInfo(name=spec.model_name, demo=spec.demo, backend=settings.backend))
+                          ModelInfo(name=spec.model_name, demo=spec.demo, backend=settings.backend,
+                                    demo_label=demo_label(model) if spec.demo else None))
 
     def _model_path(self) -> str:
         model = self.spec.model

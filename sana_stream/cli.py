@@ -33,8 +33,12 @@ COMMANDS = {
     "camera": Command("sana_stream.commands.camera",
                       "send a camera, screen region, window or video file to a server and write the restyled video "
                       "to a virtual camera or an NDI source (OBS, Zoom, VTuber setups)"),
+    "make-demo-model": Command("sana_stream.commands.demo_model",
+                               "write a demo Sana-Sprint in diffusers format: random, or trained to imitate simple "
+                               "filters (--train)", SERVER),
     "make-tiny-model": Command("sana_stream.commands.demo_model",
-                               "write a tiny random Sana-Sprint (the demo model) in diffusers format", SERVER),
+                               "write a tiny random Sana-Sprint in diffusers format (make-demo-model's old name)",
+                               SERVER),
 }
 
 

@@ -57,8 +57,9 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    demo: bool  # the built-in tiny random model: its output is not a real style
+    demo: bool  # the built-in demo model (server.serve.choose_model): its output is not a real style
     backend: str
+    demo_label: str | None = None  # what the demo model is, for the page's badge (server.serve.demo_label)
 
 
 def _settings_out(s: StreamSettings) -> StreamSettingsOut:
@@ -155,7 +156,7 @@ def create_app(settings: ServerSettings, engine: StreamEngine, model: ModelInfo)
         return ServerConfig(width=engine.config.width, height=engine.config.height,
                             token_required=settings.token is not None, max_peers=settings.max_peers,
                             max_viewers=settings.viewer_cap, model=model.name, demo_model=model.demo,
-                            defaults=_settings_out(engine.settings()))
+                            demo_label=model.demo_label, defaults=_settings_out(engine.settings()))
 
     @app.post("/prompt", response_model=PromptState, dependencies=[Depends(authorize)])
     async def set_prompt(body: PromptUpdate) -> PromptState:

@@ -89,6 +89,7 @@ class ServerConfig(BaseModel):
     max_viewers: int
     model: str
     demo_model: bool
+    demo_label: str | None = Field(default=None, description="what the demo model does (None for real weights)")
     defaults: StreamSettingsOut
 
 

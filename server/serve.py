@@ -25,6 +25,8 @@ from server.settings import DEFAULT_MODEL, KEEP_ALIVE_TIMEOUT_S, ServerSettings
 from stream import ModelNotFoundError, StreamConfig, StreamEngine
 from stream.config import even_t_list
 from stream.control import ControlNetConfig
+from stream.config import AutoencoderKind
+from stream.demo_manifest import TRAINED_DEMO_DIR, DemoManifest
 from stream.demo_model import make_demo_model
 from stream.loading import choose_placement, resolve_model_dir
 
@@ -39,9 +41,12 @@ DEMO_BANNER = """
 ************************************************************************************
 *  DEMO MODE: no Sana-Sprint weights were given or found in the Hugging Face cache, *
 *  and this machine has no CUDA GPU with the hub in reach to download them.         *
-*  Serving a tiny RANDOMLY INITIALISED model: its output is NOT a real style.       *
+*  Serving the built-in %s
 *  Use real weights with: make serve ARGS="--model %s"
 ************************************************************************************"""
+RANDOM_DEMO_LABEL = ("demo model: random weights, its output is not a style; real styles need Sana-Sprint weights "
+                     "(a GPU)")
+DEFAULT_PROMPT = "a watercolor painting"
 
 
 def _cached_default() -> bool:
@@ -65,10 +70,14 @@ def choose_model(requested: str | None, *, gpu: Callable[[], bool] = torch.cuda.
     if source is ModelSource.DOWNLOAD:
         announce_download(DEFAULT_MODEL)
         return str(resolve_model_dir(DEFAULT_MODEL, local_files_only=False)), False
-    demo = cache_root() / "demo-model"
-    if not (demo / "model_index.json").exists():
-        make_demo_model(demo)
-    logger.warning(DEMO_BANNER, DEFAULT_MODEL)
+    if (TRAINED_DEMO_DIR / "model_index.json").exists():
+        demo = TRAINED_DEMO_DIR
+    else:  # a checkout without the committed weights (docs/demo-model.md says how to train them)
+        logger.warning("the trained demo model is missing from %s: serving a random one", TRAINED_DEMO_DIR)
+        demo = cache_root() / "demo-model"
+        if not (demo / "model_index.json").exists():
+            make_demo_model(demo)
+    logger.warning(DEMO_BANNER, demo_label(str(demo)), DEFAULT_MODEL)
     return str(demo), True
 
 
@@ -81,13 +90,25 @@ def warn_secrets_on_command_line(args: argparse.Namespace) -> None:
                        ", ".join(f"SANA_STREAM_{o.removeprefix('--').replace('-', '_').upper()}" for o in options))
 
 
+def demo_label(model: str) -> str:
+    """What the page's badge and the log say about a demo model: a trained one's filters, else random weights."""
+    manifest = DemoManifest.read(model)
+    return manifest.label() if manifest is not None else RANDOM_DEMO_LABEL
+
+
 def build_settings(args: argparse.Namespace, model: str) -> ServerSettings:
+    """The server's settings from the options. A trained demo model (one with a ``demo_model.json``) is served the
+    way it was trained: its first prompt and its autoencoder, unless the options name others."""
     warn_secrets_on_command_line(args)
     backend = resolve_backend(args.backend).value
     t_list = tuple(args.t_list) if args.t_list else even_t_list(args.strength, args.steps)
     controlnets = tuple(ControlNetConfig.from_option(c) for c in args.controlnet)
-    stream = StreamConfig(width=args.width, height=args.height, t_list=t_list, prompt=args.prompt,
-                          cfg_type=args.cfg_type, encoder=args.encoder, decoder=args.decoder,
+    demo = DemoManifest.read(model) if Path(model).is_dir() else None
+    prompt = args.prompt if args.prompt is not None else demo.prompts[0] if demo else DEFAULT_PROMPT
+    encoder = args.encoder or (demo.encoder if demo else AutoencoderKind.DCAE.value)
+    decoder = args.decoder or (demo.decoder if demo else AutoencoderKind.DCAE.value)
+    stream = StreamConfig(width=args.width, height=args.height, t_list=t_list, prompt=prompt,
+                          cfg_type=args.cfg_type, encoder=encoder, decoder=decoder,
                           tiny_vae=args.tiny_vae, similarity_filter=args.similarity_filter, seed=args.seed,
                           backend=backend, controlnets=controlnets)
     max_viewers = None if args.max_viewers < 0 else args.max_viewers
@@ -153,7 +174,8 @@ def run_server(args: argparse.Namespace) -> int:
     if settings.is_loopback:
         include_loopback_candidates()
     app = create_app(settings, engine, ModelInfo(name=Path(model).name if demo else model, demo=demo,
-                                                 backend=settings.backend))
+                                                 backend=settings.backend,
+                                                 demo_label=demo_label(model) if demo else None))
     scheme = "https" if settings.ssl_certfile else "http"
     logger.info("serving on %s://%s:%d", scheme, settings.host, settings.port)
     try:

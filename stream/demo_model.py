@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderDC, SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import Gemma2Config, Gemma2Model, PreTrainedTokenizerFast
 
 from stream.prompt import default_complex_human_instruction
@@ -74,6 +74,7 @@ class DemoModelSpec:
     text_vocab_size: int | None = None  # rows of Gemma's embedding; None: the tokenizer's vocabulary
     controlnet_layers: int = 1  # blocks of the ControlNet written beside the model
     dtype: str = "float32"  # of the weights as written ("bfloat16": as the real Sprint checkpoints)
+    instruction_tokens: bool = False  # the tokenizer knows each instruction line as one token (build_tokenizer)
 
 
 # Each part keeps its share of the real 0.6B's work at 512 px, scaled down by one common factor (1/236), so a
@@ -137,10 +138,12 @@ PRESETS: dict[DemoPreset, DemoModelSpec] = {
 }
 
 
-def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+def build_tokenizer(vocab_size: int, instruction_tokens: bool = False) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on the pipeline's instruction text and common style words.
 
-    Byte-level means every prompt tokenises (no unknown words), so different prompts give different ids.
+    Byte-level means every prompt tokenises (no unknown words), so different prompts give different ids. With
+    ``instruction_tokens`` each line of the instruction prefix is one added token: the prefix every prompt carries
+    shrinks from ~260 tokens to ~15, so a small trained model's cross-attention finds the prompt's own tokens.
     """
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -153,6 +156,8 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     )
     corpus = default_complex_human_instruction() + _STYLE_WORDS.split()
     tok.train_from_iterator(corpus, trainer)
+    if instruction_tokens:
+        tok.add_tokens([AddedToken(line, normalized=False) for line in default_complex_human_instruction()])
     bos = tok.token_to_id("<bos>")
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
     return PreTrainedTokenizerFast(
@@ -202,7 +207,7 @@ def build_demo_pipeline(spec: DemoModelSpec, seed: int = 0) -> SanaSprintPipelin
     networks would need 6.6 GB at once in fp32)."""
     torch.manual_seed(seed)
     dtype = getattr(torch, spec.dtype)
-    tokenizer = build_tokenizer(spec.vocab_size)
+    tokenizer = build_tokenizer(spec.vocab_size, spec.instruction_tokens)
     text_encoder = build_text_encoder(spec, max(spec.text_vocab_size or 0, len(tokenizer))).to(dtype)
     transformer = build_transformer(spec).to(dtype)
     vae = build_vae(spec).to(dtype)

@@ -81,7 +81,8 @@ def test_serve_without_model_uses_the_demo_model_loudly(tmp_path):
         assert health["backend"] in ("onnxruntime", "tensorrt")  # auto picked a compiled backend
     finally:
         output = stop(process)
-    assert "DEMO MODE" in output and "NOT a real style" in output
+    assert "DEMO MODE" in output and "demo model: imitates 4 simple filters" in output
+    assert "real styles need Sana-Sprint weights (a GPU)" in output
 
 
 def test_settings_come_from_the_environment(monkeypatch):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.default_model import ModelSource, default_model_source, download_notice, hub_reachable
+from stream.demo_manifest import TRAINED_DEMO_DIR
 
 
 class Checks:
@@ -89,5 +90,32 @@ def test_serve_chooses_the_demo_model_on_this_cpu_machine(tmp_path: Path, monkey
         raise AssertionError("the network must not be probed without a GPU")
 
     model, demo = choose_model(None, gpu=lambda: False, online=no_network)
-    assert demo and Path(model) == tmp_path / "cache" / "demo-model" and (Path(model) / "model_index.json").exists()
+    assert demo and Path(model) == TRAINED_DEMO_DIR and (Path(model) / "model_index.json").exists()
     assert choose_model("some/model", gpu=lambda: True, online=no_network) == ("some/model", False)
+
+
+def test_without_the_committed_demo_weights_serve_writes_a_random_demo_model(tmp_path: Path, monkeypatch, caplog):
+    import server.serve
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("SANA_STREAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(server.serve, "TRAINED_DEMO_DIR", tmp_path / "missing")
+    model, demo = server.serve.choose_model(None, gpu=lambda: False, online=lambda: False)
+    assert demo and Path(model) == tmp_path / "cache" / "demo-model" and (Path(model) / "model_index.json").exists()
+    assert "the trained demo model is missing" in caplog.text
+    assert server.serve.demo_label(model) == server.serve.RANDOM_DEMO_LABEL
+
+
+def test_the_trained_demo_model_is_served_with_its_first_prompt_and_its_autoencoder():
+    from sana_stream.cli import build_parser
+    from server.serve import build_settings, demo_label
+
+    stream = build_settings(build_parser().parse_args(["serve"]), str(TRAINED_DEMO_DIR)).stream
+    assert (stream.prompt, stream.encoder.value, stream.decoder.value) == ("pencil sketch", "tiny", "tiny")
+    args = build_parser().parse_args(["serve", "--prompt", "mosaic", "--encoder", "dcae", "--decoder", "dcae-lite"])
+    stream = build_settings(args, str(TRAINED_DEMO_DIR)).stream
+    assert (stream.prompt, stream.encoder.value, stream.decoder.value) == ("mosaic", "dcae", "dcae-lite")
+    stream = build_settings(build_parser().parse_args(["serve"]), "owner/real-model").stream  # real weights: as before
+    assert (stream.prompt, stream.encoder.value, stream.decoder.value) == ("a watercolor painting", "dcae", "dcae")
+    assert demo_label(str(TRAINED_DEMO_DIR)).startswith("demo model: imitates 4 simple filters")

@@ -43,16 +43,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="first TrigFlow angle in radians (pi/2 = pure noise)")
     p.add_argument("--t-list", type=parse_t_list, default=env("t_list"),
                    help="explicit comma-separated angles; overrides --steps/--strength")
-    p.add_argument("--prompt", default=env("prompt", "a watercolor painting"),
-                   help="the prompt every new stream starts with (POST /prompt changes it live)")
+    p.add_argument("--prompt", default=env("prompt"),
+                   help="the prompt every new stream starts with (POST /prompt changes it live); default: 'a "
+                        "watercolor painting', for the demo model its first trained prompt")
     p.add_argument("--cfg-type", default=env("cfg_type", CfgType.NONE.value), choices=[c.value for c in CfgType],
                    help="residual CFG with the negative prompt (docs/engine.md): none, full, self or onetime")
-    p.add_argument("--encoder", default=env("encoder", AutoencoderKind.DCAE.value),
+    p.add_argument("--encoder", default=env("encoder"),
                    choices=[AutoencoderKind.DCAE.value, AutoencoderKind.TINY.value],
-                   help="the image encoder: DC-AE, or the tiny autoencoder (docs/autoencoder.md)")
-    p.add_argument("--decoder", default=env("decoder", AutoencoderKind.DCAE.value),
-                   choices=[v.value for v in AutoencoderKind],
-                   help="the image decoder: DC-AE, the tiny autoencoder or DC-AE-Lite (docs/autoencoder.md)")
+                   help="the image encoder: DC-AE, or the tiny autoencoder (docs/autoencoder.md); default: dcae, "
+                        "for the demo model the one it was trained with (tiny)")
+    p.add_argument("--decoder", default=env("decoder"), choices=[v.value for v in AutoencoderKind],
+                   help="the image decoder: DC-AE, the tiny autoencoder or DC-AE-Lite (docs/autoencoder.md); "
+                        "default: dcae, for the demo model the one it was trained with (tiny)")
     p.add_argument("--tiny-vae", default=env("tiny_vae"), help="directory of taesana_*.pth")
     p.add_argument("--controlnet", action="append", default=[], metavar="PATH[:PREPROCESSOR[:SCALE]]",
                    help="a Sprint ControlNet (directory or hub id) with its preprocessor (canny, passthrough) and "

@@ -10,9 +10,10 @@ export function onSettingsUnauthorized(handler) {
 }
 
 export function applyConfig() {
-  const { width, height, demo_model: demo, defaults } = state.config;
+  const { width, height, demo_model: demo, demo_label: label, defaults } = state.config;
   document.documentElement.style.setProperty("--aspect", `${width} / ${height}`);
   $("demo-badge").hidden = !demo;
+  if (label) $("demo-badge").textContent = $("demo-badge").title = label;
   if (!state.settings) showSettings(defaults);
 }
 
