@@ -2,11 +2,11 @@
 buffers, behind the same ``CompiledBackend`` as onnxruntime and TensorRT parts.
 
 It needs neither ONNX nor TensorRT, so it is the fast path on a GPU where TensorRT cannot be installed (and the one
-``make device-check`` measures offline). Each part is a ``CompiledPart`` with static shapes (``engines.specs``):
-the batching, prompt K/V padding and ControlNet residuals are ``CompiledBackend``'s, so one compiled graph per
-part serves every call. On a GPU the part runs in a CUDA graph, captured by us on its buffers
-(``TorchCompileGraphs.OWN``, as TensorRT parts) or by Inductor (``REDUCE_OVERHEAD``); on a CPU Inductor
-generates C++ (a C++ compiler must be installed).
+``make device-check`` measures offline). Each part is a ``CompiledPart`` on buffers sized for the most rows
+(``engines.specs``) that runs the rows a call has: the batching, prompt K/V padding and ControlNet residuals are
+``CompiledBackend``'s. On a GPU every row count is compiled at load and runs in a CUDA graph of its own, captured
+by us on the buffers (``TorchCompileGraphs.OWN``, as TensorRT parts) or by Inductor (``REDUCE_OVERHEAD``); on a
+CPU Inductor generates C++ (a C++ compiler must be installed) and compiles other row counts on first use.
 
 Inductor's caches (its FX graph cache, generated code, Triton kernels) live in ``inductor/`` of the engine cache
 (``$SANA_STREAM_CACHE/engines/inductor`` by default), so a second start compiles nothing: dynamo traces the
